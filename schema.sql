@@ -1,0 +1,52 @@
+-- portcullis database schema. Applied at every start-up; every statement is
+-- idempotent. Times are Unix milliseconds (UTC) unless a column says otherwise.
+-- PRAGMA user_version records the schema version (see src/store/sqlite.rs).
+
+CREATE TABLE IF NOT EXISTS users (
+    id             TEXT PRIMARY KEY,            -- UUID v4
+    email          TEXT NOT NULL UNIQUE,        -- trimmed, lower-cased
+    name           TEXT,
+    password_hash  TEXT NOT NULL,               -- argon2id PHC string
+    is_admin       INTEGER NOT NULL DEFAULT 0,
+    disabled_at    INTEGER,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS sessions (
+    id             TEXT PRIMARY KEY,            -- UUID v4, the `sid` claim
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    remember_me    INTEGER NOT NULL DEFAULT 0,
+    created_at     INTEGER NOT NULL,
+    last_used_at   INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    revoked_at     INTEGER,
+    revoke_reason  TEXT,
+    ip_address     TEXT,
+    user_agent     TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions(user_id);
+CREATE INDEX IF NOT EXISTS sessions_revoked_at ON sessions(revoked_at) WHERE revoked_at IS NOT NULL;
+
+-- Every refresh token ever issued, by SHA-256 hash. A session has exactly one
+-- token with retired_at NULL; presenting a retired one is reuse.
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash     BLOB PRIMARY KEY,
+    session_id     TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    created_at     INTEGER NOT NULL,
+    retired_at     INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refresh_tokens_session_id ON refresh_tokens(session_id);
+
+-- JWT signing keys. private_key is sealed with the storage encryption key
+-- (XChaCha20-Poly1305: 24-byte nonce || ciphertext).
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid            TEXT PRIMARY KEY,
+    algorithm      TEXT NOT NULL,
+    private_key    BLOB NOT NULL,
+    public_key     BLOB NOT NULL,
+    created_at     INTEGER NOT NULL,
+    retired_at     INTEGER
+);
+
+PRAGMA user_version = 1;

@@ -1,0 +1,9 @@
+//! The domain: accounts, passwords, access tokens and sessions. Nothing here
+//! knows about HTTP; handlers in [`crate::http`] call [`service::AuthService`].
+
+pub mod crypto;
+pub mod email;
+pub mod password;
+pub mod revocation;
+pub mod service;
+pub mod tokens;

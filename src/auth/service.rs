@@ -1,0 +1,527 @@
+//! Account and session operations: what every account route of SPEC section 5
+//! does, without HTTP. Handlers call these and map [`AuthError`] to responses.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::crypto::{decode_opaque_token, new_opaque_token, sha256};
+use super::email::{normalize, Email};
+use super::password::{HashError, HashPool, PasswordPolicy};
+use super::revocation::RevocationList;
+use super::tokens::{AccessClaims, TokenError, TokenKeys, TokenSubject};
+use crate::clock::{Millis, SharedClock};
+use crate::config::Config;
+use crate::error::FieldErrors;
+use crate::store::{NewUser, Rotation, Session, Store, StoreError, User};
+
+/// Longest accepted display name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// User agents are stored cut to this many characters.
+pub const MAX_USER_AGENT_CHARS: usize = 512;
+
+/// Why a login was refused. The client sees only `invalid_credentials`; the
+/// reason is kept for the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    UnknownEmail,
+    WrongPassword,
+    AccountDisabled,
+}
+
+impl LoginFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownEmail => "unknown_email",
+            Self::WrongPassword => "wrong_password",
+            Self::AccountDisabled => "account_disabled",
+        }
+    }
+}
+
+/// Every way an account operation can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    #[error("invalid credentials ({})", .0.as_str())]
+    InvalidCredentials(LoginFailure),
+    #[error("email taken")]
+    EmailTaken,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("refresh token reused")]
+    RefreshTokenReused { session_id: Uuid, user_id: Uuid },
+    #[error("{0}")]
+    InvalidToken(TokenError),
+    #[error("invalid current password")]
+    InvalidCurrentPassword,
+    #[error("not found")]
+    NotFound,
+    #[error("hashing overloaded")]
+    Overloaded,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<HashError> for AuthError {
+    fn from(err: HashError) -> Self {
+        match err {
+            HashError::Overloaded => Self::Overloaded,
+            HashError::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+pub type AuthResult<T> = Result<T, AuthError>;
+
+/// Who is asking, as recorded on a session.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    pub fn new(ip: Option<String>, user_agent: Option<&str>) -> Self {
+        Self {
+            ip,
+            user_agent: user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+        }
+    }
+}
+
+/// An access token and refresh token for one session (SPEC "Token pair").
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub refresh_expires_in: i64,
+    pub session_id: Uuid,
+}
+
+/// The account and session logic, shared by every handler.
+pub struct AuthService {
+    store: Arc<dyn Store>,
+    hasher: HashPool,
+    policy: PasswordPolicy,
+    tokens: TokenKeys,
+    revocations: RevocationList,
+    clock: SharedClock,
+    session_ttl_ms: Millis,
+    refresh_ttl_ms: Millis,
+}
+
+impl AuthService {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        hasher: HashPool,
+        tokens: TokenKeys,
+        revocations: RevocationList,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            policy: PasswordPolicy::from_config(&config.passwords),
+            tokens,
+            revocations,
+            clock,
+            session_ttl_ms: config.tokens.session_ttl.as_millis_i64(),
+            refresh_ttl_ms: config.tokens.refresh_ttl.as_millis_i64(),
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn tokens(&self) -> &TokenKeys {
+        &self.tokens
+    }
+
+    pub fn revocations(&self) -> &RevocationList {
+        &self.revocations
+    }
+
+    pub fn hasher(&self) -> &HashPool {
+        &self.hasher
+    }
+
+    /// Creates an account after validating every field (SPEC "Accounts").
+    pub async fn register(
+        &self,
+        email: &str,
+        password: SecretString,
+        name: Option<&str>,
+        is_admin: bool,
+    ) -> AuthResult<User> {
+        let mut errors = FieldErrors::new();
+        let parsed = Email::parse(email)
+            .map_err(|r| errors.insert("email", r.to_owned()))
+            .ok();
+        let name = match parse_name(name) {
+            Ok(n) => n,
+            Err(reason) => {
+                errors.insert("name", reason.to_owned());
+                None
+            }
+        };
+        if let Err(reason) = self.policy.check_length(password.expose_secret()) {
+            errors.insert("password", reason);
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        let Some(email) = parsed else {
+            return Err(AuthError::Validation(errors));
+        };
+        if self.store.user_by_email(email.as_str()).await?.is_some() {
+            return Err(AuthError::EmailTaken);
+        }
+        let hash = self
+            .strong_hash(password, &email, name.as_deref(), "password")
+            .await?;
+        let user = NewUser {
+            id: Uuid::new_v4(),
+            email: email.into_string(),
+            name,
+            password_hash: hash,
+            is_admin,
+            created_at: self.now(),
+        };
+        match self.store.create_user(user).await {
+            Err(StoreError::EmailTaken) => Err(AuthError::EmailTaken),
+            other => Ok(other?),
+        }
+    }
+
+    /// Checks the zxcvbn strength and hashes, in one job on the hashing pool.
+    async fn strong_hash(
+        &self,
+        password: SecretString,
+        email: &Email,
+        name: Option<&str>,
+        field: &'static str,
+    ) -> AuthResult<String> {
+        let policy = self.policy.clone();
+        let inputs = [
+            email.as_str().to_owned(),
+            email.local_part().to_owned(),
+            name.unwrap_or_default().to_owned(),
+        ];
+        let outcome = self
+            .hasher
+            .run(move |argon| {
+                let inputs: Vec<&str> = inputs
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                policy.check_strength(password.expose_secret(), &inputs)?;
+                Ok(argon.hash(password.expose_secret()))
+            })
+            .await?;
+        match outcome {
+            Ok(hash) => Ok(hash?),
+            Err(reason) => Err(AuthError::Validation(FieldErrors::from([(field, reason)]))),
+        }
+    }
+
+    /// Verifies an email and password. Costs one argon2 verification whether or
+    /// not the account exists. Re-hashes a hash made with older parameters.
+    pub async fn authenticate(&self, email: &str, password: SecretString) -> AuthResult<User> {
+        let email = normalize(email);
+        let user = if email.len() <= super::email::MAX_EMAIL_LEN {
+            self.store.user_by_email(&email).await?
+        } else {
+            None
+        };
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let rehash_with = password.clone();
+        let verdict = self.hasher.verify(password, stored).await?;
+        let Some(user) = user else {
+            return Err(AuthError::InvalidCredentials(LoginFailure::UnknownEmail));
+        };
+        if !verdict.valid {
+            return Err(AuthError::InvalidCredentials(LoginFailure::WrongPassword));
+        }
+        if user.is_disabled() {
+            return Err(AuthError::InvalidCredentials(LoginFailure::AccountDisabled));
+        }
+        if verdict.needs_rehash {
+            match self.hasher.hash(rehash_with).await {
+                Ok(hash) => {
+                    if let Err(e) = self
+                        .store
+                        .set_password_hash(user.id, hash, self.now())
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not store re-hashed password");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "re-hash deferred"),
+            }
+        }
+        Ok(user)
+    }
+
+    /// Starts a session for an authenticated user and issues its first token pair.
+    pub async fn open_session(
+        &self,
+        user: &User,
+        remember_me: bool,
+        client: &ClientInfo,
+    ) -> AuthResult<TokenPair> {
+        let now = self.now();
+        let ttl = if remember_me {
+            self.refresh_ttl_ms
+        } else {
+            self.session_ttl_ms
+        };
+        let session = Session {
+            id: Uuid::new_v4(),
+            user_id: user.id,
+            remember_me,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now.saturating_add(ttl),
+            revoked_at: None,
+            ip_address: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+        };
+        let refresh = new_opaque_token();
+        let hash = refresh_hash(&refresh)?;
+        self.store.create_session(session.clone(), hash).await?;
+        self.pair(user, &session, refresh, now)
+    }
+
+    fn pair(
+        &self,
+        user: &User,
+        session: &Session,
+        refresh: String,
+        now: Millis,
+    ) -> AuthResult<TokenPair> {
+        let subject = TokenSubject {
+            user_id: user.id,
+            email: &user.email,
+            session_id: session.id,
+            is_admin: user.is_admin,
+            session_expires_at: session.expires_at,
+        };
+        let (access_token, exp) = self.tokens.issue(&subject, now)?;
+        Ok(TokenPair {
+            access_token,
+            refresh_token: refresh,
+            token_type: "Bearer",
+            expires_in: (exp - now.div_euclid(1000)).max(0),
+            refresh_expires_in: (session.expires_at - now).div_euclid(1000).max(0),
+            session_id: session.id,
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair, retiring it. A retired token
+    /// revokes its whole session.
+    pub async fn refresh(&self, refresh_token: &str) -> AuthResult<(User, TokenPair)> {
+        let presented = refresh_hash(refresh_token).map_err(|_| AuthError::InvalidRefreshToken)?;
+        let replacement = new_opaque_token();
+        let now = self.now();
+        match self
+            .store
+            .rotate_refresh(presented, refresh_hash(&replacement)?, now)
+            .await?
+        {
+            Rotation::Invalid => Err(AuthError::InvalidRefreshToken),
+            Rotation::Reused {
+                session_id,
+                user_id,
+            } => {
+                self.revocations.revoke(session_id, now);
+                Err(AuthError::RefreshTokenReused {
+                    session_id,
+                    user_id,
+                })
+            }
+            Rotation::Rotated(session) => {
+                let user = self
+                    .store
+                    .user_by_id(session.user_id)
+                    .await?
+                    .filter(|u| !u.is_disabled())
+                    .ok_or(AuthError::InvalidRefreshToken)?;
+                let pair = self.pair(&user, &session, replacement, now)?;
+                Ok((user, pair))
+            }
+        }
+    }
+
+    /// Verifies a bearer token, including revocation, without touching storage.
+    pub fn authorize(&self, bearer: &str) -> AuthResult<AccessClaims> {
+        let claims = self
+            .tokens
+            .verify(bearer, self.now())
+            .map_err(AuthError::InvalidToken)?;
+        if self.revocations.is_revoked(claims.sid) {
+            return Err(AuthError::InvalidToken(TokenError::Revoked));
+        }
+        Ok(claims)
+    }
+
+    /// The current, enabled account behind a verified token.
+    pub async fn current_user(&self, claims: &AccessClaims) -> AuthResult<User> {
+        self.store
+            .user_by_id(claims.sub)
+            .await?
+            .filter(|u| !u.is_disabled())
+            .ok_or(AuthError::InvalidToken(TokenError::Revoked))
+    }
+
+    /// Revokes the session the token belongs to.
+    pub async fn logout(&self, claims: &AccessClaims) -> AuthResult<()> {
+        let now = self.now();
+        self.store
+            .revoke_session(claims.sub, claims.sid, "logout", now)
+            .await?;
+        self.revocations.revoke(claims.sid, now);
+        Ok(())
+    }
+
+    /// Revokes every session of the token's user; returns how many.
+    pub async fn logout_all(&self, claims: &AccessClaims) -> AuthResult<usize> {
+        self.revoke_all(claims.sub, None, "logout_all").await
+    }
+
+    /// Revokes every live session of `user_id` except `keep`.
+    pub async fn revoke_all(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        reason: &'static str,
+    ) -> AuthResult<usize> {
+        let now = self.now();
+        let revoked = self
+            .store
+            .revoke_user_sessions(user_id, keep, reason, now)
+            .await?;
+        for sid in &revoked {
+            self.revocations.revoke(*sid, now);
+        }
+        Ok(revoked.len())
+    }
+
+    /// Live sessions of the token's user, newest first.
+    pub async fn sessions(&self, claims: &AccessClaims) -> AuthResult<Vec<Session>> {
+        Ok(self.store.live_sessions(claims.sub, self.now()).await?)
+    }
+
+    /// Revokes one of the token user's own sessions; others' are [`AuthError::NotFound`].
+    pub async fn revoke_session(&self, claims: &AccessClaims, session_id: Uuid) -> AuthResult<()> {
+        let now = self.now();
+        if !self
+            .store
+            .revoke_session(claims.sub, session_id, "session_revoked", now)
+            .await?
+        {
+            return Err(AuthError::NotFound);
+        }
+        self.revocations.revoke(session_id, now);
+        Ok(())
+    }
+
+    /// Changes the password after checking the current one; revokes every other session.
+    pub async fn change_password(
+        &self,
+        claims: &AccessClaims,
+        current: SecretString,
+        new: SecretString,
+    ) -> AuthResult<User> {
+        let user = self.current_user(claims).await?;
+        let verdict = self
+            .hasher
+            .verify(current, Some(user.password_hash.clone()))
+            .await?;
+        if !verdict.valid {
+            return Err(AuthError::InvalidCurrentPassword);
+        }
+        if let Err(reason) = self.policy.check_length(new.expose_secret()) {
+            return Err(AuthError::Validation(FieldErrors::from([(
+                "new_password",
+                reason,
+            )])));
+        }
+        let email = Email::parse(&user.email).map_err(|r| anyhow::anyhow!("stored email {r}"))?;
+        let hash = self
+            .strong_hash(new, &email, user.name.as_deref(), "new_password")
+            .await?;
+        self.store
+            .set_password_hash(user.id, hash, self.now())
+            .await?;
+        self.revoke_all(user.id, Some(claims.sid), "password_changed")
+            .await?;
+        Ok(user)
+    }
+
+    /// Picks up revocations made by other processes; returns the next cursor.
+    pub async fn sync_revocations(&self, since: Millis) -> AuthResult<Millis> {
+        let now = self.now();
+        self.revocations.prune(now);
+        Ok(self
+            .revocations
+            .sync(self.store.as_ref(), since, now)
+            .await?)
+    }
+}
+
+/// SHA-256 of a well-formed refresh token; an error for anything else.
+fn refresh_hash(token: &str) -> anyhow::Result<[u8; 32]> {
+    let raw =
+        decode_opaque_token(token).ok_or_else(|| anyhow::anyhow!("malformed refresh token"))?;
+    Ok(sha256(&raw))
+}
+
+/// Trims a display name; empty means none.
+pub fn parse_name(name: Option<&str>) -> Result<Option<String>, &'static str> {
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err("must be at most 100 characters");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(Some(name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(parse_name(None), Ok(None));
+        assert_eq!(parse_name(Some("  ")), Ok(None));
+        assert_eq!(parse_name(Some(" Ada ")), Ok(Some("Ada".into())));
+        assert!(parse_name(Some(&"x".repeat(101))).is_err());
+        assert!(parse_name(Some("a\nb")).is_err());
+    }
+
+    #[test]
+    fn user_agent_is_cut() {
+        let long = "u".repeat(600);
+        let info = ClientInfo::new(None, Some(&long));
+        assert_eq!(info.user_agent.unwrap().len(), MAX_USER_AGENT_CHARS);
+    }
+}

@@ -1,0 +1,421 @@
+//! Access tokens: JWTs signed with Ed25519 (a key pair generated on first start,
+//! its private half sealed in the database) or HS256 with a configured secret.
+//! Verification accepts only the configured algorithm, a known `kid`,
+//! `typ: at+jwt`, our issuer and audience, and the time window by our clock.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, Context};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{decode, decode_header, encode, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::crypto::{random_bytes, sha256, MasterKey};
+use crate::clock::Millis;
+use crate::config::{Algorithm, TokensConfig};
+use crate::store::{SigningKeyRow, Store};
+
+/// The `typ` header of our access tokens (RFC 9068).
+pub const TOKEN_TYPE: &str = "at+jwt";
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The user id.
+    pub sub: Uuid,
+    pub email: String,
+    /// The session id.
+    pub sid: Uuid,
+    pub jti: Uuid,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub roles: Vec<String>,
+}
+
+/// Why a presented access token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("access token is malformed or its signature is invalid")]
+    Invalid,
+    #[error("access token has expired")]
+    Expired,
+    #[error("access token is not valid yet")]
+    NotYetValid,
+    #[error("access token has been revoked")]
+    Revoked,
+}
+
+impl TokenError {
+    /// A static client-facing message.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Invalid => "access token is malformed or its signature is invalid",
+            Self::Expired => "access token has expired",
+            Self::NotYetValid => "access token is not valid yet",
+            Self::Revoked => "access token has been revoked",
+        }
+    }
+}
+
+/// What goes into a new access token.
+#[derive(Debug, Clone)]
+pub struct TokenSubject<'a> {
+    pub user_id: Uuid,
+    pub email: &'a str,
+    pub session_id: Uuid,
+    pub is_admin: bool,
+    /// The token never outlives its session.
+    pub session_expires_at: Millis,
+}
+
+/// Signing and verification keys plus the published JWKS.
+pub struct TokenKeys {
+    kid: String,
+    algorithm: jsonwebtoken::Algorithm,
+    encoding: EncodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    validation: Validation,
+    jwks: serde_json::Value,
+    issuer: String,
+    audience: String,
+    access_ttl_secs: i64,
+}
+
+impl TokenKeys {
+    /// Loads the active key for the configured algorithm, generating and storing an
+    /// Ed25519 pair on first start.
+    pub async fn load_or_create(
+        cfg: &TokensConfig,
+        store: &dyn Store,
+        master: &MasterKey,
+        now: Millis,
+    ) -> anyhow::Result<Self> {
+        match cfg.algorithm {
+            Algorithm::HS256 => Ok(Self::hs256(cfg)),
+            Algorithm::EdDSA => {
+                let row = match store.active_signing_key("EdDSA").await? {
+                    Some(row) => row,
+                    None => {
+                        let row = new_ed25519_row(master, now)?;
+                        store.insert_signing_key(row.clone()).await?;
+                        tracing::info!(kid = %row.kid, "generated a new Ed25519 signing key");
+                        row
+                    }
+                };
+                Self::ed25519(cfg, &row, master)
+            }
+        }
+    }
+
+    fn hs256(cfg: &TokensConfig) -> Self {
+        let kid = format!(
+            "hs256-{}",
+            &hex::encode(sha256(cfg.secret.as_bytes()))[..12]
+        );
+        let decoding =
+            HashMap::from([(kid.clone(), DecodingKey::from_secret(cfg.secret.as_bytes()))]);
+        Self::assemble(
+            cfg,
+            kid,
+            jsonwebtoken::Algorithm::HS256,
+            EncodingKey::from_secret(cfg.secret.as_bytes()),
+            decoding,
+            // A symmetric secret is never published.
+            json!({ "keys": [] }),
+        )
+    }
+
+    fn ed25519(
+        cfg: &TokensConfig,
+        row: &SigningKeyRow,
+        master: &MasterKey,
+    ) -> anyhow::Result<Self> {
+        let seed = master
+            .open(&row.private_key, key_context(&row.kid).as_bytes())
+            .with_context(|| format!("cannot unseal signing key {}", row.kid))?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| anyhow!("signing key {} has the wrong length", row.kid))?;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let public = signing.verifying_key().to_bytes();
+        if public[..] != row.public_key[..] {
+            return Err(anyhow!(
+                "signing key {} does not match its public key",
+                row.kid
+            ));
+        }
+        let der = signing
+            .to_pkcs8_der()
+            .map_err(|e| anyhow!("cannot encode signing key: {e}"))?;
+        let x = URL_SAFE_NO_PAD.encode(public);
+        let jwks = json!({ "keys": [{
+            "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA",
+            "kid": row.kid, "x": x,
+        }]});
+        let decoding = HashMap::from([(row.kid.clone(), DecodingKey::from_ed_der(&public))]);
+        Ok(Self::assemble(
+            cfg,
+            row.kid.clone(),
+            jsonwebtoken::Algorithm::EdDSA,
+            EncodingKey::from_ed_der(der.as_bytes()),
+            decoding,
+            jwks,
+        ))
+    }
+
+    fn assemble(
+        cfg: &TokensConfig,
+        kid: String,
+        algorithm: jsonwebtoken::Algorithm,
+        encoding: EncodingKey,
+        decoding: HashMap<String, DecodingKey>,
+        jwks: serde_json::Value,
+    ) -> Self {
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[&cfg.issuer]);
+        validation.set_audience(&[&cfg.audience]);
+        validation.set_required_spec_claims(&["iss", "aud", "sub", "exp", "nbf"]);
+        // Time is checked against our injected clock instead.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        Self {
+            kid,
+            algorithm,
+            encoding,
+            decoding,
+            validation,
+            jwks,
+            issuer: cfg.issuer.clone(),
+            audience: cfg.audience.clone(),
+            access_ttl_secs: i64::try_from(cfg.access_ttl.as_secs()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Signs a new access token; returns it with its `exp`.
+    pub fn issue(&self, subject: &TokenSubject<'_>, now: Millis) -> anyhow::Result<(String, i64)> {
+        let iat = now.div_euclid(1000);
+        let exp = iat
+            .saturating_add(self.access_ttl_secs)
+            .min(subject.session_expires_at.div_euclid(1000));
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: subject.user_id,
+            email: subject.email.to_owned(),
+            sid: subject.session_id,
+            jti: Uuid::new_v4(),
+            iat,
+            nbf: iat,
+            exp,
+            roles: if subject.is_admin {
+                vec!["admin".to_owned()]
+            } else {
+                Vec::new()
+            },
+        };
+        let mut header = Header::new(self.algorithm);
+        header.typ = Some(TOKEN_TYPE.to_owned());
+        header.kid = Some(self.kid.clone());
+        let token = encode(&header, &claims, &self.encoding).context("cannot sign access token")?;
+        Ok((token, exp))
+    }
+
+    /// Checks signature, algorithm, `kid`, `typ`, issuer, audience and time.
+    /// Revocation is the caller's job (see `auth::revocation`).
+    pub fn verify(&self, token: &str, now: Millis) -> Result<AccessClaims, TokenError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Invalid);
+        }
+        let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != self.algorithm || header.typ.as_deref() != Some(TOKEN_TYPE) {
+            return Err(TokenError::Invalid);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or(TokenError::Invalid)?;
+        let claims = decode::<AccessClaims>(token, key, &self.validation)
+            .map_err(|_| TokenError::Invalid)?
+            .claims;
+        let now = now.div_euclid(1000);
+        if now >= claims.exp {
+            return Err(TokenError::Expired);
+        }
+        if now < claims.nbf {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    /// The JSON Web Key Set to publish.
+    pub fn jwks(&self) -> &serde_json::Value {
+        &self.jwks
+    }
+
+    /// The `kid` new tokens carry.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+fn key_context(kid: &str) -> String {
+    format!("portcullis signing key {kid}")
+}
+
+fn new_ed25519_row(master: &MasterKey, now: Millis) -> anyhow::Result<SigningKeyRow> {
+    let seed: [u8; 32] = random_bytes();
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let public = signing.verifying_key().to_bytes();
+    let kid = hex::encode(&sha256(&public)[..8]);
+    Ok(SigningKeyRow {
+        private_key: master.seal(&seed, key_context(&kid).as_bytes())?,
+        public_key: public.to_vec(),
+        kid,
+        algorithm: "EdDSA".to_owned(),
+        created_at: now,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    const NOW: Millis = 1_800_000_000_000;
+
+    fn subject() -> TokenSubject<'static> {
+        TokenSubject {
+            user_id: Uuid::new_v4(),
+            email: "a@example.com",
+            session_id: Uuid::new_v4(),
+            is_admin: true,
+            session_expires_at: NOW + 86_400_000,
+        }
+    }
+
+    async fn ed_keys(dir: &std::path::Path) -> TokenKeys {
+        let store = SqliteStore::open(&dir.join("db")).unwrap();
+        let master = MasterKey::load_or_create("", dir).unwrap();
+        TokenKeys::load_or_create(&TokensConfig::default(), &store, &master, NOW)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn ed25519_round_trip_and_key_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ed_keys(dir.path()).await;
+        let (token, exp) = keys.issue(&subject(), NOW).unwrap();
+        assert_eq!(exp, NOW / 1000 + 3600);
+        let claims = keys.verify(&token, NOW).unwrap();
+        assert_eq!(claims.roles, vec!["admin"]);
+        assert_eq!(
+            keys.verify(&token, NOW + 3_600_000),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            keys.verify(&token, NOW - 1_000),
+            Err(TokenError::NotYetValid)
+        );
+
+        let again = ed_keys(dir.path()).await;
+        assert_eq!(again.kid(), keys.kid());
+        assert!(again.verify(&token, NOW).is_ok());
+        assert_eq!(keys.jwks()["keys"][0]["kid"], keys.kid());
+    }
+
+    #[tokio::test]
+    async fn private_key_is_not_stored_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let master = MasterKey::load_or_create("", dir.path()).unwrap();
+        TokenKeys::load_or_create(&TokensConfig::default(), &store, &master, NOW)
+            .await
+            .unwrap();
+        let row = store.active_signing_key("EdDSA").await.unwrap().unwrap();
+        assert_eq!(row.private_key.len(), 24 + 32 + 16);
+        let other = MasterKey::from_hex(&"00".repeat(32)).unwrap();
+        assert!(TokenKeys::ed25519(&TokensConfig::default(), &row, &other).is_err());
+    }
+
+    #[tokio::test]
+    async fn token_never_outlives_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ed_keys(dir.path()).await;
+        let s = TokenSubject {
+            session_expires_at: NOW + 60_000,
+            ..subject()
+        };
+        let (_, exp) = keys.issue(&s, NOW).unwrap();
+        assert_eq!(exp, NOW / 1000 + 60);
+    }
+
+    #[tokio::test]
+    async fn refuses_other_algorithms_and_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ed_keys(dir.path()).await;
+        let (token, _) = keys.issue(&subject(), NOW).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+
+        // alg: none with the same claims.
+        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt"}"#);
+        let forged = format!("{none_header}.{}.", parts[1]);
+        assert_eq!(keys.verify(&forged, NOW), Err(TokenError::Invalid));
+
+        // HS256 signed with the public key as the secret (algorithm confusion).
+        let cfg = TokensConfig {
+            algorithm: Algorithm::HS256,
+            secret: keys.jwks()["keys"][0]["x"].as_str().unwrap().repeat(2),
+            ..TokensConfig::default()
+        };
+        let hs = TokenKeys::hs256(&cfg);
+        let (hs_token, _) = hs.issue(&subject(), NOW).unwrap();
+        assert_eq!(keys.verify(&hs_token, NOW), Err(TokenError::Invalid));
+
+        // A changed claim breaks the signature.
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        claims["roles"] = json!(["admin", "root"]);
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(claims.to_string()),
+            parts[2]
+        );
+        assert_eq!(keys.verify(&tampered, NOW), Err(TokenError::Invalid));
+        assert_eq!(keys.verify("", NOW), Err(TokenError::Invalid));
+        assert_eq!(
+            keys.verify(&"a".repeat(5000), NOW),
+            Err(TokenError::Invalid)
+        );
+    }
+
+    #[test]
+    fn hs256_round_trip_and_wrong_audience() {
+        let cfg = TokensConfig {
+            algorithm: Algorithm::HS256,
+            secret: "0123456789abcdef0123456789abcdef".into(),
+            ..TokensConfig::default()
+        };
+        let keys = TokenKeys::hs256(&cfg);
+        let (token, _) = keys.issue(&subject(), NOW).unwrap();
+        assert!(keys.verify(&token, NOW).is_ok());
+        assert_eq!(keys.jwks()["keys"], json!([]));
+        let other = TokenKeys::hs256(&TokensConfig {
+            audience: "else".into(),
+            ..cfg
+        });
+        assert_eq!(other.verify(&token, NOW), Err(TokenError::Invalid));
+    }
+}

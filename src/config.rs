@@ -1,0 +1,844 @@
+//! Configuration: defaults, then a TOML file, then `PORTCULLIS_<SECTION>__<KEY>`
+//! environment variables, then command-line flags. Every value is validated before
+//! the server binds, and every error names its key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "PORTCULLIS_";
+/// The configuration file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "portcullis.toml";
+
+/// The whole configuration. Field names are the TOML keys of SPEC section 3.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub tokens: TokensConfig,
+    pub passwords: PasswordsConfig,
+    pub rate_limit: RateLimitConfig,
+    pub audit: AuditConfig,
+    pub mail: MailConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: String,
+    /// Peers allowed to set `X-Forwarded-For` / `X-Real-IP`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// The externally visible base URL.
+    pub public_url: String,
+    /// HTTP worker threads; 0 = number of CPU cores.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    /// 64 hex characters; empty = `data_dir/encryption.key`.
+    pub encryption_key: String,
+}
+
+/// Signing algorithm of access tokens.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Algorithm {
+    EdDSA,
+    HS256,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub algorithm: Algorithm,
+    /// HS256 secret (at least 32 bytes); unused with EdDSA.
+    pub secret: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub session_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordsConfig {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub min_strength: u8,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    pub max_concurrent_hashes: usize,
+    pub max_queued_hashes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub max_keys: u64,
+    pub ipv6_prefix: u8,
+    pub rules: BTreeMap<String, RuleConfig>,
+}
+
+/// One tunable rate-limit rule (`[rate_limit.rules.<name>]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub limit: u32,
+    pub window: Duration,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub retention_days: u32,
+    pub coalesce_window: Duration,
+}
+
+/// How mail leaves the server.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    Outbox,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    pub smtp_url: String,
+    pub from: String,
+    pub reset_url: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 16_384,
+            public_url: "http://127.0.0.1:8080".into(),
+            workers: 0,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            encryption_key: String::new(),
+        }
+    }
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "portcullis".into(),
+            audience: "portcullis".into(),
+            algorithm: Algorithm::EdDSA,
+            secret: String::new(),
+            access_ttl: Duration::secs(3600),
+            refresh_ttl: Duration::secs(30 * 86_400),
+            session_ttl: Duration::secs(86_400),
+        }
+    }
+}
+
+impl Default for PasswordsConfig {
+    fn default() -> Self {
+        Self {
+            min_length: 12,
+            max_length: 128,
+            min_strength: 3,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            max_concurrent_hashes: 0,
+            max_queued_hashes: 256,
+        }
+    }
+}
+
+/// The rules of SPEC section 6 with their default limits and windows.
+pub const DEFAULT_RULES: &[(&str, u32, u64)] = &[
+    ("login_ip", 5, 900),
+    ("login_account", 20, 900),
+    ("mfa", 5, 900),
+    ("register_ip", 5, 900),
+    ("register_ip_hourly", 20, 3600),
+    ("refresh_ip", 5, 900),
+    ("reset_request_ip", 5, 900),
+    ("reset_request_account", 3, 3600),
+    ("reset_confirm_ip", 5, 900),
+];
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let rules = DEFAULT_RULES
+            .iter()
+            .map(|&(name, limit, window)| {
+                let rule = RuleConfig {
+                    limit,
+                    window: Duration::secs(window),
+                    enabled: true,
+                };
+                (name.to_owned(), rule)
+            })
+            .collect();
+        Self {
+            max_keys: 1_000_000,
+            ipv6_prefix: 64,
+            rules,
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+            coalesce_window: Duration::secs(60),
+        }
+    }
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            transport: MailTransport::Outbox,
+            smtp_url: String::new(),
+            from: "portcullis <no-reply@localhost>".into(),
+            reset_url: "http://127.0.0.1:8080/reset-password?token={token}".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            tokens: TokensConfig::default(),
+            passwords: PasswordsConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            audit: AuditConfig::default(),
+            mail: MailConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, always naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Overrides given on the command line; they win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layered configuration: defaults, the file (`path`, else
+    /// `./portcullis.toml` when present), the process environment, then `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(path, &env, overrides)
+    }
+
+    /// [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        path: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+                default.is_file().then_some(default)
+            }
+        };
+        let mut tree = match &file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        origin: p.display().to_string(),
+                        message: e.message().to_owned(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut tree, env)?;
+        let mut merged = toml::Value::try_from(Config::default())
+            .ok()
+            .and_then(|v| v.as_table().cloned())
+            .unwrap_or_default();
+        overlay(&mut merged, tree);
+        let tree = merged;
+        let origin = file
+            .as_ref()
+            .map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
+            .map_err(|e| ConfigError::Parse {
+                origin: origin.clone(),
+                message: format!("{}: {}", path_text(e.path()), e.inner()),
+            })?;
+        if let Some(bind) = &overrides.bind {
+            config.server.bind = bind.clone();
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that a type alone cannot, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        SocketAddr::from_str(&s.bind).map_err(|_| {
+            invalid(
+                "server.bind",
+                format!("`{}` is not an address like 127.0.0.1:8080", s.bind),
+            )
+        })?;
+        if s.max_body_bytes < 256 || s.max_body_bytes > 16 * 1024 * 1024 {
+            return Err(invalid(
+                "server.max_body_bytes",
+                "must be between 256 and 16777216",
+            ));
+        }
+        if !(s.public_url.starts_with("http://") || s.public_url.starts_with("https://")) {
+            return Err(invalid(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        if s.workers > 1024 {
+            return Err(invalid("server.workers", "must be at most 1024"));
+        }
+
+        let key = &self.storage.encryption_key;
+        if !key.is_empty() && (key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(invalid(
+                "storage.encryption_key",
+                "must be 64 hex characters (256 bits) or empty",
+            ));
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "must not be empty"));
+        }
+
+        let t = &self.tokens;
+        if t.issuer.is_empty() {
+            return Err(invalid("tokens.issuer", "must not be empty"));
+        }
+        if t.audience.is_empty() {
+            return Err(invalid("tokens.audience", "must not be empty"));
+        }
+        if t.algorithm == Algorithm::HS256 && t.secret.len() < 32 {
+            return Err(invalid(
+                "tokens.secret",
+                "HS256 needs a secret of at least 32 bytes",
+            ));
+        }
+        for (key, d) in [
+            ("tokens.access_ttl", t.access_ttl),
+            ("tokens.refresh_ttl", t.refresh_ttl),
+            ("tokens.session_ttl", t.session_ttl),
+        ] {
+            if d.as_secs() < 1 {
+                return Err(invalid(key, "must be at least 1s"));
+            }
+        }
+
+        let p = &self.passwords;
+        if p.min_length < 1 {
+            return Err(invalid("passwords.min_length", "must be at least 1"));
+        }
+        if p.max_length < p.min_length || p.max_length > 1024 {
+            return Err(invalid(
+                "passwords.max_length",
+                "must be between min_length and 1024",
+            ));
+        }
+        if p.min_strength > 4 {
+            return Err(invalid(
+                "passwords.min_strength",
+                "must be a zxcvbn score from 0 to 4",
+            ));
+        }
+        argon2::Params::new(
+            p.argon2_memory_kib,
+            p.argon2_iterations,
+            p.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| {
+            invalid(
+                "passwords.argon2_memory_kib",
+                format!("argon2 parameters rejected: {e}"),
+            )
+        })?;
+        if p.max_concurrent_hashes > 256 {
+            return Err(invalid(
+                "passwords.max_concurrent_hashes",
+                "must be at most 256",
+            ));
+        }
+
+        let r = &self.rate_limit;
+        if r.max_keys < 1 {
+            return Err(invalid("rate_limit.max_keys", "must be at least 1"));
+        }
+        if !(32..=128).contains(&r.ipv6_prefix) {
+            return Err(invalid(
+                "rate_limit.ipv6_prefix",
+                "must be between 32 and 128",
+            ));
+        }
+        for (name, rule) in &r.rules {
+            if !DEFAULT_RULES.iter().any(|(known, _, _)| known == name) {
+                let names: Vec<&str> = DEFAULT_RULES.iter().map(|r| r.0).collect();
+                return Err(invalid(
+                    &format!("rate_limit.rules.{name}"),
+                    format!("unknown rule; known rules are {}", names.join(", ")),
+                ));
+            }
+            if rule.limit < 1 {
+                return Err(invalid(
+                    &format!("rate_limit.rules.{name}.limit"),
+                    "must be at least 1",
+                ));
+            }
+            if rule.window.as_secs() < 1 {
+                return Err(invalid(
+                    &format!("rate_limit.rules.{name}.window"),
+                    "must be at least 1s",
+                ));
+            }
+        }
+
+        if self.audit.coalesce_window.as_secs() < 1 {
+            return Err(invalid("audit.coalesce_window", "must be at least 1s"));
+        }
+
+        let m = &self.mail;
+        if m.transport == MailTransport::Smtp
+            && !(m.smtp_url.starts_with("smtp://") || m.smtp_url.starts_with("smtps://"))
+        {
+            return Err(invalid(
+                "mail.smtp_url",
+                "smtp transport needs an smtp:// or smtps:// URL",
+            ));
+        }
+        if !m.reset_url.contains("{token}") {
+            return Err(invalid("mail.reset_url", "must contain {token}"));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, every secret replaced by `"***"`.
+    pub fn to_masked_toml(&self) -> String {
+        let mut masked = self.clone();
+        for secret in [
+            &mut masked.storage.encryption_key,
+            &mut masked.tokens.secret,
+            &mut masked.mail.smtp_url,
+        ] {
+            if !secret.is_empty() {
+                *secret = "***".into();
+            }
+        }
+        toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The path of the SQLite database.
+    pub fn database_path(&self) -> PathBuf {
+        self.storage.data_dir.join("portcullis.db")
+    }
+}
+
+fn path_text(path: &serde_path_to_error::Path) -> String {
+    let text = path.to_string();
+    if text == "." {
+        "config".to_owned()
+    } else {
+        text
+    }
+}
+
+/// Writes `PORTCULLIS_<SECTION>__<KEY>[__<KEY>…]` variables into the TOML tree.
+/// A value becomes a string when the key's default is a string; otherwise it is
+/// read as a TOML value (`10`, `true`, `["10.0.0.0/8"]`).
+fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let defaults = toml::Value::try_from(Config::default())
+        .ok()
+        .and_then(|v| v.as_table().cloned())
+        .unwrap_or_default();
+    let mut vars: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+        .collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(invalid(name, "malformed variable name"));
+        }
+        let default = lookup(&defaults, &path);
+        let value = match default {
+            Some(toml::Value::String(_)) => toml::Value::String(raw.clone()),
+            _ => parse_env_value(raw),
+        };
+        insert(tree, &path, value).map_err(|reason| invalid(name, reason))?;
+    }
+    Ok(())
+}
+
+/// Writes `top` over `base`, merging tables key by key (so a file that sets one
+/// key of a rule keeps the rule's other defaults).
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let value = table.get(first)?;
+    if rest.is_empty() {
+        return Some(value);
+    }
+    match value {
+        toml::Value::Table(t) => lookup(t, rest),
+        _ => None,
+    }
+}
+
+fn insert(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((first, rest)) = path.split_first() else {
+        return Err("empty key".into());
+    };
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => insert(t, rest, value),
+        _ => Err(format!("`{first}` is not a section")),
+    }
+}
+
+/// A span of time written as a string: `"900s"`, `"15m"`, `"1h"`, `"30d"`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Duration(std::time::Duration);
+
+impl Duration {
+    /// A duration of whole seconds.
+    pub const fn secs(s: u64) -> Self {
+        Self(std::time::Duration::from_secs(s))
+    }
+
+    pub fn as_secs(&self) -> u64 {
+        self.0.as_secs()
+    }
+
+    /// Milliseconds, saturating at `i64::MAX`.
+    pub fn as_millis_i64(&self) -> i64 {
+        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    pub fn std(&self) -> std::time::Duration {
+        self.0
+    }
+}
+
+/// Why a duration string was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a duration like \"900s\", \"15m\", \"1h\" or \"30d\"")]
+pub struct DurationError(String);
+
+impl FromStr for Duration {
+    type Err = DurationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let err = || DurationError(text.chars().take(40).collect());
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        let (digits, unit) = text.split_at(split);
+        if digits.is_empty() || digits.len() > 12 {
+            return Err(err());
+        }
+        let n: u64 = digits.parse().map_err(|_| err())?;
+        let ms = match unit {
+            "ms" => n,
+            "s" => n * 1_000,
+            "m" => n * 60_000,
+            "h" => n * 3_600_000,
+            "d" => n * 86_400_000,
+            _ => return Err(err()),
+        };
+        Ok(Self(std::time::Duration::from_millis(ms)))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        let (n, unit) = if ms % 1000 != 0 {
+            (ms, "ms")
+        } else {
+            let s = ms / 1000;
+            match s {
+                0 => (0, "s"),
+                s if s % 86_400 == 0 => (s / 86_400, "d"),
+                s if s % 3_600 == 0 => (s / 3_600, "h"),
+                s if s % 60 == 0 => (s / 60, "m"),
+                s => (s, "s"),
+            }
+        };
+        write!(f, "{n}{unit}")
+    }
+}
+
+impl fmt::Debug for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Duration({self})")
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn load(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        } else {
+            std::fs::write(&path, "").unwrap();
+        }
+        Config::load_from(Some(&path), &env(vars), &Overrides::default())
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (text, secs) in [
+            ("900s", 900),
+            ("15m", 900),
+            ("1h", 3600),
+            ("30d", 2_592_000),
+        ] {
+            let d: Duration = text.parse().unwrap();
+            assert_eq!(d.as_secs(), secs, "{text}");
+        }
+        assert_eq!(Duration::secs(900).to_string(), "15m");
+        assert_eq!(Duration::secs(61).to_string(), "61s");
+        assert_eq!("250ms".parse::<Duration>().unwrap().to_string(), "250ms");
+        for bad in [
+            "",
+            "15",
+            "m",
+            "-5m",
+            "1.5h",
+            "15 m",
+            "15min",
+            "99999999999999h",
+        ] {
+            assert!(bad.parse::<Duration>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(load(None, &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let file = "[server]\nbind = \"127.0.0.1:7000\"\nmax_body_bytes = 4096\n";
+        let cfg = load(Some(file), &[("PORTCULLIS_SERVER__BIND", "0.0.0.0:9000")]).unwrap();
+        assert_eq!(cfg.server.bind, "0.0.0.0:9000");
+        assert_eq!(cfg.server.max_body_bytes, 4096);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, file).unwrap();
+        let flags = Overrides {
+            bind: Some("127.0.0.1:1234".into()),
+            data_dir: Some("/tmp/x".into()),
+        };
+        let vars = env(&[("PORTCULLIS_SERVER__BIND", "0.0.0.0:9000")]);
+        let cfg = Config::load_from(Some(&path), &vars, &flags).unwrap();
+        assert_eq!(cfg.server.bind, "127.0.0.1:1234");
+        assert_eq!(cfg.storage.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn nested_env_keys_and_types() {
+        let cfg = load(
+            None,
+            &[
+                ("PORTCULLIS_RATE_LIMIT__RULES__LOGIN_IP__LIMIT", "10"),
+                ("PORTCULLIS_RATE_LIMIT__RULES__MFA__ENABLED", "false"),
+                ("PORTCULLIS_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
+                ("PORTCULLIS_TOKENS__ISSUER", "1234"),
+                ("PORTCULLIS_UNRELATED", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.rate_limit.rules["login_ip"].limit, 10);
+        assert!(!cfg.rate_limit.rules["mfa"].enabled);
+        assert_eq!(cfg.server.trusted_proxies.len(), 1);
+        assert_eq!(cfg.tokens.issuer, "1234");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load(Some("[server]\nbnid = \"x\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bnid"), "{err}");
+        let err = load(None, &[("PORTCULLIS_SERVER__NOPE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+        let err = load(
+            Some("[rate_limit.rules.made_up]\nlimit = 1\nwindow = \"1m\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("rate_limit.rules.made_up"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_reason() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[rate_limit.rules.login_ip]\nlimit = -1\nwindow = \"15m\"\n",
+                "rate_limit.rules.login_ip.limit",
+            ),
+            ("[tokens]\naccess_ttl = \"soon\"\n", "tokens.access_ttl"),
+            (
+                "[server]\ntrusted_proxies = [\"10.0.0.0/99\"]\n",
+                "server.trusted_proxies",
+            ),
+            (
+                "[tokens]\nalgorithm = \"HS256\"\nsecret = \"short\"\n",
+                "tokens.secret",
+            ),
+            ("[tokens]\nalgorithm = \"none\"\n", "tokens.algorithm"),
+            ("[server]\nbind = \"localhost\"\n", "server.bind"),
+            (
+                "[storage]\nencryption_key = \"abc\"\n",
+                "storage.encryption_key",
+            ),
+            ("[passwords]\nmin_strength = 9\n", "passwords.min_strength"),
+            ("[mail]\nreset_url = \"http://x/\"\n", "mail.reset_url"),
+        ];
+        for (file, key) in cases {
+            let err = load(Some(file), &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{file:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn masked_output_hides_secrets_and_reloads() {
+        let mut cfg = Config::default();
+        cfg.tokens.algorithm = Algorithm::HS256;
+        cfg.tokens.secret = "s".repeat(40);
+        cfg.storage.encryption_key = "ab".repeat(32);
+        let text = cfg.to_masked_toml();
+        assert!(!text.contains(&"s".repeat(40)));
+        assert!(!text.contains(&"ab".repeat(32)));
+        assert!(text.contains("\"***\""));
+        let plain = Config::default().to_masked_toml();
+        let back: Config = toml::from_str(&plain).unwrap();
+        assert_eq!(back, Config::default());
+    }
+}

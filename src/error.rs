@@ -1,0 +1,163 @@
+//! The one mapping from failures to HTTP: every error body is
+//! `{"error": "<code>", "message": "<text>"}`, sometimes with more fields.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::store::StoreError;
+
+/// Reasons a field failed validation, by field name.
+pub type FieldErrors = BTreeMap<&'static str, String>;
+
+/// Every error a handler can return.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request validation failed")]
+    Validation(FieldErrors),
+    /// A malformed request (bad JSON, wrong content type, missing field).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("refresh token is invalid or expired")]
+    InvalidRefreshToken,
+    #[error("refresh token was already used; the session has been revoked")]
+    RefreshTokenReused,
+    #[error("{0}")]
+    InvalidToken(&'static str),
+    #[error("current password is incorrect")]
+    InvalidCurrentPassword,
+    #[error("you do not have access to this resource")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the server is busy; retry shortly")]
+    Overloaded,
+    #[error("storage is unavailable; retry shortly")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The stable snake_case code of the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation(_) => "validation_error",
+            Self::BadRequest { code, .. } => code,
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::EmailTaken => "email_taken",
+            Self::InvalidRefreshToken => "invalid_refresh_token",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InvalidCurrentPassword => "invalid_current_password",
+            Self::Forbidden => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// A malformed-request error with the `invalid_request` code.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code: "invalid_request",
+            message: message.into(),
+        }
+    }
+
+    /// A validation error on one field.
+    pub fn field(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::Validation(FieldErrors::from([(field, reason.into())]))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::Unavailable(e) => Self::Unavailable(e),
+            StoreError::Other(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::BadRequest { .. } | Self::InvalidCurrentPassword => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InvalidCredentials
+            | Self::InvalidRefreshToken
+            | Self::RefreshTokenReused
+            | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::EmailTaken => StatusCode::CONFLICT,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
+            Self::Unavailable(e) => tracing::warn!(error = format!("{e:#}"), "storage unavailable"),
+            _ => {}
+        }
+        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        if let Self::Validation(fields) = self {
+            body["fields"] = json!(fields);
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        match self {
+            Self::Overloaded | Self::Unavailable(_) => {
+                res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            Self::InvalidToken(_) => {
+                res.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                ));
+            }
+            _ => {}
+        }
+        res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        res.json(body)
+    }
+}
+
+impl From<crate::auth::service::AuthError> for ApiError {
+    fn from(err: crate::auth::service::AuthError) -> Self {
+        use crate::auth::service::AuthError as E;
+        match err {
+            E::Validation(fields) => Self::Validation(fields),
+            E::InvalidCredentials(_) => Self::InvalidCredentials,
+            E::EmailTaken => Self::EmailTaken,
+            E::InvalidRefreshToken => Self::InvalidRefreshToken,
+            E::RefreshTokenReused { .. } => Self::RefreshTokenReused,
+            E::InvalidToken(e) => Self::InvalidToken(e.message()),
+            E::InvalidCurrentPassword => Self::InvalidCurrentPassword,
+            E::NotFound => Self::NotFound("no such resource"),
+            E::Overloaded => Self::Overloaded,
+            E::Store(e) => e.into(),
+            E::Internal(e) => Self::Internal(e),
+        }
+    }
+}

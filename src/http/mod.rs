@@ -1,0 +1,55 @@
+//! The HTTP layer: one module per route group of SPEC section 5. Handlers parse,
+//! call the domain, and map the result to a response — nothing more.
+
+pub mod accounts;
+pub mod client_ip;
+pub mod extract;
+pub mod ops;
+pub mod request_id;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use actix_web::web::{self, ServiceConfig};
+use actix_web::{HttpResponse, Resource};
+
+use crate::auth::service::AuthService;
+use crate::config::Config;
+use crate::error::ApiError;
+use client_ip::TrustedProxies;
+
+/// Everything a handler can reach.
+pub struct AppState {
+    pub auth: AuthService,
+    pub config: Arc<Config>,
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(resource("/auth/register").route(web::post().to(accounts::register)))
+        .service(resource("/auth/login").route(web::post().to(accounts::login)))
+        .service(resource("/auth/refresh").route(web::post().to(accounts::refresh)))
+        .service(resource("/auth/logout").route(web::post().to(sessions::logout)))
+        .service(resource("/auth/logout-all").route(web::post().to(sessions::logout_all)))
+        .service(resource("/auth/me").route(web::get().to(accounts::me)))
+        .service(resource("/auth/sessions").route(web::get().to(sessions::list)))
+        .service(resource("/auth/sessions/{id}").route(web::delete().to(sessions::revoke)))
+        .service(resource("/auth/password/change").route(web::post().to(accounts::change_password)))
+        .service(resource("/.well-known/jwks.json").route(web::get().to(ops::jwks)))
+        .service(resource("/health").route(web::get().to(ops::health)));
+}
+
+/// A resource that answers unknown methods with a JSON 405.
+fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// The answer for paths that match no route.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route"))
+}

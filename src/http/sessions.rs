@@ -1,0 +1,71 @@
+//! Session routes: logout, logout-all, list and revoke.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::extract::Authenticated;
+use super::AppState;
+use crate::error::ApiError;
+use crate::time_fmt::rfc3339_ms;
+
+#[derive(Debug, Serialize)]
+struct SessionView {
+    id: Uuid,
+    created_at: String,
+    last_used_at: String,
+    expires_at: String,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+    current: bool,
+}
+
+/// `POST /auth/logout`
+pub async fn logout(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.logout(&auth.0).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /auth/logout-all`
+pub async fn logout_all(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.logout_all(&auth.0).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /auth/sessions`
+pub async fn list(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let sessions = state.auth.sessions(&auth.0).await?;
+    let views: Vec<SessionView> = sessions
+        .into_iter()
+        .map(|s| SessionView {
+            current: s.id == auth.0.sid,
+            id: s.id,
+            created_at: rfc3339_ms(s.created_at),
+            last_used_at: rfc3339_ms(s.last_used_at),
+            expires_at: rfc3339_ms(s.expires_at),
+            ip_address: s.ip_address,
+            user_agent: s.user_agent,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": views })))
+}
+
+/// `DELETE /auth/sessions/{id}`: 404 for unknown ids and other users' sessions alike.
+pub async fn revoke(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("no such session"))?;
+    state.auth.revoke_session(&auth.0, id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

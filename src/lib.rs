@@ -1,0 +1,17 @@
+//! portcullis: an authentication server in one binary.
+//!
+//! The crate is laid out by layer (see `ARCHITECTURE.md`): [`http`] parses requests
+//! and maps results to responses, [`auth`] holds the account, password, token and
+//! session logic, and [`store`] persists it. [`startup`] wires them together.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod time_fmt;

@@ -1,0 +1,5 @@
+//! The portcullis binary: see [`portcullis::cli`].
+
+fn main() -> std::process::ExitCode {
+    portcullis::cli::main()
+}

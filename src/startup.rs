@@ -1,0 +1,190 @@
+//! Wiring: builds the shared state from the configuration, binds the listener,
+//! runs the server and shuts it down gracefully.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context;
+use tokio::task::JoinHandle;
+
+use crate::auth::crypto::MasterKey;
+use crate::auth::password::HashPool;
+use crate::auth::revocation::RevocationList;
+use crate::auth::service::AuthService;
+use crate::auth::tokens::TokenKeys;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::http::client_ip::TrustedProxies;
+use crate::http::{self, extract, request_id, AppState};
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// How often revocations made by other processes are picked up.
+const REVOCATION_POLL: Duration = Duration::from_secs(1);
+
+/// Opens the data directory, the database and the keys, and builds the domain
+/// service. Used by the server and by the CLI, so both see the same data.
+pub async fn build_auth(config: &Config, clock: SharedClock) -> anyhow::Result<AuthService> {
+    let dir = &config.storage.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let master = MasterKey::load_or_create(&config.storage.encryption_key, dir)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path())?);
+    let tokens =
+        TokenKeys::load_or_create(&config.tokens, store.as_ref(), &master, clock.now_ms()).await?;
+    let hasher = HashPool::start(&config.passwords)?;
+    let revocations = RevocationList::new(config.tokens.access_ttl.as_millis_i64());
+    Ok(AuthService::new(
+        config,
+        store,
+        hasher,
+        tokens,
+        revocations,
+        clock,
+    ))
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    server: Server,
+    handle: ServerHandle,
+    address: SocketAddr,
+    state: web::Data<AppState>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Whether the server reacts to SIGTERM / SIGINT itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signals {
+    Handle,
+    Ignore,
+}
+
+impl Application {
+    /// Builds everything and binds `server.bind` (port 0 picks a free port).
+    pub async fn build(
+        config: Config,
+        clock: SharedClock,
+        signals: Signals,
+    ) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let auth = build_auth(&config, clock).await?;
+        let cursor = auth.revocations().initial_cursor(auth.now());
+        let cursor = auth
+            .sync_revocations(cursor)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+        let state = web::Data::new(AppState {
+            auth,
+            trusted_proxies: TrustedProxies::new(config.server.trusted_proxies.clone()),
+            config: config.clone(),
+        });
+        let listener = TcpListener::bind(&config.server.bind)
+            .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+        let address = listener.local_addr()?;
+        let workers = match config.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let max_body = config.server.max_body_bytes;
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(extract::json_config(max_body))
+                .app_data(extract::form_config(max_body))
+                .app_data(extract::query_config())
+                .app_data(extract::path_config())
+                .app_data(web::PayloadConfig::new(max_body))
+                .wrap(middleware::from_fn(request_id::middleware))
+                .configure(http::routes)
+                .default_service(web::to(http::not_found))
+        })
+        .listen(listener)?
+        .workers(workers)
+        .shutdown_timeout(30);
+        server = match signals {
+            Signals::Handle => server.shutdown_signal(shutdown_signal()),
+            Signals::Ignore => server.disable_signals(),
+        };
+        let server = server.run();
+        let handle = server.handle();
+
+        let poller = state.clone();
+        let background = vec![tokio::spawn(async move {
+            let mut cursor = cursor;
+            let mut tick = tokio::time::interval(REVOCATION_POLL);
+            loop {
+                tick.tick().await;
+                match poller.auth.sync_revocations(cursor).await {
+                    Ok(next) => cursor = next,
+                    Err(e) => tracing::warn!(error = %e, "cannot read revocations"),
+                }
+            }
+        })];
+        tracing::info!(address = %address, data_dir = %config.storage.data_dir.display(), "portcullis listening");
+        Ok(Self {
+            server,
+            handle,
+            address,
+            state,
+            background,
+        })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// A handle that stops the server (gracefully with `stop(true)`).
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The shared state, for tests and tools that run in-process.
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until stopped, then finishes in-flight requests and cleans up.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let result = self.server.await;
+        for task in &self.background {
+            task.abort();
+        }
+        tracing::info!("portcullis stopped");
+        result.context("server error")
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT; both mean a graceful stop.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,155 @@
+//! Persistence behind one narrow trait. Handlers and the domain see only
+//! [`Store`]; [`sqlite::SqliteStore`] is the implementation that ships, and a
+//! PostgreSQL one can be added beside it without touching them.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::clock::Millis;
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub disabled_at: Option<Millis>,
+    pub created_at: Millis,
+}
+
+impl User {
+    pub fn is_disabled(&self) -> bool {
+        self.disabled_at.is_some()
+    }
+}
+
+/// What is needed to create an account.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub created_at: Millis,
+}
+
+/// A login session: the unit that refresh tokens rotate within and that logout revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub remember_me: bool,
+    pub created_at: Millis,
+    pub last_used_at: Millis,
+    pub expires_at: Millis,
+    pub revoked_at: Option<Millis>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Session {
+    /// Neither revoked nor expired at `now`.
+    pub fn is_live(&self, now: Millis) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: it is now retired and `new_hash` is current.
+    Rotated(Session),
+    /// The token had already been retired: the whole session is now revoked.
+    Reused { session_id: Uuid, user_id: Uuid },
+    /// Unknown token, or the session is revoked or expired.
+    Invalid,
+}
+
+/// A signing key row; `private_key` is sealed (see `auth::crypto`).
+#[derive(Debug, Clone)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub algorithm: String,
+    pub private_key: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created_at: Millis,
+}
+
+/// A revocation seen in storage, for the in-memory revocation view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoked {
+    pub session_id: Uuid,
+    pub revoked_at: Millis,
+}
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("email already registered")]
+    EmailTaken,
+    /// The database is busy, locked, read-only or full: worth retrying later.
+    #[error("storage unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    #[error("storage error: {0:#}")]
+    Other(anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Accounts, sessions, refresh tokens and keys.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account; [`StoreError::EmailTaken`] when the email exists.
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
+    /// Accounts whose email contains `email_filter` (all when `None`), oldest first.
+    async fn list_users(&self, email_filter: Option<String>) -> StoreResult<Vec<User>>;
+    async fn set_password_hash(&self, user_id: Uuid, hash: String, now: Millis) -> StoreResult<()>;
+    /// Disables or enables an account; disabling revokes all its sessions.
+    /// Returns `false` when the account does not exist.
+    async fn set_disabled(&self, user_id: Uuid, disabled: bool, now: Millis) -> StoreResult<bool>;
+
+    /// Stores a new session and its first refresh token hash.
+    async fn create_session(&self, session: Session, refresh_hash: [u8; 32]) -> StoreResult<()>;
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
+    /// Live sessions of a user, newest first.
+    async fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>>;
+    /// Retires `presented` and makes `replacement` current, atomically.
+    async fn rotate_refresh(
+        &self,
+        presented: [u8; 32],
+        replacement: [u8; 32],
+        now: Millis,
+    ) -> StoreResult<Rotation>;
+    /// Revokes one live session of `user_id`. Returns `false` when there is none.
+    async fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        reason: &'static str,
+        now: Millis,
+    ) -> StoreResult<bool>;
+    /// Revokes every live session of a user except `keep`; returns the ones revoked.
+    async fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        reason: &'static str,
+        now: Millis,
+    ) -> StoreResult<Vec<Uuid>>;
+    /// Sessions revoked at or after `since`, for the in-memory revocation view.
+    async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<Revoked>>;
+
+    /// The newest unretired signing key for `algorithm`.
+    async fn active_signing_key(&self, algorithm: &str) -> StoreResult<Option<SigningKeyRow>>;
+    async fn insert_signing_key(&self, key: SigningKeyRow) -> StoreResult<()>;
+
+    /// Whether the database answers a trivial query.
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,654 @@
+//! The SQLite [`Store`]: one database file, WAL mode, a small connection pool,
+//! every call run on a blocking thread.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use async_trait::async_trait;
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
+use uuid::Uuid;
+
+use super::{
+    NewUser, Revoked, Rotation, Session, SigningKeyRow, Store, StoreError, StoreResult, User,
+};
+use crate::clock::Millis;
+
+/// The whole schema, applied at every start-up.
+pub const SCHEMA: &str = include_str!("../../schema.sql");
+/// The schema version `schema.sql` sets.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const POOL_SIZE: u32 = 8;
+
+/// SQLite-backed storage.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+/// Sets the per-connection pragmas every connection needs.
+pub fn configure_connection(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;",
+    )
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies the schema.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let mut conn = Connection::open(path)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        configure_connection(&conn)
+            .with_context(|| format!("cannot configure database {}", path.display()))?;
+        apply_schema(&mut conn)?;
+        drop(conn);
+        let manager = SqliteConnectionManager::file(path).with_init(|c| configure_connection(c));
+        let pool = Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(BUSY_TIMEOUT)
+            .build(manager)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        Ok(Self { pool })
+    }
+
+    /// Runs `f` with a pooled connection on a blocking thread.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn: PooledConnection<SqliteConnectionManager> = pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(anyhow!("no database connection: {e}")))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Other(anyhow!("storage task failed: {e}")))?
+    }
+}
+
+/// Applies `schema.sql` in one transaction and checks the version.
+pub fn apply_schema(conn: &mut Connection) -> anyhow::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(anyhow!(
+            "database schema version {version} is newer than this portcullis understands ({SCHEMA_VERSION})"
+        ));
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)
+        .context("cannot apply schema.sql")?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Classifies a SQLite error: transient faults are [`StoreError::Unavailable`].
+pub fn classify(err: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(e, _) = &err {
+        if matches!(
+            e.code,
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::ReadOnly
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::OutOfMemory
+        ) {
+            return StoreError::Unavailable(err.into());
+        }
+    }
+    StoreError::Other(err.into())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        classify(err)
+    }
+}
+
+fn uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(idx)?;
+    Uuid::parse_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+const USER_COLS: &str = "id, email, name, password_hash, is_admin, disabled_at, created_at";
+
+fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: uuid_col(row, 0)?,
+        email: row.get(1)?,
+        name: row.get(2)?,
+        password_hash: row.get(3)?,
+        is_admin: row.get(4)?,
+        disabled_at: row.get(5)?,
+        created_at: row.get(6)?,
+    })
+}
+
+const SESSION_COLS: &str =
+    "id, user_id, remember_me, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent";
+
+fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: uuid_col(row, 0)?,
+        user_id: uuid_col(row, 1)?,
+        remember_me: row.get(2)?,
+        created_at: row.get(3)?,
+        last_used_at: row.get(4)?,
+        expires_at: row.get(5)?,
+        revoked_at: row.get(6)?,
+        ip_address: row.get(7)?,
+        user_agent: row.get(8)?,
+    })
+}
+
+fn revoke_all(
+    conn: &Connection,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    reason: &str,
+    now: Millis,
+) -> rusqlite::Result<Vec<Uuid>> {
+    let keep = keep.map(|k| k.to_string()).unwrap_or_default();
+    let mut stmt = conn.prepare_cached(
+        "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2
+         WHERE user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1 AND id <> ?4
+         RETURNING id",
+    )?;
+    let ids = stmt
+        .query_map(params![now, reason, user_id.to_string(), keep], |r| {
+            uuid_col(r, 0)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ids)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, user: NewUser) -> StoreResult<User> {
+        self.run(move |conn| {
+            let inserted = conn.execute(
+                "INSERT INTO users (id, email, name, password_hash, is_admin, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![
+                    user.id.to_string(),
+                    user.email,
+                    user.name,
+                    user.password_hash,
+                    user.is_admin,
+                    user.created_at
+                ],
+            );
+            match inserted {
+                Ok(_) => Ok(User {
+                    id: user.id,
+                    email: user.email,
+                    name: user.name,
+                    password_hash: user.password_hash,
+                    is_admin: user.is_admin,
+                    disabled_at: None,
+                    created_at: user.created_at,
+                }),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::EmailTaken)
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let email = email.to_owned();
+        self.run(move |conn| {
+            let sql = format!("SELECT {USER_COLS} FROM users WHERE email = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([email], user_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
+        self.run(move |conn| {
+            let sql = format!("SELECT {USER_COLS} FROM users WHERE id = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id.to_string()], user_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_users(&self, email_filter: Option<String>) -> StoreResult<Vec<User>> {
+        self.run(move |conn| {
+            let pattern = match email_filter {
+                Some(f) => format!(
+                    "%{}%",
+                    f.to_lowercase()
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                ),
+                None => "%".to_owned(),
+            };
+            let sql = format!(
+                "SELECT {USER_COLS} FROM users WHERE email LIKE ?1 ESCAPE '\\' ORDER BY created_at, email"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let users = stmt
+                .query_map([pattern], user_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(users)
+        })
+        .await
+    }
+
+    async fn set_password_hash(&self, user_id: Uuid, hash: String, now: Millis) -> StoreResult<()> {
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3",
+                params![hash, now, user_id.to_string()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_disabled(&self, user_id: Uuid, disabled: bool, now: Millis) -> StoreResult<bool> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = if disabled {
+                tx.execute(
+                    "UPDATE users SET disabled_at = COALESCE(disabled_at, ?1), updated_at = ?1 WHERE id = ?2",
+                    params![now, user_id.to_string()],
+                )?
+            } else {
+                tx.execute(
+                    "UPDATE users SET disabled_at = NULL, updated_at = ?1 WHERE id = ?2",
+                    params![now, user_id.to_string()],
+                )?
+            };
+            if changed > 0 && disabled {
+                revoke_all(&tx, user_id, None, "user_disabled", now)?;
+            }
+            tx.commit()?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: Session, refresh_hash: [u8; 32]) -> StoreResult<()> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO sessions (id, user_id, remember_me, created_at, last_used_at, expires_at, ip_address, user_agent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    session.id.to_string(),
+                    session.user_id.to_string(),
+                    session.remember_me,
+                    session.created_at,
+                    session.last_used_at,
+                    session.expires_at,
+                    session.ip_address,
+                    session.user_agent
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES (?1, ?2, ?3)",
+                params![&refresh_hash[..], session.id.to_string(), session.created_at],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        self.run(move |conn| {
+            let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id.to_string()], session_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>> {
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {SESSION_COLS} FROM sessions
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2
+                 ORDER BY created_at DESC, id"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let sessions = stmt
+                .query_map(params![user_id.to_string(), now], session_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(sessions)
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: [u8; 32],
+        replacement: [u8; 32],
+        now: Millis,
+    ) -> StoreResult<Rotation> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let found: Option<(Uuid, Option<Millis>)> = tx
+                .query_row(
+                    "SELECT session_id, retired_at FROM refresh_tokens WHERE token_hash = ?1",
+                    [&presented[..]],
+                    |r| Ok((uuid_col(r, 0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((session_id, retired_at)) = found else {
+                return Ok(Rotation::Invalid);
+            };
+            let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1");
+            let Some(session) = tx
+                .query_row(&sql, [session_id.to_string()], session_row)
+                .optional()?
+            else {
+                return Ok(Rotation::Invalid);
+            };
+            if retired_at.is_some() {
+                tx.execute(
+                    "UPDATE sessions SET revoked_at = ?1, revoke_reason = 'refresh_token_reused'
+                     WHERE id = ?2 AND revoked_at IS NULL",
+                    params![now, session_id.to_string()],
+                )?;
+                tx.commit()?;
+                return Ok(Rotation::Reused {
+                    session_id,
+                    user_id: session.user_id,
+                });
+            }
+            if !session.is_live(now) {
+                return Ok(Rotation::Invalid);
+            }
+            tx.execute(
+                "UPDATE refresh_tokens SET retired_at = ?1 WHERE token_hash = ?2",
+                params![now, &presented[..]],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES (?1, ?2, ?3)",
+                params![&replacement[..], session_id.to_string(), now],
+            )?;
+            tx.execute(
+                "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2",
+                params![now, session_id.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(Rotation::Rotated(Session {
+                last_used_at: now,
+                ..session
+            }))
+        })
+        .await
+    }
+
+    async fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        reason: &'static str,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        self.run(move |conn| {
+            let changed = conn.execute(
+                "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2
+                 WHERE id = ?3 AND user_id = ?4 AND revoked_at IS NULL AND expires_at > ?1",
+                params![now, reason, session_id.to_string(), user_id.to_string()],
+            )?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        reason: &'static str,
+        now: Millis,
+    ) -> StoreResult<Vec<Uuid>> {
+        self.run(move |conn| Ok(revoke_all(conn, user_id, keep, reason, now)?))
+            .await
+    }
+
+    async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<Revoked>> {
+        self.run(move |conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT id, revoked_at FROM sessions WHERE revoked_at >= ?1")?;
+            let rows = stmt
+                .query_map([since], |r| {
+                    Ok(Revoked {
+                        session_id: uuid_col(r, 0)?,
+                        revoked_at: r.get(1)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn active_signing_key(&self, algorithm: &str) -> StoreResult<Option<SigningKeyRow>> {
+        let algorithm = algorithm.to_owned();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT kid, algorithm, private_key, public_key, created_at FROM signing_keys
+                     WHERE algorithm = ?1 AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1",
+                    [algorithm],
+                    |r| {
+                        Ok(SigningKeyRow {
+                            kid: r.get(0)?,
+                            algorithm: r.get(1)?,
+                            private_key: r.get(2)?,
+                            public_key: r.get(3)?,
+                            created_at: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn insert_signing_key(&self, key: SigningKeyRow) -> StoreResult<()> {
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key.kid,
+                    key.algorithm,
+                    key.private_key,
+                    key.public_key,
+                    key.created_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.run(|conn| {
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(email: &str) -> NewUser {
+        NewUser {
+            id: Uuid::new_v4(),
+            email: email.into(),
+            name: None,
+            password_hash: "x".into(),
+            is_admin: false,
+            created_at: 1,
+        }
+    }
+
+    fn session(user_id: Uuid, now: Millis) -> Session {
+        Session {
+            id: Uuid::new_v4(),
+            user_id,
+            remember_me: false,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + 1_000,
+            revoked_at: None,
+            ip_address: None,
+            user_agent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn schema_is_idempotent_and_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        conn.execute_batch("PRAGMA user_version = 99").unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).err().unwrap().to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn duplicate_email_is_email_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        store.create_user(user("a@example.com")).await.unwrap();
+        let err = store.create_user(user("a@example.com")).await.unwrap_err();
+        assert!(matches!(err, StoreError::EmailTaken));
+    }
+
+    #[tokio::test]
+    async fn rotation_retires_and_detects_reuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let u = store.create_user(user("a@example.com")).await.unwrap();
+        let s = session(u.id, 10);
+        store.create_session(s.clone(), [1; 32]).await.unwrap();
+
+        let r = store.rotate_refresh([1; 32], [2; 32], 20).await.unwrap();
+        assert!(
+            matches!(r, Rotation::Rotated(ref got) if got.id == s.id && got.last_used_at == 20)
+        );
+        assert_eq!(
+            store.rotate_refresh([9; 32], [3; 32], 21).await.unwrap(),
+            Rotation::Invalid
+        );
+        let r = store.rotate_refresh([1; 32], [3; 32], 22).await.unwrap();
+        assert_eq!(
+            r,
+            Rotation::Reused {
+                session_id: s.id,
+                user_id: u.id
+            }
+        );
+        // The whole session is revoked: the current token no longer works either.
+        assert_eq!(
+            store.rotate_refresh([2; 32], [4; 32], 23).await.unwrap(),
+            Rotation::Invalid
+        );
+        let revoked = store.revoked_since(0).await.unwrap();
+        assert_eq!(
+            revoked,
+            vec![Revoked {
+                session_id: s.id,
+                revoked_at: 22
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_session_does_not_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let u = store.create_user(user("a@example.com")).await.unwrap();
+        let s = session(u.id, 10);
+        store.create_session(s.clone(), [1; 32]).await.unwrap();
+        let r = store
+            .rotate_refresh([1; 32], [2; 32], s.expires_at)
+            .await
+            .unwrap();
+        assert_eq!(r, Rotation::Invalid);
+    }
+
+    #[tokio::test]
+    async fn disabling_revokes_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let u = store.create_user(user("a@example.com")).await.unwrap();
+        store
+            .create_session(session(u.id, 10), [1; 32])
+            .await
+            .unwrap();
+        store
+            .create_session(session(u.id, 10), [2; 32])
+            .await
+            .unwrap();
+        assert!(store.set_disabled(u.id, true, 50).await.unwrap());
+        assert!(store.live_sessions(u.id, 60).await.unwrap().is_empty());
+        assert_eq!(store.revoked_since(50).await.unwrap().len(), 2);
+        assert!(store.user_by_id(u.id).await.unwrap().unwrap().is_disabled());
+        assert!(store.set_disabled(u.id, false, 70).await.unwrap());
+        assert!(!store.user_by_id(u.id).await.unwrap().unwrap().is_disabled());
+        assert!(!store.set_disabled(Uuid::new_v4(), true, 80).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn list_users_filters_literally() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        store.create_user(user("a_b@example.com")).await.unwrap();
+        store.create_user(user("axb@example.com")).await.unwrap();
+        let found = store.list_users(Some("A_B".into())).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(store.list_users(None).await.unwrap().len(), 2);
+    }
+}
