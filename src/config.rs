@@ -17,7 +17,7 @@ pub const ENV_PREFIX: &str = "PORTCULLIS_";
 pub const DEFAULT_CONFIG_FILE: &str = "portcullis.toml";
 
 /// The whole configuration. Field names are the TOML keys of SPEC section 3.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -231,20 +231,6 @@ impl Default for MailConfig {
             smtp_url: String::new(),
             from: "portcullis <no-reply@localhost>".into(),
             reset_url: "http://127.0.0.1:8080/reset-password?token={token}".into(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            tokens: TokensConfig::default(),
-            passwords: PasswordsConfig::default(),
-            rate_limit: RateLimitConfig::default(),
-            audit: AuditConfig::default(),
-            mail: MailConfig::default(),
         }
     }
 }
@@ -840,5 +826,22 @@ mod tests {
         let plain = Config::default().to_masked_toml();
         let back: Config = toml::from_str(&plain).unwrap();
         assert_eq!(back, Config::default());
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// `config.example.toml` loads, and documents exactly the defaults.
+    #[test]
+    fn example_config_is_complete_and_matches_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let loaded = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap();
+        assert_eq!(loaded, Config::default());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file: toml::Value = text.parse::<toml::Table>().map(toml::Value::Table).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        assert_eq!(file, defaults, "every key is listed with its default");
     }
 }

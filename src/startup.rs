@@ -95,7 +95,6 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
-                .app_data(extract::json_config(max_body))
                 .app_data(extract::form_config(max_body))
                 .app_data(extract::query_config())
                 .app_data(extract::path_config())
@@ -108,7 +107,7 @@ impl Application {
         .workers(workers)
         .shutdown_timeout(30);
         server = match signals {
-            Signals::Handle => server.shutdown_signal(shutdown_signal()),
+            Signals::Handle => server.shutdown_signal(shutdown_signal()?),
             Signals::Ignore => server.disable_signals(),
         };
         let server = server.run();
@@ -166,25 +165,26 @@ impl Application {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT; both mean a graceful stop.
-async fn shutdown_signal() {
+/// Installs SIGTERM and SIGINT handlers now (so a signal that arrives during
+/// start-up is not lost) and returns a future that resolves on either: both mean
+/// a graceful stop.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::warn!("cannot install signal handlers");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
-        }
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::client_ip::ClientIp;
-use super::extract::{user_agent, Authenticated};
+use super::extract::{user_agent, Authenticated, JsonBody};
 use super::AppState;
 use crate::auth::service::{ClientInfo, TokenPair};
 use crate::error::ApiError;
@@ -85,7 +85,7 @@ pub fn client_info(req: &HttpRequest, ip: ClientIp) -> ClientInfo {
 /// `POST /auth/register`
 pub async fn register(
     state: web::Data<AppState>,
-    body: web::Json<RegisterBody>,
+    body: JsonBody<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let user = state
@@ -100,7 +100,7 @@ pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     ip: ClientIp,
-    body: web::Json<LoginBody>,
+    body: JsonBody<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let user = state.auth.authenticate(&body.email, body.password).await?;
@@ -114,12 +114,12 @@ pub async fn login(
 /// `POST /auth/refresh`
 pub async fn refresh(
     state: web::Data<AppState>,
-    body: web::Json<RefreshBody>,
+    body: JsonBody<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     use secrecy::ExposeSecret;
     let (_user, pair) = state
         .auth
-        .refresh(body.refresh_token.expose_secret())
+        .refresh(body.0.refresh_token.expose_secret())
         .await?;
     Ok(token_response(&pair))
 }
@@ -138,7 +138,7 @@ pub async fn me(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpR
 pub async fn change_password(
     state: web::Data<AppState>,
     auth: Authenticated,
-    body: web::Json<ChangePasswordBody>,
+    body: JsonBody<ChangePasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     state

@@ -3,38 +3,93 @@
 use std::future::{ready, Ready};
 
 use actix_web::dev::Payload;
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
+use actix_web::error::{PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::header;
+use actix_web::HttpMessage;
 use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
 
 use super::AppState;
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
 
-/// JSON body settings: the size limit and our error mapping.
-pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(|err, _req| json_error(err).into())
+/// A JSON request body: `Content-Type: application/json`, at most
+/// `server.max_body_bytes`, valid UTF-8 throughout, a JSON object, and every
+/// required field present with the right type. Anything else is a 400 (413 for
+/// size) with our error body, before any handler logic runs.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T> JsonBody<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
 }
 
-fn json_error(err: JsonPayloadError) -> ApiError {
-    match err {
-        JsonPayloadError::OverflowKnownLength { limit, .. }
-        | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit },
-        JsonPayloadError::ContentType => ApiError::BadRequest {
-            code: "invalid_content_type",
-            message: "the body must be JSON with Content-Type: application/json".into(),
-        },
-        JsonPayloadError::Deserialize(e) if e.is_data() => {
-            ApiError::bad_request(format!("invalid request body: {e}"))
-        }
-        JsonPayloadError::Deserialize(e) => ApiError::BadRequest {
-            code: "invalid_json",
-            message: format!("the body is not valid JSON: {e}"),
-        },
-        other => ApiError::bad_request(format!("cannot read the request body: {other}")),
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = matches!(
+            req.mime_type(),
+            Ok(Some(m)) if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON)
+        );
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(16_384, |s| s.config.server.max_body_bytes);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let body = web::Payload::from_request(req, payload).into_inner();
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::BadRequest {
+                    code: "invalid_content_type",
+                    message: "the body must be JSON with Content-Type: application/json".into(),
+                });
+            }
+            if declared.is_some_and(|n| n > limit) {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            let bytes = body
+                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?
+                .to_bytes_limited(limit)
+                .await
+                .map_err(|_| ApiError::PayloadTooLarge { limit })?
+                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            parse_json(&bytes).map(JsonBody)
+        })
     }
+}
+
+/// Parses a request body into `T`, classifying the failure.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let invalid_json = |message: String| ApiError::BadRequest {
+        code: "invalid_json",
+        message,
+    };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| invalid_json("the body is not valid UTF-8".into()))?;
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Err(invalid_json(
+            "the body is empty; a JSON object is required".into(),
+        ));
+    }
+    if !trimmed.starts_with('{') {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            ApiError::bad_request(format!("invalid request body: {e}"))
+        } else {
+            invalid_json(format!("the body is not valid JSON: {e}"))
+        }
+    })
 }
 
 /// Form body settings (OAuth2 token endpoint).

@@ -1,0 +1,105 @@
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{expect_error, TestApp, PASSWORD};
+
+#[tokio::test]
+async fn malformed_bodies_get_json_400s_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("application/json", b"{not json".to_vec(), "invalid_json"),
+        ("application/json", b"".to_vec(), "invalid_json"),
+        ("application/json", br#"{"email": "a@example.com"}"#.to_vec(), "invalid_request"),
+        ("application/json", br#"{"email": 5, "password": "x"}"#.to_vec(), "invalid_request"),
+        ("application/json", br#"[1, 2]"#.to_vec(), "invalid_request"),
+        ("application/json", b"{\"email\": \"\xff\xfe@example.com\", \"password\": \"correct horse battery staple\"}".to_vec(), "invalid_json"),
+        ("text/plain", br#"{"email": "a@example.com", "password": "correct horse battery staple"}"#.to_vec(), "invalid_content_type"),
+        ("application/x-www-form-urlencoded", b"email=a@example.com".to_vec(), "invalid_content_type"),
+    ];
+    for path in ["/auth/register", "/auth/login", "/auth/refresh"] {
+        for (ct, body, code) in &cases {
+            let res = app
+                .client
+                .post(app.url(path))
+                .header("content-type", *ct)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let got = expect_error(res, StatusCode::BAD_REQUEST, code).await;
+            assert!(!got.to_string().contains("correct horse"), "{got}");
+        }
+        let res = app.client.post(app.url(path)).send().await.unwrap();
+        expect_error(res, StatusCode::BAD_REQUEST, "invalid_content_type").await;
+    }
+    let count: i64 = app
+        .db()
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let app = TestApp::spawn().await;
+    let big = format!(
+        r#"{{"email": "a@example.com", "password": "{}"}}"#,
+        "x".repeat(20_000)
+    );
+    let res = app
+        .client
+        .post(app.url("/auth/register"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let app = TestApp::spawn().await;
+    let res = app.client.get(app.url("/nope")).send().await.unwrap();
+    expect_error(res, StatusCode::NOT_FOUND, "not_found").await;
+    let res = app.client.get(app.url("/auth/login")).send().await.unwrap();
+    expect_error(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let res = app
+        .client
+        .put(app.url("/auth/sessions/abc"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .client
+        .get(app.url("/health"))
+        .header("x-request-id", "abc-123:x.y_z")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123:x.y_z");
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+
+    for bad in ["has space", &"a".repeat(129), "semi;colon"] {
+        let res = app
+            .client
+            .get(app.url("/nope"))
+            .header("x-request-id", bad)
+            .send()
+            .await
+            .unwrap();
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_ne!(id, bad);
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    }
+    let res = app.login("x@example.com", PASSWORD).await;
+    assert!(res.headers().contains_key("x-request-id"));
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real server over HTTP.
+
+mod accounts;
+mod cli;
+mod errors;
+mod helpers;
+mod sessions;
+mod tokens;

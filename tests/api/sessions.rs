@@ -1,0 +1,212 @@
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{expect_error, token, TestApp};
+
+#[tokio::test]
+async fn logout_takes_effect_at_once() {
+    let app = TestApp::spawn().await;
+    let pair = app.signed_up("quinn@example.com").await;
+    let access = token(&pair, "access_token");
+    let res = app.post_auth("/auth/logout", &access, None).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let body = expect_error(
+        app.get_auth("/auth/me", &access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    assert!(body["message"].as_str().unwrap().contains("revoked"));
+    let res = app
+        .post(
+            "/auth/refresh",
+            &json!({ "refresh_token": token(&pair, "refresh_token") }),
+        )
+        .await;
+    expect_error(res, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    expect_error(
+        app.post_auth("/auth/logout", &access, None).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn logout_all_ends_every_session() {
+    let app = TestApp::spawn().await;
+    let a = app.signed_up("ray@example.com").await;
+    let b = app.logged_in("ray@example.com").await;
+    let other = app.signed_up("sam@example.com").await;
+    let res = app
+        .post_auth("/auth/logout-all", &token(&a, "access_token"), None)
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    for pair in [&a, &b] {
+        expect_error(
+            app.get_auth("/auth/me", &token(pair, "access_token")).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        )
+        .await;
+    }
+    assert_eq!(
+        app.get_auth("/auth/me", &token(&other, "access_token"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    expect_error(
+        app.client
+            .post(app.url("/auth/logout-all"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn revocations_survive_a_restart() {
+    let app = TestApp::spawn().await;
+    let pair = app.signed_up("tia@example.com").await;
+    let access = token(&pair, "access_token");
+    app.post_auth("/auth/logout", &access, None).await;
+    let app = app.restart().await;
+    expect_error(
+        app.get_auth("/auth/me", &access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_can_be_listed_and_revoked_one_by_one() {
+    let app = TestApp::spawn().await;
+    let a = app.signed_up("uma@example.com").await;
+    let res = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("user-agent", "phone/1.0")
+        .json(&json!({ "email": "uma@example.com", "password": crate::helpers::PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let b: Value = res.json().await.unwrap();
+    let access_a = token(&a, "access_token");
+
+    let list: Value = app
+        .get_auth("/auth/sessions", &access_a)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    let current: Vec<&Value> = sessions.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["id"], a["session_id"]);
+    let phone = sessions
+        .iter()
+        .find(|s| s["id"] == b["session_id"])
+        .unwrap();
+    assert_eq!(phone["user_agent"], "phone/1.0");
+    assert_eq!(phone["ip_address"], "127.0.0.1");
+    for key in ["created_at", "last_used_at", "expires_at"] {
+        assert!(phone[key].as_str().unwrap().ends_with('Z'));
+    }
+
+    // Someone else's session and nonsense ids are both "not found".
+    let stranger = app.signed_up("vic@example.com").await;
+    let path = format!(
+        "/auth/sessions/{}",
+        stranger["session_id"].as_str().unwrap()
+    );
+    expect_error(
+        app.delete_auth(&path, &access_a).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.delete_auth("/auth/sessions/not-a-uuid", &access_a)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        app.get_auth("/auth/me", &token(&stranger, "access_token"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let path = format!("/auth/sessions/{}", b["session_id"].as_str().unwrap());
+    assert_eq!(
+        app.delete_auth(&path, &access_a).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    expect_error(
+        app.get_auth("/auth/me", &token(&b, "access_token")).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    expect_error(
+        app.delete_auth(&path, &access_a).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let list: Value = app
+        .get_auth("/auth/sessions", &access_a)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn disabling_from_the_cli_revokes_running_sessions() {
+    let app = TestApp::spawn().await;
+    let pair = app.signed_up("wes@example.com").await;
+    let access = token(&pair, "access_token");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["user", "disable", "WES@example.com", "--data-dir"])
+        .arg(app.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The server polls storage for revocations made by other processes every
+    // second; run that poll now instead of waiting for it.
+    // (/auth/sessions reads no account row, so only the revocation view refuses it.)
+    assert_eq!(
+        app.get_auth("/auth/sessions", &access).await.status(),
+        StatusCode::OK
+    );
+    app.state.auth.sync_revocations(0).await.unwrap();
+    expect_error(
+        app.get_auth("/auth/sessions", &access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    assert_eq!(
+        app.login("wes@example.com", crate::helpers::PASSWORD)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
