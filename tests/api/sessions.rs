@@ -210,3 +210,48 @@ async fn disabling_from_the_cli_revokes_running_sessions() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+async fn session_ip(app: &TestApp, forwarded: &str) -> String {
+    let res = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("x-forwarded-for", forwarded)
+        .header("x-real-ip", "192.0.2.55")
+        .json(&json!({ "email": "xena@example.com", "password": crate::helpers::PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let pair: Value = res.json().await.unwrap();
+    let list: Value = app
+        .get_auth("/auth/sessions", &token(&pair, "access_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sessions = list["sessions"].as_array().unwrap();
+    let current = sessions.iter().find(|s| s["current"] == true).unwrap();
+    current["ip_address"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let app = TestApp::spawn().await;
+    app.register("xena@example.com", crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(session_ip(&app, "203.0.113.7").await, "127.0.0.1");
+
+    let app =
+        TestApp::spawn_with(|c| c.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()])
+            .await;
+    app.register("xena@example.com", crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(
+        session_ip(&app, "6.6.6.6, 203.0.113.7").await,
+        "203.0.113.7"
+    );
+    assert_eq!(
+        session_ip(&app, "203.0.113.7, 127.0.0.9").await,
+        "203.0.113.7"
+    );
+    assert_eq!(session_ip(&app, "2001:db8::1").await, "2001:db8::1");
+}
