@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod ratelimit;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

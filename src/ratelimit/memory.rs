@@ -1,0 +1,317 @@
+//! The in-process [`LimitStore`]: one sliding window per (rule, key) in a moka
+//! cache bounded by `max_keys`, each entry expiring when its window has passed.
+//! A check is a cache lookup and a short per-key lock: no I/O, no hashing.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::sync::Cache;
+use moka::Expiry;
+
+use super::rules::{Rule, RuleName, Rules};
+use super::store::{Acquired, LimitStore, Slot, SlotUsage, WindowState};
+use super::window::{Event, Window};
+use crate::clock::Millis;
+
+/// A (rule, key) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct WindowKey {
+    rule: RuleName,
+    key: Box<str>,
+}
+
+type Shared = Arc<Mutex<Window>>;
+
+/// Entries live one window past their last use: by then every event is stale.
+struct ExpireAfterWindow {
+    windows: [Duration; 9],
+}
+
+impl ExpireAfterWindow {
+    fn window(&self, key: &WindowKey) -> Option<Duration> {
+        Some(self.windows[key.rule.index()])
+    }
+}
+
+impl Expiry<WindowKey, Shared> for ExpireAfterWindow {
+    fn expire_after_create(&self, key: &WindowKey, _: &Shared, _: Instant) -> Option<Duration> {
+        self.window(key)
+    }
+
+    fn expire_after_read(
+        &self,
+        key: &WindowKey,
+        _: &Shared,
+        _: Instant,
+        _: Option<Duration>,
+        _: Instant,
+    ) -> Option<Duration> {
+        self.window(key)
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &WindowKey,
+        _: &Shared,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.window(key)
+    }
+}
+
+/// Windows in a bounded moka cache.
+pub struct MemoryStore {
+    cache: Cache<WindowKey, Shared>,
+}
+
+fn lock(window: &Mutex<Window>) -> MutexGuard<'_, Window> {
+    window.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_keys` windows.
+    pub fn new(rules: &Rules, max_keys: u64) -> Self {
+        let mut windows = [Duration::from_secs(1); 9];
+        for rule in rules.enabled() {
+            windows[rule.name.index()] =
+                Duration::from_millis(u64::try_from(rule.window_ms).unwrap_or(0))
+                    .max(Duration::from_secs(1));
+        }
+        let cache = Cache::builder()
+            .max_capacity(max_keys)
+            .expire_after(ExpireAfterWindow { windows })
+            .build();
+        Self { cache }
+    }
+
+    fn entry(&self, rule: RuleName, key: &str) -> Shared {
+        self.cache.get_with(
+            WindowKey {
+                rule,
+                key: key.into(),
+            },
+            Shared::default,
+        )
+    }
+
+    fn existing(&self, rule: RuleName, key: &str) -> Option<Shared> {
+        self.cache.get(&WindowKey {
+            rule,
+            key: key.into(),
+        })
+    }
+
+    /// Check-and-reserve, synchronously (the body of [`LimitStore::acquire`]).
+    pub fn acquire_now(&self, slots: &[Slot<'_>], now: Millis) -> Acquired {
+        let mut entries: Vec<(usize, Shared)> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, self.entry(s.rule.name, s.key)))
+            .collect();
+        // Lock in one global order so that concurrent multi-key checks cannot deadlock.
+        entries.sort_by(|a, b| {
+            (slots[a.0].rule.name, slots[a.0].key).cmp(&(slots[b.0].rule.name, slots[b.0].key))
+        });
+        let mut guards: Vec<(usize, MutexGuard<'_, Window>)> =
+            entries.iter().map(|(i, w)| (*i, lock(w))).collect();
+
+        let mut denied = Vec::new();
+        for (i, window) in &mut guards {
+            let rule = slots[*i].rule;
+            window.prune(now, rule.window_ms);
+            if !window.has_room(rule.limit) {
+                denied.push(SlotUsage {
+                    rule,
+                    usage: window.usage(now, rule.window_ms),
+                });
+            }
+        }
+        if !denied.is_empty() {
+            return Acquired::Denied(denied);
+        }
+        let mut usages = vec![None; slots.len()];
+        for (i, window) in &mut guards {
+            let slot = &slots[*i];
+            window.push(Event {
+                at: now,
+                tag: slot.tag,
+            });
+            usages[*i] = Some(SlotUsage {
+                rule: slot.rule,
+                usage: window.usage(now, slot.rule.window_ms),
+            });
+        }
+        Acquired::Granted(usages.into_iter().flatten().collect())
+    }
+}
+
+#[async_trait]
+impl LimitStore for MemoryStore {
+    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> Acquired {
+        self.acquire_now(slots, now)
+    }
+
+    async fn release(&self, rule: &Rule, key: &str, event: Event) {
+        if let Some(window) = self.existing(rule.name, key) {
+            lock(&window).remove(event);
+        }
+    }
+
+    async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>) {
+        if let Some(window) = self.existing(rule.name, key) {
+            lock(&window).clear(tag);
+        }
+    }
+
+    async fn windows(
+        &self,
+        rules: &Rules,
+        key: Option<&str>,
+        now: Millis,
+        max: usize,
+    ) -> Vec<WindowState> {
+        let live = |k: WindowKey, w: &Shared| -> Option<WindowState> {
+            let rule = rules.get(k.rule)?;
+            let mut window = lock(w);
+            window.prune(now, rule.window_ms);
+            (!window.is_empty()).then(|| WindowState {
+                rule: k.rule,
+                key: k.key.to_string(),
+                events: window.events().copied().collect(),
+            })
+        };
+        let mut out: Vec<WindowState> = match key {
+            Some(key) => rules
+                .enabled()
+                .filter_map(|rule| {
+                    let w = self.existing(rule.name, key)?;
+                    live(
+                        WindowKey {
+                            rule: rule.name,
+                            key: key.into(),
+                        },
+                        &w,
+                    )
+                })
+                .collect(),
+            None => self
+                .cache
+                .iter()
+                .filter_map(|(k, w)| live(WindowKey::clone(&k), &w))
+                .take(max)
+                .collect(),
+        };
+        out.truncate(max);
+        out.sort_by(|a, b| (a.rule, &a.key).cmp(&(b.rule, &b.key)));
+        out
+    }
+
+    async fn import(&self, rules: &Rules, windows: Vec<WindowState>, now: Millis) {
+        for saved in windows {
+            let Some(rule) = rules.get(saved.rule) else {
+                continue;
+            };
+            let mut window = Window::from_events(saved.events);
+            window.prune(now, rule.window_ms);
+            if !window.is_empty() {
+                self.cache.insert(
+                    WindowKey {
+                        rule: saved.rule,
+                        key: saved.key.into(),
+                    },
+                    Arc::new(Mutex::new(window)),
+                );
+            }
+        }
+    }
+
+    fn tracked_keys(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn rules() -> Rules {
+        Rules::from_config(&Config::default().rate_limit)
+    }
+
+    fn slot<'a>(rules: &Rules, name: RuleName, key: &'a str) -> Slot<'a> {
+        Slot {
+            rule: *rules.get(name).unwrap(),
+            key,
+            tag: 0,
+        }
+    }
+
+    #[test]
+    fn all_or_nothing_across_rules() {
+        let rules = rules();
+        let store = MemoryStore::new(&rules, 1000);
+        // Fill register_ip (5) for one IP.
+        for _ in 0..5 {
+            let got = store.acquire_now(&[slot(&rules, RuleName::RegisterIp, "1.2.3.4")], 0);
+            assert!(matches!(got, Acquired::Granted(_)));
+        }
+        // A check of both register rules is denied and records nothing in the hourly one.
+        let both = [
+            slot(&rules, RuleName::RegisterIp, "1.2.3.4"),
+            slot(&rules, RuleName::RegisterIpHourly, "1.2.3.4"),
+        ];
+        match store.acquire_now(&both, 1) {
+            Acquired::Denied(full) => {
+                assert_eq!(full.len(), 1);
+                assert_eq!(full[0].rule.name, RuleName::RegisterIp);
+                assert_eq!(full[0].usage.count, 5);
+            }
+            other => panic!("{other:?}"),
+        }
+        let hourly = store.acquire_now(&[slot(&rules, RuleName::RegisterIpHourly, "1.2.3.4")], 2);
+        match hourly {
+            Acquired::Granted(u) => assert_eq!(u[0].usage.count, 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bounded_by_max_keys() {
+        let rules = rules();
+        let store = MemoryStore::new(&rules, 100);
+        for i in 0..5_000 {
+            let key = format!("10.0.{}.{}", i / 256, i % 256);
+            store.acquire_now(&[slot(&rules, RuleName::LoginIp, &key)], 0);
+        }
+        assert!(store.tracked_keys() <= 100, "{}", store.tracked_keys());
+    }
+
+    #[tokio::test]
+    async fn export_import_round_trip_drops_stale_events() {
+        let rules = rules();
+        let store = MemoryStore::new(&rules, 1000);
+        store.acquire_now(&[slot(&rules, RuleName::LoginIp, "a")], 0);
+        store.acquire_now(&[slot(&rules, RuleName::LoginIp, "a")], 600_000);
+        store.acquire_now(
+            &[slot(&rules, RuleName::ResetRequestAccount, "b@x.io")],
+            600_000,
+        );
+        let saved = store.windows(&rules, None, 600_000, 1000).await;
+        assert_eq!(saved.len(), 2);
+
+        let fresh = MemoryStore::new(&rules, 1000);
+        fresh.import(&rules, saved, 900_000).await;
+        let back = fresh.windows(&rules, Some("a"), 900_000, 1000).await;
+        assert_eq!(back.len(), 1);
+        assert_eq!(
+            back[0].events.len(),
+            1,
+            "the event at 0 left its 15m window"
+        );
+        assert_eq!(fresh.windows(&rules, None, 900_000, 1000).await.len(), 2);
+    }
+}

@@ -1,0 +1,561 @@
+//! Brute-force protection (SPEC section 6): exact sliding windows, checked and
+//! reserved in one atomic step before any password is looked at.
+//!
+//! A handler calls [`Limiter::reserve`] for its route group, does its work, then
+//! [`Limiter::settle`]s the reservation with the outcome: `failures` rules give
+//! their slot back on success (and on a 5xx, which is no failure of the client),
+//! `all` rules keep it. A reservation that is never settled keeps its slots, so
+//! cancelling a request cannot dodge a limit.
+
+pub mod memory;
+pub mod rules;
+pub mod store;
+pub mod window;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::Ipv6Net;
+use moka::sync::Cache;
+
+use crate::clock::{Millis, SharedClock};
+use crate::config::Config;
+pub use rules::{Counts, Guarded, KeyKind, Rule, RuleName, Rules};
+use store::{Acquired, LimitStore, Slot, SlotUsage, WindowState};
+use window::{Event, Usage};
+
+/// How many (account, address) pairs of recent successful logins are kept.
+const MAX_KNOWN_DEVICES: u64 = 1_000_000;
+
+/// The rate-limit key of a client address: the address itself, or for IPv6 its
+/// network of `prefix` bits (`2001:db8:1:2::/64`).
+pub fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None if ipv6_prefix >= 128 => v6.to_string(),
+            None => Ipv6Net::new(v6, ipv6_prefix)
+                .map(|n| n.trunc().to_string())
+                .unwrap_or_else(|_| v6.to_string()),
+        },
+    }
+}
+
+/// A stable 64-bit tag (FNV-1a) naming the other party of an event.
+fn tag_of(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// How a guarded request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx.
+    Success,
+    /// A 4xx after parsing.
+    Failure,
+    /// A 5xx: not the client's failure; counts only under `all` rules.
+    ServerError,
+}
+
+/// Slots held by one request.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    held: Vec<Held>,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    rule: Rule,
+    key: String,
+    event: Event,
+    usage: Usage,
+}
+
+/// The `RateLimit-*` values of the most restrictive rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_secs: u64,
+    pub policy: String,
+}
+
+/// A refused request: which rule, for which key, and when to come back.
+#[derive(Debug, Clone)]
+pub struct Blocked {
+    pub group: Guarded,
+    pub rule: Rule,
+    pub key: String,
+    pub count: u32,
+    pub retry_after: u64,
+}
+
+impl Blocked {
+    pub fn message(&self) -> String {
+        self.group.blocked_message(self.retry_after)
+    }
+
+    pub fn headers(&self) -> RateHeaders {
+        RateHeaders {
+            limit: self.rule.limit,
+            remaining: 0,
+            reset_secs: self.retry_after,
+            policy: self.rule.policy(),
+        }
+    }
+}
+
+fn ceil_secs(ms: Millis) -> u64 {
+    u64::try_from(ms.max(0)).unwrap_or(0).div_ceil(1000)
+}
+
+impl Reservation {
+    /// The headers to send once the outcome is known.
+    pub fn headers(&self, outcome: Outcome) -> Option<RateHeaders> {
+        self.held
+            .iter()
+            .map(|h| {
+                let given_back =
+                    outcome != Outcome::Failure && h.rule.name.counts() == Counts::Failures;
+                let count = h.usage.count.saturating_sub(u32::from(given_back));
+                let reset_ms = if count == 0 { 0 } else { h.usage.reset_ms };
+                RateHeaders {
+                    limit: h.rule.limit,
+                    remaining: h.rule.limit.saturating_sub(count),
+                    reset_secs: ceil_secs(reset_ms),
+                    policy: h.rule.policy(),
+                }
+            })
+            .min_by(|a, b| {
+                a.remaining
+                    .cmp(&b.remaining)
+                    .then(b.reset_secs.cmp(&a.reset_secs))
+            })
+    }
+}
+
+/// One tracked key under one rule, for the admin view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitView {
+    pub rule: RuleName,
+    pub key: String,
+    pub count: u32,
+    pub limit: u32,
+    pub retry_after: u64,
+}
+
+/// The rate limiter: the rules, where windows live, and the known devices.
+pub struct Limiter {
+    rules: Rules,
+    store: Arc<dyn LimitStore>,
+    clock: SharedClock,
+    ipv6_prefix: u8,
+    known_devices: Cache<(Box<str>, Box<str>), Millis>,
+    known_ttl_ms: Millis,
+}
+
+impl Limiter {
+    pub fn new(config: &Config, store: Arc<dyn LimitStore>, clock: SharedClock) -> Self {
+        Self {
+            rules: Rules::from_config(&config.rate_limit),
+            store,
+            clock,
+            ipv6_prefix: config.rate_limit.ipv6_prefix,
+            known_devices: Cache::builder()
+                .max_capacity(MAX_KNOWN_DEVICES)
+                .time_to_live(config.tokens.refresh_ttl.std())
+                .build(),
+            known_ttl_ms: config.tokens.refresh_ttl.as_millis_i64(),
+        }
+    }
+
+    /// The in-memory limiter of a default deployment.
+    pub fn in_memory(config: &Config, clock: SharedClock) -> Self {
+        let rules = Rules::from_config(&config.rate_limit);
+        let store = Arc::new(memory::MemoryStore::new(&rules, config.rate_limit.max_keys));
+        Self::new(config, store, clock)
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    pub fn store(&self) -> &Arc<dyn LimitStore> {
+        &self.store
+    }
+
+    /// The key of a client address under this configuration.
+    pub fn ip_key(&self, ip: IpAddr) -> String {
+        ip_key(ip, self.ipv6_prefix)
+    }
+
+    /// Checks and reserves a slot under every enabled rule of `group`, atomically.
+    /// `account` is the normalized email for account-keyed rules.
+    pub async fn reserve(
+        &self,
+        group: Guarded,
+        ip_key: &str,
+        account: Option<&str>,
+    ) -> Result<Reservation, Blocked> {
+        let now = self.clock.now_ms();
+        let mut slots: Vec<Slot<'_>> = Vec::with_capacity(2);
+        for name in group.rules() {
+            let Some(rule) = self.rules.get(*name) else {
+                continue;
+            };
+            let slot = match (rule.name.key_kind(), account) {
+                (KeyKind::Ip, _) => Slot {
+                    rule: *rule,
+                    key: ip_key,
+                    tag: account.map_or(0, tag_of),
+                },
+                (KeyKind::Account, Some(account)) => {
+                    if rule.name == RuleName::LoginAccount
+                        && self.is_known_device(account, ip_key, now)
+                    {
+                        continue;
+                    }
+                    Slot {
+                        rule: *rule,
+                        key: account,
+                        tag: tag_of(ip_key),
+                    }
+                }
+                (KeyKind::Account, None) => continue,
+            };
+            slots.push(slot);
+        }
+        if slots.is_empty() {
+            return Ok(Reservation { held: Vec::new() });
+        }
+        match self.store.acquire(&slots, now).await {
+            Acquired::Granted(usages) => Ok(Reservation {
+                held: slots
+                    .iter()
+                    .zip(usages)
+                    .map(|(slot, SlotUsage { usage, .. })| Held {
+                        rule: slot.rule,
+                        key: slot.key.to_owned(),
+                        event: Event {
+                            at: now,
+                            tag: slot.tag,
+                        },
+                        usage,
+                    })
+                    .collect(),
+            }),
+            Acquired::Denied(full) => {
+                let worst = full
+                    .iter()
+                    .max_by_key(|f| f.usage.reset_ms)
+                    .copied()
+                    .unwrap_or(full[0]);
+                let key = slots
+                    .iter()
+                    .find(|s| s.rule.name == worst.rule.name)
+                    .map_or_else(String::new, |s| s.key.to_owned());
+                Err(Blocked {
+                    group,
+                    rule: worst.rule,
+                    key,
+                    count: worst.usage.count,
+                    retry_after: ceil_secs(worst.usage.reset_ms).max(1),
+                })
+            }
+        }
+    }
+
+    /// Settles a reservation: `failures` rules give their slot back unless the
+    /// request failed.
+    pub async fn settle(&self, reservation: &Reservation, outcome: Outcome) {
+        if outcome == Outcome::Failure {
+            return;
+        }
+        for held in &reservation.held {
+            if held.rule.name.counts() == Counts::Failures {
+                self.store.release(&held.rule, &held.key, held.event).await;
+            }
+        }
+    }
+
+    /// A successful login: clears the account's failures and this address's
+    /// failures against this account (not its failures against others), and
+    /// remembers the address as a known device of the account.
+    pub async fn login_succeeded(&self, ip_key: &str, account: &str) {
+        if let Some(rule) = self.rules.get(RuleName::LoginAccount) {
+            self.store.clear(rule, account, None).await;
+        }
+        if let Some(rule) = self.rules.get(RuleName::LoginIp) {
+            self.store.clear(rule, ip_key, Some(tag_of(account))).await;
+        }
+        self.remember_device(account, ip_key, self.clock.now_ms());
+    }
+
+    /// Records that `account` logged in from `ip_key` at `at`.
+    pub fn remember_device(&self, account: &str, ip_key: &str, at: Millis) {
+        self.known_devices
+            .insert((account.into(), ip_key.into()), at);
+    }
+
+    fn is_known_device(&self, account: &str, ip_key: &str, now: Millis) -> bool {
+        self.known_devices
+            .get(&(account.into(), ip_key.into()))
+            .is_some_and(|at| at.saturating_add(self.known_ttl_ms) > now)
+    }
+
+    /// Tracked keys with counted events (at most 1000), or only `key`'s.
+    pub async fn inspect(&self, key: Option<&str>) -> Vec<LimitView> {
+        let now = self.clock.now_ms();
+        self.store
+            .windows(&self.rules, key, now, 1000)
+            .await
+            .into_iter()
+            .filter_map(|w| {
+                let rule = self.rules.get(w.rule)?;
+                let count = u32::try_from(w.events.len()).unwrap_or(u32::MAX);
+                let oldest = w.events.iter().map(|e| e.at).min().unwrap_or(now);
+                let retry_after = if count >= rule.limit {
+                    ceil_secs(oldest + rule.window_ms - now).max(1)
+                } else {
+                    0
+                };
+                Some(LimitView {
+                    rule: w.rule,
+                    key: w.key,
+                    count,
+                    limit: rule.limit,
+                    retry_after,
+                })
+            })
+            .collect()
+    }
+
+    /// Clears `key` under one rule or every rule.
+    pub async fn clear(&self, key: &str, rule: Option<RuleName>) {
+        for r in self.rules.enabled() {
+            if rule.is_none_or(|only| only == r.name) {
+                self.store.clear(r, key, None).await;
+            }
+        }
+    }
+
+    /// Every live window, for saving at shutdown.
+    pub async fn export(&self) -> Vec<WindowState> {
+        self.store
+            .windows(&self.rules, None, self.clock.now_ms(), usize::MAX)
+            .await
+    }
+
+    /// Restores saved windows; stale events are dropped.
+    pub async fn import(&self, windows: Vec<WindowState>) {
+        self.store
+            .import(&self.rules, windows, self.clock.now_ms())
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::time::Duration;
+
+    fn limiter() -> (Limiter, ManualClock) {
+        let clock = ManualClock::new(1_000_000);
+        (
+            Limiter::in_memory(&Config::default(), Arc::new(clock.clone())),
+            clock,
+        )
+    }
+
+    #[test]
+    fn ipv6_is_grouped_by_prefix() {
+        let ip: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        assert_eq!(ip_key(ip, 64), "2001:db8:1:2::/64");
+        assert_eq!(ip_key(ip, 48), "2001:db8:1::/48");
+        assert_eq!(ip_key(ip, 128), "2001:db8:1:2:aaaa::1");
+        assert_eq!(ip_key("203.0.113.7".parse().unwrap(), 64), "203.0.113.7");
+        assert_eq!(
+            ip_key("::ffff:203.0.113.7".parse().unwrap(), 64),
+            "203.0.113.7"
+        );
+    }
+
+    #[tokio::test]
+    async fn five_failures_then_blocked_for_the_rest_of_the_window() {
+        let (l, clock) = limiter();
+        for _ in 0..5 {
+            let r = l
+                .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
+                .await
+                .unwrap();
+            l.settle(&r, Outcome::Failure).await;
+            clock.advance(Duration::from_secs(1));
+        }
+        let b = l
+            .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
+            .await
+            .unwrap_err();
+        assert_eq!(b.rule.name, RuleName::LoginIp);
+        assert_eq!(b.retry_after, 900 - 5);
+        assert_eq!(
+            b.message(),
+            "Too many login attempts. Try again in 895 seconds."
+        );
+        // Another address is not blocked.
+        assert!(l
+            .reserve(Guarded::Login, "2.2.2.2", Some("a@x.io"))
+            .await
+            .is_ok());
+        // One window after the first failure exactly one slot frees.
+        clock.advance(Duration::from_secs(895));
+        let r = l
+            .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
+            .await
+            .unwrap();
+        l.settle(&r, Outcome::Failure).await;
+        assert!(l
+            .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn success_gives_back_failures_slots_only() {
+        let (l, _) = limiter();
+        for _ in 0..10 {
+            let r = l
+                .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
+                .await
+                .unwrap();
+            l.settle(&r, Outcome::Success).await;
+        }
+        // register_ip_hourly counts all; register_ip counts failures.
+        for _ in 0..20 {
+            let r = l.reserve(Guarded::Register, "3.3.3.3", None).await.unwrap();
+            l.settle(&r, Outcome::Success).await;
+        }
+        let b = l
+            .reserve(Guarded::Register, "3.3.3.3", None)
+            .await
+            .unwrap_err();
+        assert_eq!(b.rule.name, RuleName::RegisterIpHourly);
+        assert_eq!(
+            b.message(),
+            format!("Too many requests. Try again in {} seconds.", b.retry_after)
+        );
+    }
+
+    #[tokio::test]
+    async fn login_success_clears_only_failures_against_that_account() {
+        let (l, _) = limiter();
+        for account in ["victim1@x.io", "victim2@x.io", "me@x.io", "victim3@x.io"] {
+            let r = l
+                .reserve(Guarded::Login, "6.6.6.6", Some(account))
+                .await
+                .unwrap();
+            l.settle(&r, Outcome::Failure).await;
+        }
+        l.login_succeeded("6.6.6.6", "me@x.io").await;
+        // Three failures against others remain: two more, then blocked.
+        for _ in 0..2 {
+            let r = l
+                .reserve(Guarded::Login, "6.6.6.6", Some("victim4@x.io"))
+                .await
+                .unwrap();
+            l.settle(&r, Outcome::Failure).await;
+        }
+        assert!(l
+            .reserve(Guarded::Login, "6.6.6.6", Some("victim5@x.io"))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn known_devices_are_exempt_from_the_account_rule_only() {
+        let (l, clock) = limiter();
+        l.login_succeeded("7.7.7.7", "owner@x.io").await;
+        // Twenty failures from many addresses lock the account for strangers.
+        for i in 0..20 {
+            let ip = format!("10.0.0.{i}");
+            let r = l
+                .reserve(Guarded::Login, &ip, Some("owner@x.io"))
+                .await
+                .unwrap();
+            l.settle(&r, Outcome::Failure).await;
+        }
+        let b = l
+            .reserve(Guarded::Login, "10.0.1.1", Some("owner@x.io"))
+            .await
+            .unwrap_err();
+        assert_eq!(b.rule.name, RuleName::LoginAccount);
+        // The owner's device still gets in.
+        assert!(l
+            .reserve(Guarded::Login, "7.7.7.7", Some("owner@x.io"))
+            .await
+            .is_ok());
+        // Until refresh_ttl has passed since its last success.
+        clock.advance(Duration::from_secs(30 * 86_400));
+        for i in 0..20 {
+            let ip = format!("10.0.2.{i}");
+            let r = l
+                .reserve(Guarded::Login, &ip, Some("owner@x.io"))
+                .await
+                .unwrap();
+            l.settle(&r, Outcome::Failure).await;
+        }
+        assert!(l
+            .reserve(Guarded::Login, "7.7.7.7", Some("owner@x.io"))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn headers_name_the_most_restrictive_rule() {
+        let (l, clock) = limiter();
+        let r = l
+            .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
+            .await
+            .unwrap();
+        let h = r.headers(Outcome::Failure).unwrap();
+        assert_eq!(
+            h,
+            RateHeaders {
+                limit: 5,
+                remaining: 4,
+                reset_secs: 900,
+                policy: "5;w=900".into()
+            }
+        );
+        l.settle(&r, Outcome::Failure).await;
+        clock.advance(Duration::from_secs(100));
+        let r = l
+            .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
+            .await
+            .unwrap();
+        let h = r.headers(Outcome::Success).unwrap();
+        assert_eq!((h.remaining, h.reset_secs), (4, 800));
+    }
+
+    #[tokio::test]
+    async fn disabled_rules_do_not_limit() {
+        let mut config = Config::default();
+        config.rate_limit.rules.get_mut("login_ip").unwrap().enabled = false;
+        let l = Limiter::in_memory(&config, Arc::new(ManualClock::new(0)));
+        for _ in 0..19 {
+            let r = l
+                .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
+                .await
+                .unwrap();
+            l.settle(&r, Outcome::Failure).await;
+        }
+        let r = l
+            .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
+            .await
+            .unwrap();
+        assert_eq!(r.headers(Outcome::Failure).unwrap().policy, "20;w=900");
+    }
+}

@@ -1,0 +1,216 @@
+//! The rules of SPEC section 6: what each one keys on, counts and guards.
+
+use crate::clock::Millis;
+use crate::config::RateLimitConfig;
+
+/// A rule, by its configuration name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleName {
+    LoginIp,
+    LoginAccount,
+    Mfa,
+    RegisterIp,
+    RegisterIpHourly,
+    RefreshIp,
+    ResetRequestIp,
+    ResetRequestAccount,
+    ResetConfirmIp,
+}
+
+/// What a rule's key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// The client IP (IPv6 grouped by prefix).
+    Ip,
+    /// The normalized email address, known or not.
+    Account,
+}
+
+/// Which answers a rule counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counts {
+    /// Every request; the slot is never given back.
+    All,
+    /// Only requests answered with a 4xx after parsing; success gives the slot back.
+    Failures,
+}
+
+impl RuleName {
+    pub const ALL: [RuleName; 9] = [
+        Self::LoginIp,
+        Self::LoginAccount,
+        Self::Mfa,
+        Self::RegisterIp,
+        Self::RegisterIpHourly,
+        Self::RefreshIp,
+        Self::ResetRequestIp,
+        Self::ResetRequestAccount,
+        Self::ResetConfirmIp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginIp => "login_ip",
+            Self::LoginAccount => "login_account",
+            Self::Mfa => "mfa",
+            Self::RegisterIp => "register_ip",
+            Self::RegisterIpHourly => "register_ip_hourly",
+            Self::RefreshIp => "refresh_ip",
+            Self::ResetRequestIp => "reset_request_ip",
+            Self::ResetRequestAccount => "reset_request_account",
+            Self::ResetConfirmIp => "reset_confirm_ip",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
+    pub fn key_kind(self) -> KeyKind {
+        match self {
+            Self::LoginAccount | Self::Mfa | Self::ResetRequestAccount => KeyKind::Account,
+            _ => KeyKind::Ip,
+        }
+    }
+
+    pub fn counts(self) -> Counts {
+        match self {
+            Self::RegisterIpHourly | Self::ResetRequestIp | Self::ResetRequestAccount => {
+                Counts::All
+            }
+            _ => Counts::Failures,
+        }
+    }
+
+    /// A dense index, for tables keyed by rule.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A group of routes that share rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded {
+    /// `/auth/login`, the password grant of `/auth/token`, `/auth/password/change`.
+    Login,
+    /// `/auth/login/mfa` and every TOTP / backup code check.
+    Mfa,
+    Register,
+    /// `/auth/refresh` and the refresh grant of `/auth/token`.
+    Refresh,
+    ResetRequest,
+    ResetConfirm,
+}
+
+impl Guarded {
+    pub fn rules(self) -> &'static [RuleName] {
+        use RuleName::*;
+        match self {
+            Self::Login => &[LoginIp, LoginAccount],
+            Self::Mfa => &[Mfa],
+            Self::Register => &[RegisterIp, RegisterIpHourly],
+            Self::Refresh => &[RefreshIp],
+            Self::ResetRequest => &[ResetRequestIp, ResetRequestAccount],
+            Self::ResetConfirm => &[ResetConfirmIp],
+        }
+    }
+
+    /// The human text of a 429 on these routes.
+    pub fn blocked_message(self, retry_after: u64) -> String {
+        match self {
+            Self::Login => format!("Too many login attempts. Try again in {retry_after} seconds."),
+            _ => format!("Too many requests. Try again in {retry_after} seconds."),
+        }
+    }
+}
+
+/// A rule's limit and window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub name: RuleName,
+    pub limit: u32,
+    pub window_ms: Millis,
+}
+
+impl Rule {
+    /// `RateLimit-Policy` value, for example `5;w=900`.
+    pub fn policy(&self) -> String {
+        format!("{};w={}", self.limit, self.window_ms / 1000)
+    }
+}
+
+/// The enabled rules.
+#[derive(Debug, Clone)]
+pub struct Rules([Option<Rule>; 9]);
+
+impl Rules {
+    pub fn from_config(cfg: &RateLimitConfig) -> Self {
+        let mut rules = [None; 9];
+        for name in RuleName::ALL {
+            if let Some(c) = cfg.rules.get(name.as_str()).filter(|c| c.enabled) {
+                rules[name.index()] = Some(Rule {
+                    name,
+                    limit: c.limit,
+                    window_ms: c.window.as_millis_i64(),
+                });
+            }
+        }
+        Self(rules)
+    }
+
+    /// The rule, if enabled.
+    pub fn get(&self, name: RuleName) -> Option<&Rule> {
+        self.0[name.index()].as_ref()
+    }
+
+    pub fn enabled(&self) -> impl Iterator<Item = &Rule> {
+        self.0.iter().flatten()
+    }
+
+    /// The longest window of any enabled rule.
+    pub fn longest_window_ms(&self) -> Millis {
+        self.enabled().map(|r| r.window_ms).max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn defaults_match_the_spec_table() {
+        let rules = Rules::from_config(&Config::default().rate_limit);
+        let table: Vec<(&str, u32, i64)> = rules
+            .enabled()
+            .map(|r| (r.name.as_str(), r.limit, r.window_ms / 1000))
+            .collect();
+        assert_eq!(
+            table,
+            vec![
+                ("login_ip", 5, 900),
+                ("login_account", 20, 900),
+                ("mfa", 5, 900),
+                ("register_ip", 5, 900),
+                ("register_ip_hourly", 20, 3600),
+                ("refresh_ip", 5, 900),
+                ("reset_request_ip", 5, 900),
+                ("reset_request_account", 3, 3600),
+                ("reset_confirm_ip", 5, 900),
+            ]
+        );
+        for name in RuleName::ALL {
+            assert_eq!(RuleName::parse(name.as_str()), Some(name));
+        }
+        assert_eq!(rules.get(RuleName::LoginIp).unwrap().policy(), "5;w=900");
+    }
+
+    #[test]
+    fn disabled_rules_are_absent() {
+        let mut cfg = Config::default().rate_limit;
+        cfg.rules.get_mut("mfa").unwrap().enabled = false;
+        let rules = Rules::from_config(&cfg);
+        assert!(rules.get(RuleName::Mfa).is_none());
+        assert_eq!(rules.enabled().count(), 8);
+    }
+}

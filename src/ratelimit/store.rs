@@ -1,0 +1,65 @@
+//! The seam between the limiter and where windows live: check-and-reserve,
+//! release, clear, inspect, export and import. [`super::memory::MemoryStore`]
+//! keeps them in process; a shared store (Redis) implements the same trait.
+
+use async_trait::async_trait;
+
+use super::rules::{Rule, RuleName, Rules};
+use super::window::{Event, Usage};
+use crate::clock::Millis;
+
+/// One slot to reserve: a rule, its key, and the event's tag.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot<'a> {
+    pub rule: Rule,
+    pub key: &'a str,
+    pub tag: u64,
+}
+
+/// A rule's usage after a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotUsage {
+    pub rule: Rule,
+    pub usage: Usage,
+}
+
+/// The answer of [`LimitStore::acquire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// Every slot had room; one event at `now` was recorded in each. Usages in slot order.
+    Granted(Vec<SlotUsage>),
+    /// At least one slot was full; nothing was recorded. The full ones.
+    Denied(Vec<SlotUsage>),
+}
+
+/// One window, for inspection and persistence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowState {
+    pub rule: RuleName,
+    pub key: String,
+    pub events: Vec<Event>,
+}
+
+/// Where rate-limit windows live.
+#[async_trait]
+pub trait LimitStore: Send + Sync + 'static {
+    /// Checks every slot and, only if all have room, records one event at `now`
+    /// in each — one atomic step for all the slots' keys.
+    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> Acquired;
+    /// Gives back an event recorded by `acquire`.
+    async fn release(&self, rule: &Rule, key: &str, event: Event);
+    /// Forgets a key's events under a rule, or only those with `tag`.
+    async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>);
+    /// Live windows (at most `max`), only `key`'s when given, pruned to `now`.
+    async fn windows(
+        &self,
+        rules: &Rules,
+        key: Option<&str>,
+        now: Millis,
+        max: usize,
+    ) -> Vec<WindowState>;
+    /// Replaces windows with saved ones (events outside their window are dropped).
+    async fn import(&self, rules: &Rules, windows: Vec<WindowState>, now: Millis);
+    /// How many keys are tracked, for tests and metrics.
+    fn tracked_keys(&self) -> u64;
+}
