@@ -49,4 +49,14 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     retired_at     INTEGER
 );
 
+-- Rate-limit windows saved at graceful shutdown and reloaded at start-up, so a
+-- restart does not lift a lockout. events: JSON [[at_ms, tag], ...].
+CREATE TABLE IF NOT EXISTS rate_limit_windows (
+    rule           TEXT NOT NULL,
+    key            TEXT NOT NULL,
+    events         TEXT NOT NULL,
+    saved_at       INTEGER NOT NULL,
+    PRIMARY KEY (rule, key)
+) WITHOUT ROWID;
+
 PRAGMA user_version = 1;

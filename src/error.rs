@@ -3,12 +3,28 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::ratelimit::{Blocked, RateHeaders};
 use crate::store::StoreError;
+
+/// Adds `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy`.
+pub fn insert_rate_headers(headers: &mut HeaderMap, h: &RateHeaders) {
+    let pairs = [
+        ("ratelimit-limit", h.limit.to_string()),
+        ("ratelimit-remaining", h.remaining.to_string()),
+        ("ratelimit-reset", h.reset_secs.to_string()),
+        ("ratelimit-policy", h.policy.clone()),
+    ];
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
 
 /// Reasons a field failed validation, by field name.
 pub type FieldErrors = BTreeMap<&'static str, String>;
@@ -41,6 +57,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{}", .0.message())]
+    TooManyRequests(Box<Blocked>),
     #[error("the server is busy; retry shortly")]
     Overloaded,
     #[error("storage is unavailable; retry shortly")]
@@ -65,6 +83,7 @@ impl ApiError {
             Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::TooManyRequests(_) => "too_many_requests",
             Self::Overloaded => "overloaded",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal_error",
@@ -110,6 +129,7 @@ impl ResponseError for ApiError {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -127,6 +147,10 @@ impl ResponseError for ApiError {
         }
         let mut res = HttpResponse::build(self.status_code());
         match self {
+            Self::TooManyRequests(blocked) => {
+                body["retry_after"] = json!(blocked.retry_after);
+                res.insert_header((header::RETRY_AFTER, blocked.retry_after.to_string()));
+            }
             Self::Overloaded | Self::Unavailable(_) => {
                 res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
@@ -139,7 +163,11 @@ impl ResponseError for ApiError {
             _ => {}
         }
         res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        res.json(body)
+        let mut response = res.json(body);
+        if let Self::TooManyRequests(blocked) = self {
+            insert_rate_headers(response.headers_mut(), &blocked.headers());
+        }
+        response
     }
 }
 

@@ -19,6 +19,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, extract, request_id, AppState};
+use crate::ratelimit::Limiter;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -71,15 +72,22 @@ impl Application {
         signals: Signals,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let auth = build_auth(&config, clock).await?;
+        let auth = build_auth(&config, clock.clone()).await?;
         let cursor = auth.revocations().initial_cursor(auth.now());
         let cursor = auth
             .sync_revocations(cursor)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
+        let limiter = Limiter::in_memory(&config, clock);
+        limiter
+            .load(auth.store().as_ref())
+            .await
+            .context("cannot load saved rate-limit windows")?;
+
         let state = web::Data::new(AppState {
             auth,
+            limiter,
             trusted_proxies: TrustedProxies::new(config.server.trusted_proxies.clone()),
             config: config.clone(),
         });
@@ -159,6 +167,11 @@ impl Application {
         let result = self.server.await;
         for task in &self.background {
             task.abort();
+        }
+        let state = &self.state;
+        match state.limiter.save(state.auth.store().as_ref()).await {
+            Ok(n) => tracing::info!(windows = n, "saved rate-limit windows"),
+            Err(e) => tracing::error!(error = %e, "cannot save rate-limit windows"),
         }
         tracing::info!("portcullis stopped");
         result.context("server error")

@@ -2,15 +2,18 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::client_ip::ClientIp;
 use super::extract::{user_agent, Authenticated, JsonBody};
+use super::guard::guarded;
 use super::AppState;
+use crate::auth::email::normalize;
 use crate::auth::service::{ClientInfo, TokenPair};
 use crate::error::ApiError;
+use crate::ratelimit::Guarded;
 use crate::store::User;
 use crate::time_fmt::rfc3339_ms;
 
@@ -85,14 +88,19 @@ pub fn client_info(req: &HttpRequest, ip: ClientIp) -> ClientInfo {
 /// `POST /auth/register`
 pub async fn register(
     state: web::Data<AppState>,
+    ip: ClientIp,
     body: JsonBody<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let user = state
-        .auth
-        .register(&body.email, body.password, body.name.as_deref(), false)
-        .await?;
-    Ok(HttpResponse::Created().json(UserView::from(&user)))
+    let ip_key = state.limiter.ip_key(ip.0);
+    guarded(&state, Guarded::Register, &ip_key, None, async {
+        let user = state
+            .auth
+            .register(&body.email, body.password, body.name.as_deref(), false)
+            .await?;
+        Ok(HttpResponse::Created().json(UserView::from(&user)))
+    })
+    .await
 }
 
 /// `POST /auth/login`
@@ -103,25 +111,35 @@ pub async fn login(
     body: JsonBody<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let user = state.auth.authenticate(&body.email, body.password).await?;
-    let pair = state
-        .auth
-        .open_session(&user, body.remember_me, &client_info(&req, ip))
-        .await?;
-    Ok(token_response(&pair))
+    let ip_key = state.limiter.ip_key(ip.0);
+    let account = normalize(&body.email);
+    guarded(&state, Guarded::Login, &ip_key, Some(&account), async {
+        let user = state.auth.authenticate(&account, body.password).await?;
+        let pair = state
+            .auth
+            .open_session(&user, body.remember_me, &client_info(&req, ip))
+            .await?;
+        state.limiter.login_succeeded(&ip_key, &account).await;
+        Ok(token_response(&pair))
+    })
+    .await
 }
 
 /// `POST /auth/refresh`
 pub async fn refresh(
     state: web::Data<AppState>,
+    ip: ClientIp,
     body: JsonBody<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
-    use secrecy::ExposeSecret;
-    let (_user, pair) = state
-        .auth
-        .refresh(body.0.refresh_token.expose_secret())
-        .await?;
-    Ok(token_response(&pair))
+    let ip_key = state.limiter.ip_key(ip.0);
+    guarded(&state, Guarded::Refresh, &ip_key, None, async {
+        let (_user, pair) = state
+            .auth
+            .refresh(body.0.refresh_token.expose_secret())
+            .await?;
+        Ok(token_response(&pair))
+    })
+    .await
 }
 
 /// `GET /auth/me`
@@ -134,16 +152,22 @@ pub async fn me(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpR
     }))
 }
 
-/// `POST /auth/password/change`
+/// `POST /auth/password/change`: guarded like a login, keyed by the token's account.
 pub async fn change_password(
     state: web::Data<AppState>,
+    ip: ClientIp,
     auth: Authenticated,
     body: JsonBody<ChangePasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    state
-        .auth
-        .change_password(&auth.0, body.current_password, body.new_password)
-        .await?;
-    Ok(HttpResponse::NoContent().finish())
+    let ip_key = state.limiter.ip_key(ip.0);
+    let account = normalize(&auth.0.email);
+    guarded(&state, Guarded::Login, &ip_key, Some(&account), async {
+        state
+            .auth
+            .change_password(&auth.0, body.current_password, body.new_password)
+            .await?;
+        Ok(HttpResponse::NoContent().finish())
+    })
+    .await
 }

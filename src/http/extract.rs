@@ -149,3 +149,31 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
 pub fn user_agent(req: &HttpRequest) -> Option<&str> {
     req.headers().get(header::USER_AGENT)?.to_str().ok()
 }
+
+/// A request from an administrator: a valid token whose account is an enabled
+/// admin right now (not merely when the token was issued). Else 401 or 403.
+#[derive(Debug, Clone)]
+pub struct AdminUser {
+    pub claims: AccessClaims,
+    pub user: crate::store::User,
+}
+
+impl FromRequest for AdminUser {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let Authenticated(claims) = authenticate(&req)?;
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+            let user = state.auth.current_user(&claims).await?;
+            if !user.is_admin {
+                return Err(ApiError::Forbidden);
+            }
+            Ok(AdminUser { claims, user })
+        })
+    }
+}

@@ -2,8 +2,10 @@
 //! call the domain, and map the result to a response — nothing more.
 
 pub mod accounts;
+pub mod admin;
 pub mod client_ip;
 pub mod extract;
+pub mod guard;
 pub mod ops;
 pub mod request_id;
 pub mod sessions;
@@ -16,11 +18,13 @@ use actix_web::{HttpResponse, Resource};
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::ratelimit::Limiter;
 use client_ip::TrustedProxies;
 
 /// Everything a handler can reach.
 pub struct AppState {
     pub auth: AuthService,
+    pub limiter: Limiter,
     pub config: Arc<Config>,
     pub trusted_proxies: TrustedProxies,
 }
@@ -36,6 +40,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(resource("/auth/sessions").route(web::get().to(sessions::list)))
         .service(resource("/auth/sessions/{id}").route(web::delete().to(sessions::revoke)))
         .service(resource("/auth/password/change").route(web::post().to(accounts::change_password)))
+        .service(
+            resource("/admin/rate-limits")
+                .route(web::get().to(admin::rate_limits))
+                .route(web::delete().to(admin::clear_rate_limits)),
+        )
         .service(resource("/.well-known/jwks.json").route(web::get().to(ops::jwks)))
         .service(resource("/health").route(web::get().to(ops::health)));
 }

@@ -20,9 +20,10 @@ use moka::sync::Cache;
 
 use crate::clock::{Millis, SharedClock};
 use crate::config::Config;
+use crate::store::{RateLimitRow, Store, StoreResult};
 pub use rules::{Counts, Guarded, KeyKind, Rule, RuleName, Rules};
-use store::{Acquired, LimitStore, Slot, SlotUsage, WindowState};
-use window::{Event, Usage};
+use store::{Acquired, LimitStore, Slot, WindowState};
+use window::Event;
 
 /// How many (account, address) pairs of recent successful logins are kept.
 const MAX_KNOWN_DEVICES: u64 = 1_000_000;
@@ -71,7 +72,6 @@ struct Held {
     rule: Rule,
     key: String,
     event: Event,
-    usage: Usage,
 }
 
 /// The `RateLimit-*` values of the most restrictive rule.
@@ -110,31 +110,6 @@ impl Blocked {
 
 fn ceil_secs(ms: Millis) -> u64 {
     u64::try_from(ms.max(0)).unwrap_or(0).div_ceil(1000)
-}
-
-impl Reservation {
-    /// The headers to send once the outcome is known.
-    pub fn headers(&self, outcome: Outcome) -> Option<RateHeaders> {
-        self.held
-            .iter()
-            .map(|h| {
-                let given_back =
-                    outcome != Outcome::Failure && h.rule.name.counts() == Counts::Failures;
-                let count = h.usage.count.saturating_sub(u32::from(given_back));
-                let reset_ms = if count == 0 { 0 } else { h.usage.reset_ms };
-                RateHeaders {
-                    limit: h.rule.limit,
-                    remaining: h.rule.limit.saturating_sub(count),
-                    reset_secs: ceil_secs(reset_ms),
-                    policy: h.rule.policy(),
-                }
-            })
-            .min_by(|a, b| {
-                a.remaining
-                    .cmp(&b.remaining)
-                    .then(b.reset_secs.cmp(&a.reset_secs))
-            })
-    }
 }
 
 /// One tracked key under one rule, for the admin view.
@@ -232,18 +207,16 @@ impl Limiter {
             return Ok(Reservation { held: Vec::new() });
         }
         match self.store.acquire(&slots, now).await {
-            Acquired::Granted(usages) => Ok(Reservation {
+            Acquired::Granted => Ok(Reservation {
                 held: slots
                     .iter()
-                    .zip(usages)
-                    .map(|(slot, SlotUsage { usage, .. })| Held {
+                    .map(|slot| Held {
                         rule: slot.rule,
                         key: slot.key.to_owned(),
                         event: Event {
                             at: now,
                             tag: slot.tag,
                         },
-                        usage,
                     })
                     .collect(),
             }),
@@ -279,6 +252,30 @@ impl Limiter {
                 self.store.release(&held.rule, &held.key, held.event).await;
             }
         }
+    }
+
+    /// The `RateLimit-*` values after the request settled: the rule with the
+    /// fewest remaining slots (ties: the longest wait) among those it held.
+    pub async fn headers(&self, reservation: &Reservation) -> Option<RateHeaders> {
+        let now = self.clock.now_ms();
+        let mut best: Option<RateHeaders> = None;
+        for held in &reservation.held {
+            let usage = self.store.usage(&held.rule, &held.key, now).await;
+            let h = RateHeaders {
+                limit: held.rule.limit,
+                remaining: held.rule.limit.saturating_sub(usage.count),
+                reset_secs: ceil_secs(usage.reset_ms),
+                policy: held.rule.policy(),
+            };
+            let better = best.as_ref().is_none_or(|b| {
+                (h.remaining, std::cmp::Reverse(h.reset_secs))
+                    < (b.remaining, std::cmp::Reverse(b.reset_secs))
+            });
+            if better {
+                best = Some(h);
+            }
+        }
+        best
     }
 
     /// A successful login: clears the account's failures and this address's
@@ -354,6 +351,50 @@ impl Limiter {
         self.store
             .import(&self.rules, windows, self.clock.now_ms())
             .await;
+    }
+
+    /// Saves every live window to storage (at graceful shutdown). Returns how many.
+    pub async fn save(&self, store: &dyn Store) -> StoreResult<usize> {
+        let rows: Vec<RateLimitRow> = self
+            .export()
+            .await
+            .into_iter()
+            .map(|w| RateLimitRow {
+                rule: w.rule.as_str().to_owned(),
+                key: w.key,
+                events: serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into()),
+            })
+            .collect();
+        let saved = rows.len();
+        store.save_rate_limits(rows, self.clock.now_ms()).await?;
+        Ok(saved)
+    }
+
+    /// Loads the windows saved at the last graceful stop and the known devices
+    /// (successful logins within `refresh_ttl`) at start-up.
+    pub async fn load(&self, store: &dyn Store) -> StoreResult<()> {
+        let windows: Vec<WindowState> = store
+            .load_rate_limits()
+            .await?
+            .into_iter()
+            .filter_map(|row| {
+                let rule = RuleName::parse(&row.rule)?;
+                let events: Vec<Event> = serde_json::from_str(&row.events).ok()?;
+                Some(WindowState {
+                    rule,
+                    key: row.key,
+                    events,
+                })
+            })
+            .collect();
+        self.import(windows).await;
+        let since = self.clock.now_ms().saturating_sub(self.known_ttl_ms);
+        for login in store.recent_logins(since).await? {
+            if let Ok(ip) = login.ip_address.parse::<IpAddr>() {
+                self.remember_device(&login.email, &self.ip_key(ip), login.at);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -520,7 +561,7 @@ mod tests {
             .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
             .await
             .unwrap();
-        let h = r.headers(Outcome::Failure).unwrap();
+        let h = l.headers(&r).await.unwrap();
         assert_eq!(
             h,
             RateHeaders {
@@ -536,7 +577,8 @@ mod tests {
             .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
             .await
             .unwrap();
-        let h = r.headers(Outcome::Success).unwrap();
+        l.settle(&r, Outcome::Success).await;
+        let h = l.headers(&r).await.unwrap();
         assert_eq!((h.remaining, h.reset_secs), (4, 800));
     }
 
@@ -556,6 +598,6 @@ mod tests {
             .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
             .await
             .unwrap();
-        assert_eq!(r.headers(Outcome::Failure).unwrap().policy, "20;w=900");
+        assert_eq!(l.headers(&r).await.unwrap().policy, "20;w=900");
     }
 }

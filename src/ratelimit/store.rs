@@ -26,8 +26,8 @@ pub struct SlotUsage {
 /// The answer of [`LimitStore::acquire`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquired {
-    /// Every slot had room; one event at `now` was recorded in each. Usages in slot order.
-    Granted(Vec<SlotUsage>),
+    /// Every slot had room; one event at `now` was recorded in each.
+    Granted,
     /// At least one slot was full; nothing was recorded. The full ones.
     Denied(Vec<SlotUsage>),
 }
@@ -48,6 +48,8 @@ pub trait LimitStore: Send + Sync + 'static {
     async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> Acquired;
     /// Gives back an event recorded by `acquire`.
     async fn release(&self, rule: &Rule, key: &str, event: Event);
+    /// A key's usage under a rule at `now`, without reserving.
+    async fn usage(&self, rule: &Rule, key: &str, now: Millis) -> Usage;
     /// Forgets a key's events under a rule, or only those with `tag`.
     async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>);
     /// Live windows (at most `max`), only `key`'s when given, pruned to `now`.

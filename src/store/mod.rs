@@ -87,6 +87,22 @@ pub struct Revoked {
     pub revoked_at: Millis,
 }
 
+/// A saved rate-limit window; `events` is JSON `[[at_ms, tag], ...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitRow {
+    pub rule: String,
+    pub key: String,
+    pub events: String,
+}
+
+/// A successful login: who, from where, when (for the known-device exemption).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentLogin {
+    pub email: String,
+    pub ip_address: String,
+    pub at: Millis,
+}
+
 /// Why a storage call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -149,6 +165,12 @@ pub trait Store: Send + Sync + 'static {
     /// The newest unretired signing key for `algorithm`.
     async fn active_signing_key(&self, algorithm: &str) -> StoreResult<Option<SigningKeyRow>>;
     async fn insert_signing_key(&self, key: SigningKeyRow) -> StoreResult<()>;
+
+    /// Replaces every saved rate-limit window with `rows`.
+    async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()>;
+    async fn load_rate_limits(&self) -> StoreResult<Vec<RateLimitRow>>;
+    /// The latest login per (account, address) of sessions created since `since`.
+    async fn recent_logins(&self, since: Millis) -> StoreResult<Vec<RecentLogin>>;
 
     /// Whether the database answers a trivial query.
     async fn ping(&self) -> StoreResult<()>;

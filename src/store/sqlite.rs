@@ -12,7 +12,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use uuid::Uuid;
 
 use super::{
-    NewUser, Revoked, Rotation, Session, SigningKeyRow, Store, StoreError, StoreResult, User,
+    NewUser, RateLimitRow, RecentLogin, Revoked, Rotation, Session, SigningKeyRow, Store,
+    StoreError, StoreResult, User,
 };
 use crate::clock::Millis;
 
@@ -492,6 +493,64 @@ impl Store for SqliteStore {
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM rate_limit_windows", [])?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO rate_limit_windows (rule, key, events, saved_at) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for row in rows {
+                    stmt.execute(params![row.rule, row.key, row.events, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_rate_limits(&self) -> StoreResult<Vec<RateLimitRow>> {
+        self.run(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT rule, key, events FROM rate_limit_windows")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(RateLimitRow {
+                        rule: r.get(0)?,
+                        key: r.get(1)?,
+                        events: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn recent_logins(&self, since: Millis) -> StoreResult<Vec<RecentLogin>> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT u.email, s.ip_address, max(s.created_at) FROM sessions s
+                 JOIN users u ON u.id = s.user_id
+                 WHERE s.created_at > ?1 AND s.ip_address IS NOT NULL
+                 GROUP BY u.email, s.ip_address",
+            )?;
+            let rows = stmt
+                .query_map([since], |r| {
+                    Ok(RecentLogin {
+                        email: r.get(0)?,
+                        ip_address: r.get(1)?,
+                        at: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{expect_error, token, TestApp, PASSWORD};
+use crate::helpers::{expect_error, token, without_limits, TestApp, PASSWORD};
 
 #[tokio::test]
 async fn register_returns_the_account() {
@@ -83,7 +83,7 @@ async fn register_validation_names_each_field() {
 
 #[tokio::test]
 async fn concurrent_registration_of_one_email_creates_one_account() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(without_limits).await;
     let mut tasks = Vec::new();
     for i in 0..12 {
         let client = app.client.clone();
@@ -288,6 +288,7 @@ async fn hashes_with_old_parameters_are_upgraded_on_login() {
 #[tokio::test]
 async fn a_full_hash_queue_answers_503_with_retry_after() {
     let app = TestApp::spawn_with(|c| {
+        without_limits(c);
         c.passwords.max_concurrent_hashes = 1;
         c.passwords.max_queued_hashes = 1;
         c.passwords.argon2_memory_kib = 16 * 1024;

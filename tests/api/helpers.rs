@@ -35,6 +35,13 @@ pub fn test_config(dir: &TempDir) -> Config {
     config
 }
 
+/// Switches off every rate-limit rule, for tests about something else.
+pub fn without_limits(config: &mut Config) {
+    for rule in config.rate_limit.rules.values_mut() {
+        rule.enabled = false;
+    }
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await

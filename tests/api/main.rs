@@ -4,5 +4,6 @@ mod accounts;
 mod cli;
 mod errors;
 mod helpers;
+mod ratelimit;
 mod sessions;
 mod tokens;

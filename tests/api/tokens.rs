@@ -5,7 +5,7 @@ use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{expect_error, token, TestApp};
+use crate::helpers::{expect_error, token, without_limits, TestApp};
 
 fn decode_part(jwt: &str, index: usize) -> Value {
     let part = jwt.split('.').nth(index).unwrap();
@@ -190,7 +190,7 @@ async fn hs256_is_the_configured_alternative() {
 
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_session() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(without_limits).await;
     let first = app.signed_up("nia@example.com").await;
     let r1 = token(&first, "refresh_token");
 

@@ -1,0 +1,48 @@
+//! Runs a handler's work under the rate limiter: reserve before anything is
+//! checked, settle with the outcome, and put the `RateLimit-*` headers on the
+//! answer, whatever it is.
+
+use std::future::Future;
+
+use actix_web::{HttpResponse, ResponseError};
+
+use super::AppState;
+use crate::error::{insert_rate_headers, ApiError};
+use crate::ratelimit::{Guarded, Outcome};
+
+/// Reserves slots of `group` for `ip_key` (and `account`), runs `work`, settles.
+/// A blocked request gets its 429 without `work` ever running.
+pub async fn guarded<Fut>(
+    state: &AppState,
+    group: Guarded,
+    ip_key: &str,
+    account: Option<&str>,
+    work: Fut,
+) -> Result<HttpResponse, ApiError>
+where
+    Fut: Future<Output = Result<HttpResponse, ApiError>>,
+{
+    let reservation = state
+        .limiter
+        .reserve(group, ip_key, account)
+        .await
+        .map_err(|blocked| ApiError::TooManyRequests(Box::new(blocked)))?;
+    let result = work.await;
+    let status = match &result {
+        Ok(res) => res.status(),
+        Err(e) => e.status_code(),
+    };
+    let outcome = if status.is_server_error() {
+        Outcome::ServerError
+    } else if status.is_client_error() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    };
+    state.limiter.settle(&reservation, outcome).await;
+    let mut response = result.unwrap_or_else(|e| e.error_response());
+    if let Some(headers) = state.limiter.headers(&reservation).await {
+        insert_rate_headers(response.headers_mut(), &headers);
+    }
+    Ok(response)
+}

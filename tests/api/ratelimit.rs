@@ -1,0 +1,495 @@
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{expect_error, token, TestApp, PASSWORD};
+
+/// A server that trusts the loopback proxy, so tests choose client addresses
+/// with `X-Forwarded-For`.
+async fn behind_proxy() -> TestApp {
+    TestApp::spawn_with(|c| c.server.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]).await
+}
+
+async fn login_from(app: &TestApp, ip: &str, email: &str, password: &str) -> Response {
+    app.client
+        .post(app.url("/auth/login"))
+        .header("x-forwarded-for", ip)
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn header(res: &Response, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("missing {name}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn make_admin(app: &TestApp, email: &str) -> String {
+    let pair = app.signed_up(email).await;
+    app.db()
+        .execute("UPDATE users SET is_admin = 1 WHERE email = ?1", [email])
+        .unwrap();
+    token(&pair, "access_token")
+}
+
+#[tokio::test]
+async fn fifty_concurrent_wrong_passwords_give_exactly_five_401s() {
+    let app = TestApp::spawn().await;
+    app.register("target@example.com", PASSWORD).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let client = app.client.clone();
+        let url = app.url("/auth/login");
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({ "email": "target@example.com", "password": "wrong wrong wrong" }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let (mut unauthorized, mut limited) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::UNAUTHORIZED => unauthorized += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((unauthorized, limited), (5, 45));
+}
+
+#[tokio::test]
+async fn five_failures_then_429_with_the_spec_headers_and_body() {
+    let app = behind_proxy().await;
+    app.register("amy@example.com", PASSWORD).await;
+    for i in 0..5 {
+        let res = login_from(&app, "203.0.113.7", "amy@example.com", "not the password").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(header(&res, "ratelimit-limit"), "5");
+        assert_eq!(header(&res, "ratelimit-remaining"), (4 - i).to_string());
+        assert_eq!(header(&res, "ratelimit-policy"), "5;w=900");
+        assert_eq!(header(&res, "ratelimit-reset"), "900");
+    }
+    app.clock.advance(Duration::from_secs(107));
+    let res = login_from(&app, "203.0.113.7", "amy@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "retry-after"), "793");
+    assert_eq!(header(&res, "ratelimit-remaining"), "0");
+    assert_eq!(header(&res, "ratelimit-reset"), "793");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "error": "too_many_requests",
+            "message": "Too many login attempts. Try again in 793 seconds.",
+            "retry_after": 793
+        })
+    );
+    // Another address is not blocked, and the right password works from there.
+    let res = login_from(&app, "198.51.100.1", "amy@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_429_does_not_reveal_whether_the_account_exists() {
+    let app = behind_proxy().await;
+    app.register("real@example.com", PASSWORD).await;
+    let mut bodies = Vec::new();
+    for (ip, email) in [
+        ("192.0.2.1", "real@example.com"),
+        ("192.0.2.2", "ghost@example.com"),
+    ] {
+        for _ in 0..5 {
+            login_from(&app, ip, email, "not the password").await;
+        }
+        let res = login_from(&app, ip, email, "not the password").await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        bodies.push(res.json::<Value>().await.unwrap());
+    }
+    assert_eq!(bodies[0], bodies[1]);
+}
+
+#[tokio::test]
+async fn success_resets_the_account_counter_and_the_sixth_after_is_blocked() {
+    let app = behind_proxy().await;
+    app.register("ben@example.com", PASSWORD).await;
+    for _ in 0..4 {
+        let res = login_from(&app, "203.0.113.9", "ben@example.com", "typo typo typo").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, "203.0.113.9", "ben@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "ratelimit-remaining"), "5");
+    for _ in 0..5 {
+        let res = login_from(&app, "203.0.113.9", "ben@example.com", "typo typo typo").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, "203.0.113.9", "ben@example.com", "typo typo typo").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn logging_into_ones_own_account_does_not_reset_guessing_budget() {
+    let app = behind_proxy().await;
+    app.register("mine@example.com", PASSWORD).await;
+    let ip = "203.0.113.50";
+    for victim in ["v1@example.com", "v2@example.com", "v3@example.com"] {
+        login_from(&app, ip, victim, "guess guess guess").await;
+    }
+    assert_eq!(
+        login_from(&app, ip, "mine@example.com", PASSWORD)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    for victim in ["v4@example.com", "v5@example.com"] {
+        let res = login_from(&app, ip, victim, "guess guess guess").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, ip, "v6@example.com", "guess guess guess").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn the_window_slides_exactly() {
+    let app = behind_proxy().await;
+    let ip = "203.0.113.77";
+    for _ in 0..5 {
+        login_from(&app, ip, "x@example.com", "guess guess guess").await;
+        app.clock.advance(Duration::from_secs(60));
+    }
+    // Events at t = 0, 60, 120, 180, 240; now t = 300.
+    let res = login_from(&app, ip, "x@example.com", "guess guess guess").await;
+    assert_eq!(header(&res, "retry-after"), "600");
+    app.clock.advance(Duration::from_secs(599));
+    assert_eq!(
+        login_from(&app, ip, "x@example.com", "guess guess guess")
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    app.clock.advance(Duration::from_secs(1));
+    // The first event has left: exactly one attempt, not a fresh burst.
+    assert_eq!(
+        login_from(&app, ip, "x@example.com", "guess guess guess")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let res = login_from(&app, ip, "x@example.com", "guess guess guess").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "retry-after"), "60");
+}
+
+#[tokio::test]
+async fn a_lockout_survives_a_graceful_restart() {
+    let app = behind_proxy().await;
+    for _ in 0..5 {
+        login_from(&app, "203.0.113.8", "y@example.com", "guess guess guess").await;
+    }
+    let app = app.restart().await;
+    let res = login_from(&app, "203.0.113.8", "y@example.com", "guess guess guess").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "retry-after"), "900");
+    // Expired windows are dropped at load.
+    app.clock.advance(Duration::from_secs(900));
+    let app = app.restart().await;
+    let res = login_from(&app, "203.0.113.8", "y@example.com", "guess guess guess").await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn forged_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    let app = TestApp::spawn().await;
+    for i in 0..5 {
+        let res = login_from(
+            &app,
+            &format!("10.9.8.{i}"),
+            "z@example.com",
+            "guess guess guess",
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, "10.9.8.200", "z@example.com", "guess guess guess").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_a_budget_per_prefix() {
+    let app = behind_proxy().await;
+    for i in 1..=5 {
+        login_from(
+            &app,
+            &format!("2001:db8:1:2::{i}"),
+            "w@example.com",
+            "guess guess guess",
+        )
+        .await;
+    }
+    let res = login_from(
+        &app,
+        "2001:db8:1:2:ffff::9",
+        "w@example.com",
+        "guess guess guess",
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let res = login_from(
+        &app,
+        "2001:db8:1:3::1",
+        "w@example.com",
+        "guess guess guess",
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    let admin = make_admin(&app, "root@example.com").await;
+    let res = app
+        .get_auth("/admin/rate-limits?key=2001:db8:1:2::/64", &admin)
+        .await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["limits"][0]["key"], "2001:db8:1:2::/64");
+    assert_eq!(body["limits"][0]["rule"], "login_ip");
+    assert_eq!(body["limits"][0]["count"], 5);
+}
+
+#[tokio::test]
+async fn a_known_device_keeps_working_while_strangers_are_held_off() {
+    let app = behind_proxy().await;
+    app.register("owner@example.com", PASSWORD).await;
+    assert_eq!(
+        login_from(&app, "198.51.100.7", "owner@example.com", PASSWORD)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    for i in 0..20 {
+        let res = login_from(
+            &app,
+            &format!("203.0.113.{i}"),
+            "owner@example.com",
+            "guess guess guess",
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, "203.0.113.100", "owner@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "ratelimit-policy"), "20;w=900");
+    let res = login_from(&app, "198.51.100.7", "owner@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // The owner's success cleared the account's failures. The exemption itself
+    // is rebuilt from stored sessions after a restart.
+    let app = app.restart().await;
+    for i in 0..20 {
+        let res = login_from(
+            &app,
+            &format!("203.0.114.{i}"),
+            "owner@example.com",
+            "guess guess guess",
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = login_from(&app, "203.0.114.101", "owner@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let res = login_from(&app, "198.51.100.7", "owner@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn malformed_requests_count_under_no_rule() {
+    let app = TestApp::spawn().await;
+    for _ in 0..10 {
+        let res = app
+            .client
+            .post(app.url("/auth/login"))
+            .header("content-type", "application/json")
+            .body("{\"email\": ")
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, StatusCode::BAD_REQUEST, "invalid_json").await;
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            app.login("m@example.com", "guess guess guess")
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        app.login("m@example.com", "guess guess guess")
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn register_refresh_and_password_change_are_guarded() {
+    let app = TestApp::spawn().await;
+    // register_ip counts failures: five weak passwords, then 429 even for a good one.
+    for i in 0..5 {
+        let res = app
+            .register(&format!("r{i}@example.com"), "password1234")
+            .await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+    let res = app.register("good@example.com", PASSWORD).await;
+    let body = expect_error(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Too many requests. Try again in"));
+
+    let app = TestApp::spawn().await;
+    // register_ip_hourly counts all: 20 registrations in an hour.
+    let mut last = None;
+    for i in 0..20 {
+        let res = app.register(&format!("ok{i}@example.com"), PASSWORD).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "registration {i}");
+        last = Some(i);
+    }
+    assert_eq!(last, Some(19));
+    let res = app.register("one-more@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "ratelimit-policy"), "20;w=3600");
+
+    // refresh_ip counts failures.
+    for _ in 0..5 {
+        let res = app
+            .post("/auth/refresh", &json!({ "refresh_token": "bogus" }))
+            .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = app
+        .post("/auth/refresh", &json!({ "refresh_token": "bogus" }))
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // password change shares the login rules.
+    let pair = app.logged_in("ok0@example.com").await;
+    let access = token(&pair, "access_token");
+    for _ in 0..5 {
+        let res = app
+            .post_auth(
+                "/auth/password/change",
+                &access,
+                Some(&json!({ "current_password": "nope nope nope", "new_password": "a brand new long phrase" })),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+    let res = app
+        .post_auth(
+            "/auth/password/change",
+            &access,
+            Some(&json!({ "current_password": "nope nope nope", "new_password": "a brand new long phrase" })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn admins_inspect_and_clear_limits() {
+    let app = behind_proxy().await;
+    let admin = make_admin(&app, "root@example.com").await;
+    let user = app.signed_up("plain@example.com").await;
+    for _ in 0..5 {
+        login_from(
+            &app,
+            "203.0.113.4",
+            "victim@example.com",
+            "guess guess guess",
+        )
+        .await;
+    }
+    assert_eq!(
+        login_from(
+            &app,
+            "203.0.113.4",
+            "victim@example.com",
+            "guess guess guess"
+        )
+        .await
+        .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let res = app
+        .get_auth("/admin/rate-limits", &token(&user, "access_token"))
+        .await;
+    expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
+    let res = app
+        .client
+        .get(app.url("/admin/rate-limits"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+
+    let body: Value = app
+        .get_auth("/admin/rate-limits", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let limits = body["limits"].as_array().unwrap();
+    let ip_row = limits.iter().find(|l| l["key"] == "203.0.113.4").unwrap();
+    assert_eq!(ip_row["rule"], "login_ip");
+    assert_eq!(ip_row["count"], 5);
+    assert_eq!(ip_row["limit"], 5);
+    assert_eq!(ip_row["retry_after"], 900);
+    let account_row = limits
+        .iter()
+        .find(|l| l["key"] == "victim@example.com")
+        .unwrap();
+    assert_eq!(account_row["rule"], "login_account");
+    assert_eq!(account_row["retry_after"], 0);
+
+    let res = app.delete_auth("/admin/rate-limits", &admin).await;
+    expect_error(res, StatusCode::BAD_REQUEST, "validation_error").await;
+    let res = app
+        .delete_auth("/admin/rate-limits?key=203.0.113.4&rule=nope", &admin)
+        .await;
+    expect_error(res, StatusCode::BAD_REQUEST, "validation_error").await;
+    let res = app
+        .delete_auth("/admin/rate-limits?key=203.0.113.4&rule=login_ip", &admin)
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        login_from(
+            &app,
+            "203.0.113.4",
+            "victim@example.com",
+            "guess guess guess"
+        )
+        .await
+        .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let res = app
+        .delete_auth("/admin/rate-limits?key=victim@example.com", &admin)
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let body: Value = app
+        .get_auth("/admin/rate-limits?key=victim@example.com", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["limits"], json!([]));
+}
