@@ -14,11 +14,37 @@ use super::store::{Acquired, LimitStore, Slot, SlotUsage, WindowState};
 use super::window::{Event, Usage, Window};
 use crate::clock::Millis;
 
-/// A (rule, key) pair.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct WindowKey {
-    rule: RuleName,
-    key: Box<str>,
+/// The cache key of a (rule, key) pair: one byte naming the rule, then the key.
+/// Lookups build it in a reused thread-local buffer, so a check of a tracked
+/// key allocates nothing.
+type PackedKey = Box<str>;
+
+fn rule_byte(rule: RuleName) -> char {
+    char::from(b'0' + rule.index() as u8)
+}
+
+fn unpack(packed: &str) -> Option<(RuleName, &str)> {
+    let mut chars = packed.chars();
+    let idx = chars.next()?.to_digit(10)? as usize;
+    Some((*RuleName::ALL.get(idx)?, chars.as_str()))
+}
+
+thread_local! {
+    static LOOKUP: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `f` with the packed form of (rule, key) without allocating.
+fn with_packed<T>(rule: RuleName, key: &str, f: impl FnOnce(&str) -> T) -> T {
+    LOOKUP.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            buf.push(rule_byte(rule));
+            buf.push_str(key);
+            f(&buf)
+        }
+        // Re-entered (cannot happen today): fall back to an allocation.
+        Err(_) => f(&format!("{}{key}", rule_byte(rule))),
+    })
 }
 
 type Shared = Arc<Mutex<Window>>;
@@ -29,19 +55,20 @@ struct ExpireAfterWindow {
 }
 
 impl ExpireAfterWindow {
-    fn window(&self, key: &WindowKey) -> Option<Duration> {
-        Some(self.windows[key.rule.index()])
+    fn window(&self, key: &str) -> Option<Duration> {
+        let (rule, _) = unpack(key)?;
+        Some(self.windows[rule.index()])
     }
 }
 
-impl Expiry<WindowKey, Shared> for ExpireAfterWindow {
-    fn expire_after_create(&self, key: &WindowKey, _: &Shared, _: Instant) -> Option<Duration> {
+impl Expiry<PackedKey, Shared> for ExpireAfterWindow {
+    fn expire_after_create(&self, key: &PackedKey, _: &Shared, _: Instant) -> Option<Duration> {
         self.window(key)
     }
 
     fn expire_after_read(
         &self,
-        key: &WindowKey,
+        key: &PackedKey,
         _: &Shared,
         _: Instant,
         _: Option<Duration>,
@@ -52,7 +79,7 @@ impl Expiry<WindowKey, Shared> for ExpireAfterWindow {
 
     fn expire_after_update(
         &self,
-        key: &WindowKey,
+        key: &PackedKey,
         _: &Shared,
         _: Instant,
         _: Option<Duration>,
@@ -63,7 +90,7 @@ impl Expiry<WindowKey, Shared> for ExpireAfterWindow {
 
 /// Windows in a bounded moka cache.
 pub struct MemoryStore {
-    cache: Cache<WindowKey, Shared>,
+    cache: Cache<PackedKey, Shared>,
 }
 
 fn lock(window: &Mutex<Window>) -> MutexGuard<'_, Window> {
@@ -87,20 +114,15 @@ impl MemoryStore {
     }
 
     fn entry(&self, rule: RuleName, key: &str) -> Shared {
-        self.cache.get_with(
-            WindowKey {
-                rule,
-                key: key.into(),
-            },
-            Shared::default,
-        )
+        if let Some(found) = self.existing(rule, key) {
+            return found;
+        }
+        let packed: PackedKey = format!("{}{key}", rule_byte(rule)).into();
+        self.cache.get_with(packed, Shared::default)
     }
 
     fn existing(&self, rule: RuleName, key: &str) -> Option<Shared> {
-        self.cache.get(&WindowKey {
-            rule,
-            key: key.into(),
-        })
+        with_packed(rule, key, |packed| self.cache.get(packed))
     }
 
     /// Check-and-reserve, synchronously (the body of [`LimitStore::acquire`]).
@@ -180,34 +202,28 @@ impl LimitStore for MemoryStore {
         now: Millis,
         max: usize,
     ) -> Vec<WindowState> {
-        let live = |k: WindowKey, w: &Shared| -> Option<WindowState> {
-            let rule = rules.get(k.rule)?;
+        let live = |rule: RuleName, key: &str, w: &Shared| -> Option<WindowState> {
+            let r = rules.get(rule)?;
             let mut window = lock(w);
-            window.prune(now, rule.window_ms);
+            window.prune(now, r.window_ms);
             (!window.is_empty()).then(|| WindowState {
-                rule: k.rule,
-                key: k.key.to_string(),
+                rule,
+                key: key.to_owned(),
                 events: window.events().copied().collect(),
             })
         };
         let mut out: Vec<WindowState> = match key {
             Some(key) => rules
                 .enabled()
-                .filter_map(|rule| {
-                    let w = self.existing(rule.name, key)?;
-                    live(
-                        WindowKey {
-                            rule: rule.name,
-                            key: key.into(),
-                        },
-                        &w,
-                    )
-                })
+                .filter_map(|rule| live(rule.name, key, &self.existing(rule.name, key)?))
                 .collect(),
             None => self
                 .cache
                 .iter()
-                .filter_map(|(k, w)| live(WindowKey::clone(&k), &w))
+                .filter_map(|(packed, w)| {
+                    let (rule, key) = unpack(&packed)?;
+                    live(rule, key, &w)
+                })
                 .take(max)
                 .collect(),
         };
@@ -224,13 +240,8 @@ impl LimitStore for MemoryStore {
             let mut window = Window::from_events(saved.events);
             window.prune(now, rule.window_ms);
             if !window.is_empty() {
-                self.cache.insert(
-                    WindowKey {
-                        rule: saved.rule,
-                        key: saved.key.into(),
-                    },
-                    Arc::new(Mutex::new(window)),
-                );
+                let packed: PackedKey = format!("{}{}", rule_byte(saved.rule), saved.key).into();
+                self.cache.insert(packed, Arc::new(Mutex::new(window)));
             }
         }
     }

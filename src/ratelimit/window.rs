@@ -3,9 +3,8 @@
 //! is no burst at any boundary; a blocked attempt is not an event, so a window
 //! never holds more than `limit` entries.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::clock::Millis;
 
@@ -17,10 +16,14 @@ pub struct Event {
     pub tag: u64,
 }
 
-/// The counted events of one (rule, key), oldest first.
+/// Events kept inline before spilling to the heap: the default IP limits are 5.
+const INLINE_EVENTS: usize = 5;
+
+/// The counted events of one (rule, key), oldest first. A window never holds
+/// more than its rule's limit, so removing from the front is cheap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Window {
-    events: VecDeque<Event>,
+    events: SmallVec<[Event; INLINE_EVENTS]>,
 }
 
 /// The state of a window after a check.
@@ -37,7 +40,7 @@ impl Window {
     pub fn from_events(mut events: Vec<Event>) -> Self {
         events.sort_by_key(|e| e.at);
         Self {
-            events: events.into(),
+            events: SmallVec::from_vec(events),
         }
     }
 
@@ -48,8 +51,9 @@ impl Window {
     /// Drops events that are no longer inside `(now - window, now]`.
     pub fn prune(&mut self, now: Millis, window_ms: Millis) {
         let horizon = now.saturating_sub(window_ms);
-        while self.events.front().is_some_and(|e| e.at <= horizon) {
-            self.events.pop_front();
+        let stale = self.events.partition_point(|e| e.at <= horizon);
+        if stale > 0 {
+            self.events.drain(..stale);
         }
     }
 
@@ -62,7 +66,7 @@ impl Window {
         let count = u32::try_from(self.events.len()).unwrap_or(u32::MAX);
         let reset_ms = self
             .events
-            .front()
+            .first()
             .map_or(0, |e| (e.at.saturating_add(window_ms) - now).max(0));
         Usage { count, reset_ms }
     }
