@@ -334,3 +334,85 @@ mod tests {
         assert_eq!(fresh.windows(&rules, None, 900_000, 1000).await.len(), 2);
     }
 }
+
+#[cfg(test)]
+mod model_tests {
+    //! The store against a model that is obviously right: a list of event times,
+    //! counted afresh at every check.
+
+    use super::*;
+    use crate::config::Config;
+
+    /// xorshift64*: a small deterministic generator, so failures replay.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn random_sequences_match_the_model() {
+        let rules = Rules::from_config(&Config::default().rate_limit);
+        for seed in 1..=200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let limit = 1 + rng.below(6) as u32;
+            let window_ms = 1 + rng.below(5_000) as Millis;
+            let rule = Rule {
+                name: RuleName::LoginIp,
+                limit,
+                window_ms,
+            };
+            let store = MemoryStore::new(&rules, 1_000);
+            let mut model: Vec<Millis> = Vec::new();
+            let mut granted: Vec<Millis> = Vec::new();
+            let mut now: Millis = 0;
+            for step in 0..400 {
+                match rng.below(10) {
+                    0..=3 => now += rng.below(2 * window_ms as u64 / limit as u64 + 2) as Millis,
+                    4 if !granted.is_empty() => {
+                        // Give back a slot, as a success under a failures rule would.
+                        let at = granted.swap_remove(rng.below(granted.len() as u64) as usize);
+                        futures_util::FutureExt::now_or_never(store.release(
+                            &rule,
+                            "k",
+                            Event { at, tag: 0 },
+                        ));
+                        if let Some(i) = model.iter().position(|t| *t == at) {
+                            model.remove(i);
+                        }
+                    }
+                    _ => {
+                        let live = model.iter().filter(|t| **t > now - window_ms).count();
+                        let expect = live < limit as usize;
+                        let got = store.acquire_now(
+                            &[Slot {
+                                rule,
+                                key: "k",
+                                tag: 0,
+                            }],
+                            now,
+                        );
+                        assert_eq!(
+                            got == Acquired::Granted,
+                            expect,
+                            "seed {seed} step {step}: now {now}, window {window_ms}, limit {limit}, model {model:?}"
+                        );
+                        if expect {
+                            model.push(now);
+                            granted.push(now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
