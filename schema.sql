@@ -59,4 +59,27 @@ CREATE TABLE IF NOT EXISTS rate_limit_windows (
     PRIMARY KEY (rule, key)
 ) WITHOUT ROWID;
 
+-- The audit log: append-only, hash-chained. hash = SHA-256(prev_hash || canonical
+-- row) in hex; see src/audit/chain.rs for the canonical form. created_at is
+-- RFC 3339 UTC with milliseconds.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id             INTEGER PRIMARY KEY,
+    created_at     TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    user_id        TEXT,
+    resource_type  TEXT,
+    resource_id    TEXT,
+    ip_address     TEXT CHECK (ip_address IS NULL OR length(ip_address) <= 45),
+    user_agent     TEXT CHECK (user_agent IS NULL OR length(user_agent) <= 512),
+    extra_data     TEXT NOT NULL DEFAULT '{}',
+    request_id     TEXT,
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_user_id ON audit_log(user_id);
+CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action);
+CREATE INDEX IF NOT EXISTS audit_log_created_at ON audit_log(created_at);
+CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log(resource_type, resource_id);
+CREATE INDEX IF NOT EXISTS audit_log_ip_address ON audit_log(ip_address);
+
 PRAGMA user_version = 1;

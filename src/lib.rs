@@ -5,6 +5,7 @@
 //! session logic, and [`store`] persists it. [`startup`] wires them together.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;

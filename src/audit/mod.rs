@@ -1,0 +1,224 @@
+//! The tamper-evident audit log of SPEC section 7.
+//!
+//! [`AuditLog::record`] hands an event to the writer thread and returns once its
+//! row is committed: a handler that records an event answers only after that.
+//! Rate-limited attempts are folded per (rule, key) per `coalesce_window` by
+//! [`AuditLog::rate_limited`], so a flood costs rows per minute while every
+//! attempt is still counted. The query side opens its own read connections.
+
+pub mod chain;
+pub mod event;
+pub mod query;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use tokio::sync::oneshot;
+
+pub use event::{Action, EventRow, NewEvent, Origin};
+use writer::Msg;
+
+use crate::clock::{Millis, SharedClock};
+use crate::ratelimit::RuleName;
+use crate::store::sqlite::configure_connection;
+
+/// An audit write that did not happen; the request must fail closed.
+#[derive(Debug, thiserror::Error)]
+#[error("audit log unavailable: {0}")]
+pub struct AuditError(pub String);
+
+/// Attempts folded into one row, per (rule, key).
+#[derive(Debug)]
+struct Fold {
+    opened_at: Millis,
+    followers: u64,
+    first_at: Millis,
+    last_at: Millis,
+    template: NewEvent,
+}
+
+/// The audit log handle shared by every handler.
+pub struct AuditLog {
+    sender: Mutex<Option<Sender<Msg>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    folds: Mutex<HashMap<(RuleName, String), Fold>>,
+    clock: SharedClock,
+    coalesce_ms: Millis,
+    db_path: PathBuf,
+}
+
+impl AuditLog {
+    /// Starts the writer on the database at `db_path` (the schema must exist).
+    pub fn start(db_path: &Path, clock: SharedClock, coalesce_ms: Millis) -> anyhow::Result<Self> {
+        let conn = writer::open_writer(db_path)?;
+        let (sender, thread) = writer::spawn(conn, clock.clone())?;
+        Ok(Self {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+            folds: Mutex::new(HashMap::new()),
+            clock,
+            coalesce_ms,
+            db_path: db_path.to_path_buf(),
+        })
+    }
+
+    /// Appends an event; resolves once its row is committed.
+    pub async fn record(&self, mut event: NewEvent) -> Result<i64, AuditError> {
+        event.at.get_or_insert_with(|| self.clock.now_ms());
+        let (ack, done) = oneshot::channel();
+        {
+            let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+            let sender = sender
+                .as_ref()
+                .ok_or_else(|| AuditError("audit writer stopped".into()))?;
+            sender
+                .send(Msg::Append(Box::new(event), Some(ack)))
+                .map_err(|_| AuditError("audit writer stopped".into()))?;
+        }
+        done.await
+            .map_err(|_| AuditError("audit writer stopped".into()))?
+            .map_err(AuditError)
+    }
+
+    /// Records a refused attempt. The first per (rule, key) in a coalescing
+    /// window is written (count 1) and awaited; the ones that follow are counted
+    /// and written as one row when the window closes ([`AuditLog::flush_folds`]).
+    pub async fn rate_limited(
+        &self,
+        rule: RuleName,
+        key: &str,
+        event: NewEvent,
+    ) -> Result<(), AuditError> {
+        let now = self.clock.now_ms();
+        let closed = {
+            let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
+            let id = (rule, key.to_owned());
+            match folds.get_mut(&id) {
+                Some(fold) if now < fold.opened_at.saturating_add(self.coalesce_ms) => {
+                    if fold.followers == 0 {
+                        fold.first_at = now;
+                    }
+                    fold.followers += 1;
+                    fold.last_at = now;
+                    return Ok(());
+                }
+                _ => {
+                    let template = event.clone();
+                    let previous = folds.insert(
+                        id,
+                        Fold {
+                            opened_at: now,
+                            followers: 0,
+                            first_at: now,
+                            last_at: now,
+                            template,
+                        },
+                    );
+                    previous
+                        .filter(|f| f.followers > 0)
+                        .map(|f| (rule, key.to_owned(), f))
+                }
+            }
+        };
+        if let Some((rule, key, fold)) = closed {
+            self.record(folded_event(rule, &key, fold)).await?;
+        }
+        let first = event
+            .at_time(now)
+            .extra("rule", rule.as_str())
+            .extra("key", key)
+            .extra("count", 1);
+        self.record(first).await.map(|_| ())
+    }
+
+    /// Writes the folded rows of windows that have closed (all of them with
+    /// `force`, at shutdown).
+    pub async fn flush_folds(&self, force: bool) -> Result<usize, AuditError> {
+        let now = self.clock.now_ms();
+        let closed: Vec<((RuleName, String), Fold)> = {
+            let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<(RuleName, String)> = folds
+                .iter()
+                .filter(|(_, f)| force || now >= f.opened_at.saturating_add(self.coalesce_ms))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| folds.remove(&id).map(|f| (id, f)))
+                .collect()
+        };
+        let mut written = 0;
+        for ((rule, key), fold) in closed {
+            if fold.followers > 0 {
+                self.record(folded_event(rule, &key, fold)).await?;
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Flushes every fold and stops the writer after it has written what it holds.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.flush_folds(true).await {
+            tracing::error!(error = %e, "cannot flush folded audit rows");
+        }
+        drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    /// Runs `f` with a fresh read connection on a blocking thread.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, AuditError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let path = self.db_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn =
+                rusqlite::Connection::open(&path).map_err(|e| AuditError(e.to_string()))?;
+            configure_connection(&conn).map_err(|e| AuditError(e.to_string()))?;
+            f(&mut conn).map_err(|e| AuditError(e.to_string()))
+        })
+        .await
+        .map_err(|e| AuditError(e.to_string()))?
+    }
+
+    /// Applies retention now: deletes rows older than `older_than_ms`.
+    pub async fn prune(
+        &self,
+        older_than_ms: Millis,
+        origin: Origin,
+        actor: Option<String>,
+    ) -> Result<u64, AuditError> {
+        let now = self.clock.now_ms();
+        let cutoff = now.saturating_sub(older_than_ms);
+        self.read(move |conn| query::prune(conn, cutoff, &origin, actor.as_deref(), now))
+            .await
+    }
+}
+
+impl NewEvent {
+    fn at_time(mut self, at: Millis) -> Self {
+        self.at = Some(at);
+        self
+    }
+}
+
+fn folded_event(rule: RuleName, key: &str, fold: Fold) -> NewEvent {
+    fold.template
+        .at_time(fold.last_at)
+        .extra("rule", rule.as_str())
+        .extra("key", key)
+        .extra("count", fold.followers)
+        .extra("first_at", crate::time_fmt::rfc3339_ms(fold.first_at))
+        .extra("last_at", crate::time_fmt::rfc3339_ms(fold.last_at))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,362 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::chain::verify;
+use super::query::{list, parse_time, Filter};
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::store::sqlite::SqliteStore;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    clock: ManualClock,
+    log: AuditLog,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let clock = ManualClock::new(1_800_000_000_000);
+    let log = AuditLog::start(&path, Arc::new(clock.clone()), 60_000).unwrap();
+    Fixture {
+        _dir: dir,
+        path,
+        clock,
+        log,
+    }
+}
+
+fn origin() -> Origin {
+    Origin {
+        ip_address: Some("203.0.113.7".into()),
+        user_agent: Some("test".into()),
+        request_id: Some("req-1".into()),
+    }
+}
+
+fn conn(f: &Fixture) -> rusqlite::Connection {
+    rusqlite::Connection::open(&f.path).unwrap()
+}
+
+async fn write_n(f: &Fixture, n: usize) {
+    for i in 0..n {
+        f.log
+            .record(
+                NewEvent::new(Action::LoginFailed, &origin())
+                    .extra("reason", "wrong_password")
+                    .extra("i", i),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn records_chain_and_verify() {
+    let f = fixture();
+    write_n(&f, 5).await;
+    let v = verify(&conn(&f)).unwrap();
+    assert_eq!(
+        v,
+        chain::Verdict {
+            ok: true,
+            checked: 5,
+            first_bad_id: None
+        }
+    );
+    let page = list(&conn(&f), &Filter::default()).unwrap();
+    assert_eq!(page.events.len(), 5);
+    assert_eq!(page.events[0].id, 5, "newest first");
+    assert_eq!(page.events[4].prev_hash, chain::GENESIS);
+    assert_eq!(page.events[0].extra_data["reason"], "wrong_password");
+    assert_eq!(page.events[0].created_at, "2027-01-15T08:00:00.000Z");
+}
+
+#[tokio::test]
+async fn finds_edited_inserted_and_deleted_rows() {
+    let f = fixture();
+    write_n(&f, 6).await;
+    let c = conn(&f);
+    c.execute(
+        "UPDATE audit_log SET extra_data = '{\"reason\":\"unknown_email\"}' WHERE id = 3",
+        [],
+    )
+    .unwrap();
+    assert_eq!(verify(&c).unwrap().first_bad_id, Some(3));
+
+    let f = fixture();
+    write_n(&f, 6).await;
+    let c = conn(&f);
+    c.execute("DELETE FROM audit_log WHERE id = 4", []).unwrap();
+    assert_eq!(
+        verify(&c).unwrap().first_bad_id,
+        Some(5),
+        "the row after the gap"
+    );
+
+    let f = fixture();
+    write_n(&f, 6).await;
+    let c = conn(&f);
+    // Move rows up to make room and insert a forged one with a plausible hash.
+    c.execute("UPDATE audit_log SET id = id + 100 WHERE id > 2", [])
+        .unwrap();
+    let prev: String = c
+        .query_row("SELECT hash FROM audit_log WHERE id = 2", [], |r| r.get(0))
+        .unwrap();
+    c.execute(
+        "INSERT INTO audit_log (id, created_at, action, extra_data, prev_hash, hash) VALUES (3, 'x', 'login_success', '{}', ?1, 'f00')",
+        [prev],
+    )
+    .unwrap();
+    assert_eq!(verify(&c).unwrap().first_bad_id, Some(3));
+}
+
+#[tokio::test]
+async fn pruning_keeps_the_chain_verifiable() {
+    let f = fixture();
+    write_n(&f, 3).await;
+    f.clock.advance(Duration::from_secs(10 * 86_400));
+    write_n(&f, 2).await;
+    let deleted = f
+        .log
+        .prune(5 * 86_400_000, origin(), Some("admin-1".into()))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 3);
+    let c = conn(&f);
+    let v = verify(&c).unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.checked, 3);
+    let page = list(
+        &c,
+        &Filter {
+            action: Some("audit_pruned".into()),
+            ..Filter::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(page.events[0].extra_data["deleted"], 3);
+    assert_eq!(page.events[0].extra_data["actor_id"], "admin-1");
+    // Nothing older: nothing happens.
+    assert_eq!(
+        f.log.prune(5 * 86_400_000, origin(), None).await.unwrap(),
+        0
+    );
+    // Deleting the first kept row is still caught.
+    c.execute("DELETE FROM audit_log WHERE id = 4", []).unwrap();
+    assert_eq!(verify(&c).unwrap().first_bad_id, Some(5));
+}
+
+#[tokio::test]
+async fn rate_limited_attempts_fold_and_add_up() {
+    let f = fixture();
+    let ev = || NewEvent::new(Action::LoginRateLimited, &origin());
+    for _ in 0..1000 {
+        f.log
+            .rate_limited(RuleName::LoginIp, "203.0.113.7", ev())
+            .await
+            .unwrap();
+        f.clock.advance(Duration::from_millis(10));
+    }
+    // 10 s in: one row so far.
+    assert_eq!(list(&conn(&f), &Filter::default()).unwrap().events.len(), 1);
+    f.clock.advance(Duration::from_secs(60));
+    assert_eq!(f.log.flush_folds(false).await.unwrap(), 1);
+    let page = list(&conn(&f), &Filter::default()).unwrap();
+    let counts: Vec<u64> = page
+        .events
+        .iter()
+        .map(|e| e.extra_data["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, vec![999, 1]);
+    assert_eq!(counts.iter().sum::<u64>(), 1000);
+    assert!(page.events[0].extra_data["first_at"].is_string());
+    assert_eq!(page.events[0].extra_data["rule"], "login_ip");
+    // A new window opens with a fresh count-1 row.
+    f.log
+        .rate_limited(RuleName::LoginIp, "203.0.113.7", ev())
+        .await
+        .unwrap();
+    assert_eq!(list(&conn(&f), &Filter::default()).unwrap().events.len(), 3);
+    assert!(verify(&conn(&f)).unwrap().ok);
+}
+
+#[tokio::test]
+async fn shutdown_flushes_open_folds() {
+    let f = fixture();
+    for _ in 0..3 {
+        f.log
+            .rate_limited(
+                RuleName::LoginIp,
+                "k",
+                NewEvent::new(Action::LoginRateLimited, &origin()),
+            )
+            .await
+            .unwrap();
+    }
+    f.log.shutdown().await;
+    let page = list(&conn(&f), &Filter::default()).unwrap();
+    assert_eq!(page.events.len(), 2);
+    assert!(f
+        .log
+        .record(NewEvent::new(Action::Logout, &origin()))
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn filters_and_pages() {
+    let f = fixture();
+    let u = uuid::Uuid::new_v4();
+    for i in 0..7 {
+        let mut e = NewEvent::new(
+            if i % 2 == 0 {
+                Action::LoginSuccess
+            } else {
+                Action::LoginFailed
+            },
+            &origin(),
+        );
+        if i < 3 {
+            e = e.user(u);
+        }
+        f.log.record(e).await.unwrap();
+        f.clock.advance(Duration::from_secs(60));
+    }
+    let c = conn(&f);
+    let page = list(
+        &c,
+        &Filter {
+            limit: Some(3),
+            ..Filter::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![7, 6, 5]
+    );
+    assert_eq!(page.next_before_id, Some(5));
+    let page = list(
+        &c,
+        &Filter {
+            limit: Some(3),
+            before_id: Some(5),
+            ..Filter::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        page.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![4, 3, 2]
+    );
+    let page = list(
+        &c,
+        &Filter {
+            limit: Some(3),
+            before_id: Some(2),
+            ..Filter::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(page.next_before_id, None);
+    assert_eq!(
+        list(
+            &c,
+            &Filter {
+                action: Some("login_success".into()),
+                ..Filter::default()
+            }
+        )
+        .unwrap()
+        .events
+        .len(),
+        4
+    );
+    assert_eq!(
+        list(
+            &c,
+            &Filter {
+                user_id: Some(u.to_string()),
+                ..Filter::default()
+            }
+        )
+        .unwrap()
+        .events
+        .len(),
+        3
+    );
+    assert_eq!(
+        list(
+            &c,
+            &Filter {
+                ip: Some("198.51.100.1".into()),
+                ..Filter::default()
+            }
+        )
+        .unwrap()
+        .events
+        .len(),
+        0
+    );
+    let now = f.clock.now_ms();
+    let since = parse_time("3m", now).unwrap();
+    assert_eq!(
+        list(
+            &c,
+            &Filter {
+                since: Some(since),
+                ..Filter::default()
+            }
+        )
+        .unwrap()
+        .events
+        .len(),
+        3
+    );
+    let until = parse_time(&crate::time_fmt::rfc3339_ms(now - 6 * 60_000), now).unwrap();
+    assert_eq!(
+        list(
+            &c,
+            &Filter {
+                until: Some(until),
+                ..Filter::default()
+            }
+        )
+        .unwrap()
+        .events
+        .len(),
+        2
+    );
+    assert!(parse_time("yesterday", now).is_none());
+    assert_eq!(
+        list(
+            &c,
+            &Filter {
+                limit: Some(100_000),
+                ..Filter::default()
+            }
+        )
+        .unwrap()
+        .events
+        .len(),
+        7
+    );
+}
+
+#[tokio::test]
+async fn long_fields_are_cut() {
+    let f = fixture();
+    let o = Origin {
+        user_agent: Some("u".repeat(600)),
+        ..origin()
+    };
+    f.log
+        .record(NewEvent::new(Action::Logout, &o))
+        .await
+        .unwrap();
+    let page = list(&conn(&f), &Filter::default()).unwrap();
+    assert_eq!(page.events[0].user_agent.as_ref().unwrap().len(), 512);
+}
