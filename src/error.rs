@@ -104,6 +104,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(err: crate::audit::AuditError) -> Self {
+        Self::Unavailable(anyhow::anyhow!(err))
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -176,7 +182,7 @@ impl From<crate::auth::service::AuthError> for ApiError {
         use crate::auth::service::AuthError as E;
         match err {
             E::Validation(fields) => Self::Validation(fields),
-            E::InvalidCredentials(_) => Self::InvalidCredentials,
+            E::InvalidCredentials { .. } => Self::InvalidCredentials,
             E::EmailTaken => Self::EmailTaken,
             E::InvalidRefreshToken => Self::InvalidRefreshToken,
             E::RefreshTokenReused { .. } => Self::RefreshTokenReused,

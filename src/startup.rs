@@ -10,6 +10,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use tokio::task::JoinHandle;
 
+use crate::audit::{AuditLog, Origin};
 use crate::auth::crypto::MasterKey;
 use crate::auth::password::HashPool;
 use crate::auth::revocation::RevocationList;
@@ -25,6 +26,10 @@ use crate::store::Store;
 
 /// How often revocations made by other processes are picked up.
 const REVOCATION_POLL: Duration = Duration::from_secs(1);
+/// How often closed coalescing windows of rate-limited attempts are written.
+const FOLD_FLUSH: Duration = Duration::from_secs(1);
+/// How often audit retention runs (also once at start-up).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// Opens the data directory, the database and the keys, and builds the domain
 /// service. Used by the server and by the CLI, so both see the same data.
@@ -79,15 +84,22 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-        let limiter = Limiter::in_memory(&config, clock);
+        let limiter = Limiter::in_memory(&config, clock.clone());
         limiter
             .load(auth.store().as_ref())
             .await
             .context("cannot load saved rate-limit windows")?;
 
+        let audit = AuditLog::start(
+            &config.database_path(),
+            clock.clone(),
+            config.audit.coalesce_window.as_millis_i64(),
+        )?;
+
         let state = web::Data::new(AppState {
             auth,
             limiter,
+            audit,
             trusted_proxies: TrustedProxies::new(config.server.trusted_proxies.clone()),
             config: config.clone(),
         });
@@ -122,7 +134,7 @@ impl Application {
         let handle = server.handle();
 
         let poller = state.clone();
-        let background = vec![tokio::spawn(async move {
+        let mut background = vec![tokio::spawn(async move {
             let mut cursor = cursor;
             let mut tick = tokio::time::interval(REVOCATION_POLL);
             loop {
@@ -133,6 +145,33 @@ impl Application {
                 }
             }
         })];
+        let folds = state.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FOLD_FLUSH);
+            loop {
+                tick.tick().await;
+                if let Err(e) = folds.audit.flush_folds(false).await {
+                    tracing::error!(error = %e, "cannot write folded audit rows");
+                }
+            }
+        }));
+        let retention = state.clone();
+        let keep_ms = i64::from(config.audit.retention_days).saturating_mul(86_400_000);
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RETENTION_EVERY);
+            loop {
+                tick.tick().await;
+                match retention
+                    .audit
+                    .prune(keep_ms, Origin::default(), None)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "pruned audit rows past retention"),
+                    Err(e) => tracing::error!(error = %e, "audit retention failed"),
+                }
+            }
+        }));
         tracing::info!(address = %address, data_dir = %config.storage.data_dir.display(), "portcullis listening");
         Ok(Self {
             server,
@@ -169,6 +208,7 @@ impl Application {
             task.abort();
         }
         let state = &self.state;
+        state.audit.shutdown().await;
         match state.limiter.save(state.auth.store().as_ref()).await {
             Ok(n) => tracing::info!(windows = n, "saved rate-limit windows"),
             Err(e) => tracing::error!(error = %e, "cannot save rate-limit windows"),

@@ -46,8 +46,12 @@ impl LoginFailure {
 pub enum AuthError {
     #[error("validation failed")]
     Validation(FieldErrors),
-    #[error("invalid credentials ({})", .0.as_str())]
-    InvalidCredentials(LoginFailure),
+    #[error("invalid credentials ({})", .reason.as_str())]
+    InvalidCredentials {
+        reason: LoginFailure,
+        /// The account, when the email matched one (for the audit log only).
+        user_id: Option<Uuid>,
+    },
     #[error("email taken")]
     EmailTaken,
     #[error("invalid refresh token")]
@@ -252,13 +256,22 @@ impl AuthService {
         let rehash_with = password.clone();
         let verdict = self.hasher.verify(password, stored).await?;
         let Some(user) = user else {
-            return Err(AuthError::InvalidCredentials(LoginFailure::UnknownEmail));
+            return Err(AuthError::InvalidCredentials {
+                reason: LoginFailure::UnknownEmail,
+                user_id: None,
+            });
         };
         if !verdict.valid {
-            return Err(AuthError::InvalidCredentials(LoginFailure::WrongPassword));
+            return Err(AuthError::InvalidCredentials {
+                reason: LoginFailure::WrongPassword,
+                user_id: Some(user.id),
+            });
         }
         if user.is_disabled() {
-            return Err(AuthError::InvalidCredentials(LoginFailure::AccountDisabled));
+            return Err(AuthError::InvalidCredentials {
+                reason: LoginFailure::AccountDisabled,
+                user_id: Some(user.id),
+            });
         }
         if verdict.needs_rehash {
             match self.hasher.hash(rehash_with).await {
@@ -446,7 +459,7 @@ impl AuthService {
         claims: &AccessClaims,
         current: SecretString,
         new: SecretString,
-    ) -> AuthResult<User> {
+    ) -> AuthResult<usize> {
         let user = self.current_user(claims).await?;
         let verdict = self
             .hasher
@@ -469,8 +482,7 @@ impl AuthService {
             .set_password_hash(user.id, hash, self.now())
             .await?;
         self.revoke_all(user.id, Some(claims.sid), "password_changed")
-            .await?;
-        Ok(user)
+            .await
     }
 
     /// Picks up revocations made by other processes; returns the next cursor.

@@ -1,17 +1,18 @@
 //! Account routes: register, login, refresh, me, password change.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse, ResponseError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::client_ip::ClientIp;
-use super::extract::{user_agent, Authenticated, JsonBody};
+use super::context::Caller;
+use super::extract::{Authenticated, JsonBody};
 use super::guard::guarded;
 use super::AppState;
+use crate::audit::Action;
 use crate::auth::email::normalize;
-use crate::auth::service::{ClientInfo, TokenPair};
+use crate::auth::service::{AuthError, TokenPair};
 use crate::error::ApiError;
 use crate::ratelimit::Guarded;
 use crate::store::User;
@@ -81,24 +82,39 @@ pub fn token_response(pair: &TokenPair) -> HttpResponse {
         .json(pair)
 }
 
-pub fn client_info(req: &HttpRequest, ip: ClientIp) -> ClientInfo {
-    ClientInfo::new(Some(ip.0.to_string()), user_agent(req))
-}
-
 /// `POST /auth/register`
 pub async fn register(
     state: web::Data<AppState>,
-    ip: ClientIp,
+    caller: Caller,
     body: JsonBody<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let ip_key = state.limiter.ip_key(ip.0);
-    guarded(&state, Guarded::Register, &ip_key, None, async {
-        let user = state
+    guarded(&state, &caller, Guarded::Register, None, async {
+        match state
             .auth
             .register(&body.email, body.password, body.name.as_deref(), false)
-            .await?;
-        Ok(HttpResponse::Created().json(UserView::from(&user)))
+            .await
+        {
+            Ok(user) => {
+                let event = caller
+                    .event(Action::RegistrationSuccess)
+                    .user(user.id)
+                    .resource("user", user.id);
+                state.audit(event).await?;
+                Ok(HttpResponse::Created().json(UserView::from(&user)))
+            }
+            Err(e) => {
+                let error = ApiError::from(e);
+                if error.status_code().is_client_error() {
+                    let event = caller
+                        .event(Action::RegistrationFailed)
+                        .extra("reason", error.code())
+                        .extra("email", audit_email(&body.email));
+                    state.audit(event).await?;
+                }
+                Err(error)
+            }
+        }
     })
     .await
 }
@@ -106,20 +122,41 @@ pub async fn register(
 /// `POST /auth/login`
 pub async fn login(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    ip: ClientIp,
+    caller: Caller,
     body: JsonBody<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let ip_key = state.limiter.ip_key(ip.0);
     let account = normalize(&body.email);
-    guarded(&state, Guarded::Login, &ip_key, Some(&account), async {
-        let user = state.auth.authenticate(&account, body.password).await?;
+    guarded(&state, &caller, Guarded::Login, Some(&account), async {
+        let user = match state.auth.authenticate(&account, body.password).await {
+            Ok(user) => user,
+            Err(AuthError::InvalidCredentials { reason, user_id }) => {
+                let mut event = caller
+                    .event(Action::LoginFailed)
+                    .extra("reason", reason.as_str())
+                    .extra("email", audit_email(&account));
+                if let Some(id) = user_id {
+                    event = event.user(id);
+                }
+                state.audit(event).await?;
+                return Err(ApiError::InvalidCredentials);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let pair = state
             .auth
-            .open_session(&user, body.remember_me, &client_info(&req, ip))
+            .open_session(&user, body.remember_me, &caller.client_info())
             .await?;
-        state.limiter.login_succeeded(&ip_key, &account).await;
+        state
+            .limiter
+            .login_succeeded(&state.limiter.ip_key(caller.ip), &account)
+            .await;
+        let event = caller
+            .event(Action::LoginSuccess)
+            .user(user.id)
+            .resource("session", pair.session_id)
+            .extra("remember_me", body.remember_me);
+        state.audit(event).await?;
         Ok(token_response(&pair))
     })
     .await
@@ -128,16 +165,36 @@ pub async fn login(
 /// `POST /auth/refresh`
 pub async fn refresh(
     state: web::Data<AppState>,
-    ip: ClientIp,
+    caller: Caller,
     body: JsonBody<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let ip_key = state.limiter.ip_key(ip.0);
-    guarded(&state, Guarded::Refresh, &ip_key, None, async {
-        let (_user, pair) = state
+    guarded(&state, &caller, Guarded::Refresh, None, async {
+        match state
             .auth
             .refresh(body.0.refresh_token.expose_secret())
-            .await?;
-        Ok(token_response(&pair))
+            .await
+        {
+            Ok((user, pair)) => {
+                let event = caller
+                    .event(Action::TokenRefreshed)
+                    .user(user.id)
+                    .resource("session", pair.session_id);
+                state.audit(event).await?;
+                Ok(token_response(&pair))
+            }
+            Err(AuthError::RefreshTokenReused {
+                session_id,
+                user_id,
+            }) => {
+                let event = caller
+                    .event(Action::RefreshTokenReused)
+                    .user(user_id)
+                    .resource("session", session_id);
+                state.audit(event).await?;
+                Err(ApiError::RefreshTokenReused)
+            }
+            Err(e) => Err(e.into()),
+        }
     })
     .await
 }
@@ -155,19 +212,29 @@ pub async fn me(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpR
 /// `POST /auth/password/change`: guarded like a login, keyed by the token's account.
 pub async fn change_password(
     state: web::Data<AppState>,
-    ip: ClientIp,
+    caller: Caller,
     auth: Authenticated,
     body: JsonBody<ChangePasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let ip_key = state.limiter.ip_key(ip.0);
     let account = normalize(&auth.0.email);
-    guarded(&state, Guarded::Login, &ip_key, Some(&account), async {
-        state
+    guarded(&state, &caller, Guarded::Login, Some(&account), async {
+        let revoked = state
             .auth
             .change_password(&auth.0, body.current_password, body.new_password)
             .await?;
+        let event = caller
+            .event(Action::PasswordChanged)
+            .user(auth.0.sub)
+            .resource("user", auth.0.sub)
+            .extra("sessions_revoked", revoked);
+        state.audit(event).await?;
         Ok(HttpResponse::NoContent().finish())
     })
     .await
+}
+
+/// An attempted email as the audit log keeps it: normalized, bounded.
+fn audit_email(raw: &str) -> String {
+    normalize(raw).chars().take(254).collect()
 }

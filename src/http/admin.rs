@@ -4,8 +4,12 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::context::Caller;
 use super::extract::AdminUser;
 use super::AppState;
+use crate::audit::chain::verify;
+use crate::audit::query::{list, page_json, parse_time, Filter};
+use crate::audit::Action;
 use crate::error::ApiError;
 use crate::ratelimit::RuleName;
 
@@ -47,7 +51,8 @@ pub async fn rate_limits(
 /// `DELETE /admin/rate-limits?key=[&rule=]`: clears a key under one rule or all.
 pub async fn clear_rate_limits(
     state: web::Data<AppState>,
-    _admin: AdminUser,
+    caller: Caller,
+    admin: AdminUser,
     query: web::Query<KeyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let Some(key) = query
@@ -66,5 +71,71 @@ pub async fn clear_rate_limits(
         ),
     };
     state.limiter.clear(key, rule).await;
+    let event = caller
+        .event(Action::RateLimitCleared)
+        .resource("rate_limit", key)
+        .extra("actor_id", admin.user.id.to_string())
+        .extra("key", key)
+        .extra("rule", rule.map_or("*", RuleName::as_str));
+    state.audit(event).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Query of `GET /admin/audit`.
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    pub action: Option<String>,
+    pub user_id: Option<String>,
+    pub ip: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<u32>,
+    pub before_id: Option<i64>,
+}
+
+/// `GET /admin/audit`: events newest first, filtered, paged by `before_id`.
+pub async fn audit(
+    state: web::Data<AppState>,
+    _admin: AdminUser,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let now = state.auth.now();
+    let time = |field: &'static str, value: Option<String>| -> Result<Option<i64>, ApiError> {
+        match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(text) => parse_time(text, now).map(Some).ok_or_else(|| {
+                ApiError::field(field, "must be RFC 3339 or an age such as 15m, 2h, 7d")
+            }),
+        }
+    };
+    let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    if let Some(action) = nonempty(q.action.clone()) {
+        if Action::parse(&action).is_none() {
+            return Err(ApiError::field(
+                "action",
+                format!("`{action:.64}` is not an audit action"),
+            ));
+        }
+    }
+    let filter = Filter {
+        action: nonempty(q.action),
+        user_id: nonempty(q.user_id),
+        ip: nonempty(q.ip),
+        since: time("since", q.since)?,
+        until: time("until", q.until)?,
+        limit: q.limit,
+        before_id: q.before_id,
+    };
+    let page = state.audit.read(move |conn| list(conn, &filter)).await?;
+    Ok(HttpResponse::Ok().json(page_json(&page)))
+}
+
+/// `GET /admin/audit/verify`
+pub async fn audit_verify(
+    state: web::Data<AppState>,
+    _admin: AdminUser,
+) -> Result<HttpResponse, ApiError> {
+    let verdict = state.audit.read(|conn| verify(conn)).await?;
+    Ok(HttpResponse::Ok().json(verdict))
 }

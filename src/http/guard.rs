@@ -6,27 +6,37 @@ use std::future::Future;
 
 use actix_web::{HttpResponse, ResponseError};
 
+use super::context::Caller;
 use super::AppState;
+use crate::audit::Action;
 use crate::error::{insert_rate_headers, ApiError};
 use crate::ratelimit::{Guarded, Outcome};
 
-/// Reserves slots of `group` for `ip_key` (and `account`), runs `work`, settles.
-/// A blocked request gets its 429 without `work` ever running.
+/// Reserves slots of `group` for the caller (and `account`), runs `work`,
+/// settles. A blocked request gets its 429 — audited, folded per rule and key —
+/// without `work` ever running.
 pub async fn guarded<Fut>(
     state: &AppState,
+    caller: &Caller,
     group: Guarded,
-    ip_key: &str,
     account: Option<&str>,
     work: Fut,
 ) -> Result<HttpResponse, ApiError>
 where
     Fut: Future<Output = Result<HttpResponse, ApiError>>,
 {
-    let reservation = state
-        .limiter
-        .reserve(group, ip_key, account)
-        .await
-        .map_err(|blocked| ApiError::TooManyRequests(Box::new(blocked)))?;
+    let ip_key = state.limiter.ip_key(caller.ip);
+    let reservation = match state.limiter.reserve(group, &ip_key, account).await {
+        Ok(r) => r,
+        Err(blocked) => {
+            let event = caller.event(Action::LoginRateLimited);
+            state
+                .audit
+                .rate_limited(blocked.rule.name, &blocked.key, event)
+                .await?;
+            return Err(ApiError::TooManyRequests(Box::new(blocked)));
+        }
+    };
     let result = work.await;
     let status = match &result {
         Ok(res) => res.status(),

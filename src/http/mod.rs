@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod client_ip;
+pub mod context;
 pub mod extract;
 pub mod guard;
 pub mod ops;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpResponse, Resource};
 
+use crate::audit::{AuditLog, NewEvent};
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -25,8 +27,17 @@ use client_ip::TrustedProxies;
 pub struct AppState {
     pub auth: AuthService,
     pub limiter: Limiter,
+    pub audit: AuditLog,
     pub config: Arc<Config>,
     pub trusted_proxies: TrustedProxies,
+}
+
+impl AppState {
+    /// Records an audit event; the request fails closed (503) when it cannot.
+    pub async fn audit(&self, event: NewEvent) -> Result<(), ApiError> {
+        self.audit.record(event).await?;
+        Ok(())
+    }
 }
 
 /// Registers every route.
@@ -40,6 +51,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(resource("/auth/sessions").route(web::get().to(sessions::list)))
         .service(resource("/auth/sessions/{id}").route(web::delete().to(sessions::revoke)))
         .service(resource("/auth/password/change").route(web::post().to(accounts::change_password)))
+        .service(resource("/admin/audit").route(web::get().to(admin::audit)))
+        .service(resource("/admin/audit/verify").route(web::get().to(admin::audit_verify)))
         .service(
             resource("/admin/rate-limits")
                 .route(web::get().to(admin::rate_limits))

@@ -4,8 +4,10 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::context::Caller;
 use super::extract::Authenticated;
 use super::AppState;
+use crate::audit::Action;
 use crate::error::ApiError;
 use crate::time_fmt::rfc3339_ms;
 
@@ -23,18 +25,31 @@ struct SessionView {
 /// `POST /auth/logout`
 pub async fn logout(
     state: web::Data<AppState>,
+    caller: Caller,
     auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.logout(&auth.0).await?;
+    let event = caller
+        .event(Action::Logout)
+        .user(auth.0.sub)
+        .resource("session", auth.0.sid);
+    state.audit(event).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// `POST /auth/logout-all`
 pub async fn logout_all(
     state: web::Data<AppState>,
+    caller: Caller,
     auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    state.auth.logout_all(&auth.0).await?;
+    let revoked = state.auth.logout_all(&auth.0).await?;
+    let event = caller
+        .event(Action::LogoutAll)
+        .user(auth.0.sub)
+        .resource("user", auth.0.sub)
+        .extra("sessions_revoked", revoked);
+    state.audit(event).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -62,10 +77,16 @@ pub async fn list(
 /// `DELETE /auth/sessions/{id}`: 404 for unknown ids and other users' sessions alike.
 pub async fn revoke(
     state: web::Data<AppState>,
+    caller: Caller,
     auth: Authenticated,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("no such session"))?;
     state.auth.revoke_session(&auth.0, id).await?;
+    let event = caller
+        .event(Action::SessionRevoked)
+        .user(auth.0.sub)
+        .resource("session", id);
+    state.audit(event).await?;
     Ok(HttpResponse::NoContent().finish())
 }
