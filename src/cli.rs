@@ -1,7 +1,7 @@
 //! The command line of SPEC section 2: `serve` (the default), `check-config`,
 //! and the `user` commands, all on the same data directory as the server.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,11 +10,16 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
+use crate::audit::chain::verify;
+use crate::audit::query::{list, parse_time, prune, Filter};
+use crate::audit::writer::{append, open_writer};
+use crate::audit::{Action, EventRow, NewEvent, Origin};
 use crate::auth::email::normalize;
 use crate::auth::service::AuthService;
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Overrides};
 use crate::startup::{build_auth, Application, Signals};
+use crate::store::sqlite::{configure_connection, SqliteStore};
 use crate::telemetry;
 use crate::time_fmt::rfc3339_ms;
 
@@ -46,6 +51,50 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Read, check and prune the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List events, newest first.
+    List {
+        #[arg(long)]
+        action: Option<String>,
+        /// An email address or a user id.
+        #[arg(long, value_name = "EMAIL_OR_ID")]
+        user: Option<String>,
+        #[arg(long)]
+        ip: Option<String>,
+        /// RFC 3339, or an age such as 15m, 2h, 7d.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Check the hash chain; exit 0 when intact, 1 otherwise.
+    Verify,
+    /// Apply retention now.
+    Prune {
+        /// Delete events older than this (default: audit.retention_days).
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+    },
+}
+
+/// Output formats of `audit list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,14 +144,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config.to_masked_toml());
             Ok(())
         }
-        Command::User { command } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start runtime")?;
-            runtime.block_on(user_command(config, command))
-        }
+        Command::User { command } => runtime()?.block_on(user_command(config, command)),
+        Command::Audit { command } => audit_command(&config, command),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start runtime")
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -152,21 +203,41 @@ async fn user_command(config: Config, command: UserCommand) -> anyhow::Result<()
                 );
             }
         }
-        UserCommand::Disable { email } => set_disabled(&auth, &email, true).await?,
-        UserCommand::Enable { email } => set_disabled(&auth, &email, false).await?,
+        UserCommand::Disable { email } => set_disabled(&config, &auth, &email, true).await?,
+        UserCommand::Enable { email } => set_disabled(&config, &auth, &email, false).await?,
     }
     Ok(())
 }
 
-async fn set_disabled(auth: &AuthService, email: &str, disabled: bool) -> anyhow::Result<()> {
+async fn set_disabled(
+    config: &Config,
+    auth: &AuthService,
+    email: &str,
+    disabled: bool,
+) -> anyhow::Result<()> {
     let user = auth
         .store()
         .user_by_email(&normalize(email))
         .await?
         .ok_or_else(|| anyhow!("no account with email {}", normalize(email)))?;
-    auth.store()
+    if !auth
+        .store()
         .set_disabled(user.id, disabled, auth.now())
-        .await?;
+        .await?
+    {
+        bail!("no account with email {}", user.email);
+    }
+    let action = if disabled {
+        Action::UserDisabled
+    } else {
+        Action::UserEnabled
+    };
+    let event = NewEvent::new(action, &Origin::default())
+        .user(user.id)
+        .resource("user", user.id)
+        .extra("actor", "cli");
+    let mut conn = open_writer(&config.database_path())?;
+    append(&mut conn, &[event], auth.now())?;
     println!(
         "{} {}",
         if disabled { "disabled" } else { "enabled" },
@@ -203,4 +274,172 @@ fn describe(err: crate::auth::service::AuthError) -> anyhow::Error {
         E::EmailTaken => anyhow!("an account with this email already exists"),
         other => anyhow!("{other}"),
     }
+}
+
+/// Opens the database (applying the schema), for the `audit` commands.
+fn open_db(config: &Config) -> anyhow::Result<rusqlite::Connection> {
+    let path = config.database_path();
+    if !path.exists() {
+        bail!("no database at {}", path.display());
+    }
+    drop(SqliteStore::open(&path)?);
+    let conn = rusqlite::Connection::open(&path)?;
+    configure_connection(&conn)?;
+    Ok(conn)
+}
+
+fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
+    let now = SystemClock.now_ms();
+    match command {
+        AuditCommand::List {
+            action,
+            user,
+            ip,
+            since,
+            until,
+            limit,
+            format,
+        } => {
+            let conn = open_db(config)?;
+            if let Some(a) = &action {
+                if Action::parse(a).is_none() {
+                    bail!("--action: `{a}` is not an audit action");
+                }
+            }
+            let user_id = match user {
+                Some(u) if u.contains('@') => Some(
+                    conn.query_row(
+                        "SELECT id FROM users WHERE email = ?1",
+                        [normalize(&u)],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .map_err(|_| anyhow!("--user: no account with email {}", normalize(&u)))?,
+                ),
+                other => other,
+            };
+            let time = |flag: &str, value: Option<String>| -> anyhow::Result<Option<i64>> {
+                value
+                    .map(|t| {
+                        parse_time(&t, now).ok_or_else(|| {
+                            anyhow!("{flag}: `{t}` is neither RFC 3339 nor an age like 15m, 2h, 7d")
+                        })
+                    })
+                    .transpose()
+            };
+            let filter = Filter {
+                action,
+                user_id,
+                ip,
+                since: time("--since", since)?,
+                until: time("--until", until)?,
+                limit: Some(limit),
+                before_id: None,
+            };
+            let page = list(&conn, &filter)?;
+            print_events(&page.events, format)
+        }
+        AuditCommand::Verify => {
+            let conn = open_db(config)?;
+            let verdict = verify(&conn)?;
+            println!("{}", serde_json::to_string(&verdict)?);
+            if verdict.ok {
+                Ok(())
+            } else {
+                eprintln!(
+                    "audit chain broken at id {}",
+                    verdict
+                        .first_bad_id
+                        .map_or_else(|| "?".into(), |id| id.to_string())
+                );
+                std::process::exit(1);
+            }
+        }
+        AuditCommand::Prune { older_than } => {
+            let keep_ms = match older_than {
+                Some(age) => age
+                    .parse::<crate::config::Duration>()
+                    .map_err(|e| anyhow!("--older-than: {e}"))?
+                    .as_millis_i64(),
+                None => i64::from(config.audit.retention_days).saturating_mul(86_400_000),
+            };
+            let mut conn = open_db(config)?;
+            let deleted = prune(
+                &mut conn,
+                now.saturating_sub(keep_ms),
+                &Origin::default(),
+                Some("cli"),
+                now,
+            )?;
+            println!("pruned {deleted} audit events");
+            Ok(())
+        }
+    }
+}
+
+const COLUMNS: [&str; 12] = [
+    "id",
+    "created_at",
+    "action",
+    "user_id",
+    "resource_type",
+    "resource_id",
+    "ip_address",
+    "user_agent",
+    "extra_data",
+    "request_id",
+    "prev_hash",
+    "hash",
+];
+
+fn print_events(events: &[EventRow], format: Format) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, events)?;
+            writeln!(out)?;
+        }
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(COLUMNS)?;
+            for e in events {
+                let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+                w.write_record([
+                    e.id.to_string(),
+                    e.created_at.clone(),
+                    e.action.clone(),
+                    opt(&e.user_id),
+                    opt(&e.resource_type),
+                    opt(&e.resource_id),
+                    opt(&e.ip_address),
+                    opt(&e.user_agent),
+                    e.extra_data.to_string(),
+                    opt(&e.request_id),
+                    e.prev_hash.clone(),
+                    e.hash.clone(),
+                ])?;
+            }
+            w.flush()?;
+        }
+        Format::Table => {
+            writeln!(
+                out,
+                "{:>6}  {:<24}  {:<26}  {:<36}  {:<15}  extra_data",
+                "id", "created_at", "action", "user_id", "ip_address"
+            )?;
+            for e in events {
+                let extra: String = e.extra_data.to_string().chars().take(80).collect();
+                writeln!(
+                    out,
+                    "{:>6}  {:<24}  {:<26}  {:<36}  {:<15}  {extra}",
+                    e.id,
+                    e.created_at,
+                    e.action,
+                    e.user_id.as_deref().unwrap_or("-"),
+                    e.ip_address.as_deref().unwrap_or("-"),
+                )?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension, TransactionBehav
 use serde_json::json;
 
 use super::event::{Action, EventRow, NewEvent, Origin};
-use super::writer::append_in;
+use super::writer::{append_after, chain_head};
 use crate::clock::Millis;
 use crate::time_fmt::{parse_rfc3339, rfc3339_ms};
 
@@ -133,11 +133,20 @@ pub fn prune(
         .extra("deleted", deleted)
         .extra("older_than", rfc3339_ms(cutoff))
         .extra("first_kept_id", last_id + 1)
-        .extra("anchor_hash", anchor_hash);
+        .extra("anchor_hash", anchor_hash.clone());
+    let anchor = anchor_hash;
     if let Some(actor) = actor {
         event = event.extra("actor_id", actor);
     }
-    append_in(&tx, &[event], now)?;
+    // Chain to the newest remaining row, or to the last deleted one when
+    // nothing remains, so ids never restart.
+    let head = chain_head(&tx)?;
+    let head = if head.0 > last_id {
+        head
+    } else {
+        (last_id, anchor)
+    };
+    append_after(&tx, head, &[event], now)?;
     tx.commit()?;
     Ok(u64::try_from(deleted).unwrap_or(0))
 }

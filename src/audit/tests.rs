@@ -360,3 +360,21 @@ async fn long_fields_are_cut() {
     let page = list(&conn(&f), &Filter::default()).unwrap();
     assert_eq!(page.events[0].user_agent.as_ref().unwrap().len(), 512);
 }
+
+#[tokio::test]
+async fn pruning_everything_continues_the_ids() {
+    let f = fixture();
+    write_n(&f, 3).await;
+    f.clock.advance(Duration::from_secs(86_400));
+    assert_eq!(f.log.prune(0, origin(), None).await.unwrap(), 3);
+    write_n(&f, 1).await;
+    let c = conn(&f);
+    let ids: Vec<i64> = list(&c, &Filter::default())
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![5, 4]);
+    assert!(verify(&c).unwrap().ok);
+}

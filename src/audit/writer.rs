@@ -105,22 +105,37 @@ pub fn append(
     Ok(ids)
 }
 
+/// The newest row's id and hash: what the next row chains to.
+pub fn chain_head(tx: &Transaction<'_>) -> rusqlite::Result<(i64, String)> {
+    tx.query_row(
+        "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .or_else(|e| match e {
+        rusqlite::Error::QueryReturnedNoRows => Ok((0, GENESIS.to_owned())),
+        e => Err(e),
+    })
+}
+
 /// [`append`] inside a transaction the caller commits.
 pub fn append_in(
     tx: &Transaction<'_>,
     events: &[NewEvent],
     now: Millis,
 ) -> rusqlite::Result<Vec<i64>> {
-    let (mut last_id, mut last_hash): (i64, String) = tx
-        .query_row(
-            "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok((0, GENESIS.to_owned())),
-            e => Err(e),
-        })?;
+    let head = chain_head(tx)?;
+    append_after(tx, head, events, now)
+}
+
+/// Appends `events` after `head`, the `(id, hash)` of the row they follow.
+pub fn append_after(
+    tx: &Transaction<'_>,
+    head: (i64, String),
+    events: &[NewEvent],
+    now: Millis,
+) -> rusqlite::Result<Vec<i64>> {
+    let (mut last_id, mut last_hash) = head;
     let mut ids = Vec::with_capacity(events.len());
     {
         let mut insert = tx.prepare_cached(
