@@ -76,10 +76,12 @@ CREATE TABLE IF NOT EXISTS audit_log (
     prev_hash      TEXT NOT NULL,
     hash           TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_log_user_id ON audit_log(user_id);
+-- Columns that are often NULL (events of unknown accounts, rate-limit rows) get
+-- partial indexes: an equality filter still uses them, and appends skip them.
+CREATE INDEX IF NOT EXISTS audit_log_user_id ON audit_log(user_id) WHERE user_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action);
 CREATE INDEX IF NOT EXISTS audit_log_created_at ON audit_log(created_at);
-CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log(resource_type, resource_id);
+CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log(resource_type, resource_id) WHERE resource_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_log_ip_address ON audit_log(ip_address);
 
 PRAGMA user_version = 1;

@@ -9,9 +9,21 @@
 
 use rusqlite::{Connection, Row};
 use serde::Serialize;
-use serde_json::json;
+use sha2::{Digest, Sha256};
 
-use crate::auth::crypto::sha256;
+/// Feeds serialized bytes straight into the hash.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// The `prev_hash` of the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -33,7 +45,8 @@ pub struct RowFields<'a> {
 
 /// The hash of a row given the hash before it.
 pub fn row_hash(prev_hash: &str, row: &RowFields<'_>) -> String {
-    let canonical = json!([
+    // A tuple serializes as a JSON array, without building a `Value` tree.
+    let fields = (
         row.id,
         row.created_at,
         row.action,
@@ -44,12 +57,12 @@ pub fn row_hash(prev_hash: &str, row: &RowFields<'_>) -> String {
         row.user_agent,
         row.extra_data,
         row.request_id,
-    ])
-    .to_string();
-    let mut input = Vec::with_capacity(prev_hash.len() + canonical.len());
-    input.extend_from_slice(prev_hash.as_bytes());
-    input.extend_from_slice(canonical.as_bytes());
-    hex::encode(sha256(&input))
+    );
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    // Writing JSON into a hasher cannot fail.
+    let _ = serde_json::to_writer(HashWriter(&mut hasher), &fields);
+    hex::encode(hasher.finalize())
 }
 
 /// The result of a verification (`GET /admin/audit/verify`, `audit verify`).

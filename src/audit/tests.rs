@@ -378,3 +378,30 @@ async fn pruning_everything_continues_the_ids() {
     assert_eq!(ids, vec![5, 4]);
     assert!(verify(&c).unwrap().ok);
 }
+
+#[test]
+fn filters_use_the_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let c = rusqlite::Connection::open(&path).unwrap();
+    for (filter, index) in [
+        ("user_id = 'x'", "audit_log_user_id"),
+        ("ip_address = 'x'", "audit_log_ip_address"),
+        (
+            "resource_type = 'session' AND resource_id = 'x'",
+            "audit_log_resource",
+        ),
+        ("action = 'logout'", "audit_log_action"),
+        ("created_at >= 'x'", "audit_log_created_at"),
+    ] {
+        let plan: String = c
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN SELECT id FROM audit_log WHERE {filter}"),
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains(index), "{filter}: {plan}");
+    }
+}

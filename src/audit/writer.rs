@@ -33,7 +33,11 @@ pub(super) enum Msg {
 pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     configure_connection(&conn)?;
-    conn.execute_batch("PRAGMA synchronous = FULL;")?;
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA cache_size = -65536;
+         PRAGMA wal_autocheckpoint = 4000;",
+    )?;
     Ok(conn)
 }
 
@@ -149,7 +153,7 @@ pub fn append_after(
             let user_id = event.user_id.map(|u| u.to_string());
             let ip = cut(event.origin.ip_address.as_deref(), MAX_IP_CHARS);
             let ua = cut(event.origin.user_agent.as_deref(), MAX_UA_CHARS);
-            let extra = serde_json::Value::Object(event.extra.clone()).to_string();
+            let extra = serde_json::to_string(&event.extra).unwrap_or_else(|_| "{}".into());
             let fields = RowFields {
                 id,
                 created_at: &created_at,
