@@ -22,6 +22,7 @@ pub struct TestApp {
     pub config: Config,
     pub state: actix_web::web::Data<AppState>,
     handle: ServerHandle,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// A configuration for tests: port 0, a fresh data directory, cheap argon2.
@@ -62,7 +63,7 @@ impl TestApp {
         let address = format!("http://{}", app.address());
         let handle = app.handle();
         let state = app.state();
-        tokio::spawn(app.run_until_stopped());
+        let running = tokio::spawn(app.run_until_stopped());
         Self {
             address,
             client: reqwest::Client::new(),
@@ -71,12 +72,18 @@ impl TestApp {
             config,
             state,
             handle,
+            running,
         }
     }
 
-    /// Stops this server gracefully and starts a new one on the same data.
+    /// Stops this server gracefully (including its shutdown work: audit flush,
+    /// saving rate-limit windows) and starts a new one on the same data.
     pub async fn restart(self) -> Self {
         self.handle.stop(true).await;
+        self.running
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
         Self::start(self.config.clone(), self.dir.clone(), self.clock.clone()).await
     }
 
