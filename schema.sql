@@ -38,6 +38,17 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS refresh_tokens_session_id ON refresh_tokens(session_id);
 
+-- Password-reset tokens, by SHA-256 hash. Valid one hour, single use; a newer
+-- request voids the older unused ones.
+CREATE TABLE IF NOT EXISTS password_reset_tokens (
+    token_hash     BLOB PRIMARY KEY,
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    used_at        INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS password_reset_tokens_user_id ON password_reset_tokens(user_id);
+
 -- JWT signing keys. private_key is sealed with the storage encryption key
 -- (XChaCha20-Poly1305: 24-byte nonce || ciphertext).
 CREATE TABLE IF NOT EXISTS signing_keys (

@@ -188,6 +188,10 @@ impl From<crate::auth::service::AuthError> for ApiError {
             E::RefreshTokenReused { .. } => Self::RefreshTokenReused,
             E::InvalidToken(e) => Self::InvalidToken(e.message()),
             E::InvalidCurrentPassword => Self::InvalidCurrentPassword,
+            E::InvalidResetToken => Self::BadRequest {
+                code: "invalid_or_expired_token",
+                message: "the reset token is invalid, expired or already used".into(),
+            },
             E::NotFound => Self::NotFound("no such resource"),
             E::Overloaded => Self::Overloaded,
             E::Store(e) => e.into(),

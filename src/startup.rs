@@ -20,6 +20,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, extract, request_id, AppState};
+use crate::mail::Mailer;
 use crate::ratelimit::Limiter;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -96,10 +97,13 @@ impl Application {
             config.audit.coalesce_window.as_millis_i64(),
         )?;
 
+        let mailer = Mailer::from_config(&config.mail, &config.storage.data_dir)?;
+
         let state = web::Data::new(AppState {
             auth,
             limiter,
             audit,
+            mailer,
             trusted_proxies: TrustedProxies::new(config.server.trusted_proxies.clone()),
             config: config.clone(),
         });

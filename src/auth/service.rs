@@ -62,6 +62,8 @@ pub enum AuthError {
     InvalidToken(TokenError),
     #[error("invalid current password")]
     InvalidCurrentPassword,
+    #[error("invalid or expired reset token")]
+    InvalidResetToken,
     #[error("not found")]
     NotFound,
     #[error("hashing overloaded")]
@@ -108,6 +110,19 @@ pub struct TokenPair {
     pub expires_in: i64,
     pub refresh_expires_in: i64,
     pub session_id: Uuid,
+}
+
+/// How long a password-reset token is valid.
+pub const RESET_TOKEN_TTL_MS: Millis = 3_600_000;
+
+/// The outcome of a password-reset request. The client sees the same answer
+/// for both.
+#[derive(Debug)]
+pub enum ResetRequest {
+    /// No enabled account has this email; nothing was sent.
+    NoAccount { disabled: bool },
+    /// A token was issued; send it to the user.
+    Issued { user: User, token: String },
 }
 
 /// The account and session logic, shared by every handler.
@@ -483,6 +498,71 @@ impl AuthService {
             .await?;
         self.revoke_all(user.id, Some(claims.sid), "password_changed")
             .await
+    }
+
+    /// Issues a reset token for an enabled account (voiding older ones).
+    pub async fn request_reset(&self, email: &str) -> AuthResult<ResetRequest> {
+        let email = Email::parse(email)
+            .map_err(|r| AuthError::Validation(FieldErrors::from([("email", r.to_owned())])))?;
+        let Some(user) = self.store.user_by_email(email.as_str()).await? else {
+            return Ok(ResetRequest::NoAccount { disabled: false });
+        };
+        if user.is_disabled() {
+            return Ok(ResetRequest::NoAccount { disabled: true });
+        }
+        let token = new_opaque_token();
+        let now = self.now();
+        self.store
+            .create_reset_token(
+                user.id,
+                refresh_hash(&token)?,
+                now,
+                now + RESET_TOKEN_TTL_MS,
+            )
+            .await?;
+        Ok(ResetRequest::Issued { user, token })
+    }
+
+    /// Sets a new password with a reset token and revokes every session of the
+    /// user. Returns the user id and how many sessions were revoked.
+    pub async fn confirm_reset(
+        &self,
+        token: &str,
+        new_password: SecretString,
+    ) -> AuthResult<(Uuid, usize)> {
+        let hash = refresh_hash(token).map_err(|_| AuthError::InvalidResetToken)?;
+        let now = self.now();
+        let user_id = self
+            .store
+            .reset_token_user(hash, now)
+            .await?
+            .ok_or(AuthError::InvalidResetToken)?;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .filter(|u| !u.is_disabled())
+            .ok_or(AuthError::InvalidResetToken)?;
+        if let Err(reason) = self.policy.check_length(new_password.expose_secret()) {
+            return Err(AuthError::Validation(FieldErrors::from([(
+                "new_password",
+                reason,
+            )])));
+        }
+        let email = Email::parse(&user.email).map_err(|r| anyhow::anyhow!("stored email {r}"))?;
+        let password_hash = self
+            .strong_hash(new_password, &email, user.name.as_deref(), "new_password")
+            .await?;
+        let (user_id, revoked) = self
+            .store
+            .reset_password(hash, password_hash, self.now())
+            .await?
+            .ok_or(AuthError::InvalidResetToken)?;
+        let now = self.now();
+        for sid in &revoked {
+            self.revocations.revoke(*sid, now);
+        }
+        Ok((user_id, revoked.len()))
     }
 
     /// Picks up revocations made by other processes; returns the next cursor.

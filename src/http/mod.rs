@@ -9,6 +9,7 @@ pub mod extract;
 pub mod guard;
 pub mod ops;
 pub mod request_id;
+pub mod reset;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::audit::{AuditLog, NewEvent};
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::mail::Mailer;
 use crate::ratelimit::Limiter;
 use client_ip::TrustedProxies;
 
@@ -28,6 +30,7 @@ pub struct AppState {
     pub auth: AuthService,
     pub limiter: Limiter,
     pub audit: AuditLog,
+    pub mailer: Mailer,
     pub config: Arc<Config>,
     pub trusted_proxies: TrustedProxies,
 }
@@ -47,6 +50,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(resource("/auth/refresh").route(web::post().to(accounts::refresh)))
         .service(resource("/auth/logout").route(web::post().to(sessions::logout)))
         .service(resource("/auth/logout-all").route(web::post().to(sessions::logout_all)))
+        .service(resource("/auth/password-reset/request").route(web::post().to(reset::request)))
+        .service(resource("/auth/password-reset/confirm").route(web::post().to(reset::confirm)))
         .service(resource("/auth/me").route(web::get().to(accounts::me)))
         .service(resource("/auth/sessions").route(web::get().to(sessions::list)))
         .service(resource("/auth/sessions/{id}").route(web::delete().to(sessions::revoke)))

@@ -166,6 +166,30 @@ pub trait Store: Send + Sync + 'static {
     async fn active_signing_key(&self, algorithm: &str) -> StoreResult<Option<SigningKeyRow>>;
     async fn insert_signing_key(&self, key: SigningKeyRow) -> StoreResult<()>;
 
+    /// Stores a reset token for `user_id`, voiding the user's older unused ones.
+    async fn create_reset_token(
+        &self,
+        user_id: Uuid,
+        token_hash: [u8; 32],
+        now: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<()>;
+    /// The user of an unused, unexpired reset token, without using it.
+    async fn reset_token_user(
+        &self,
+        token_hash: [u8; 32],
+        now: Millis,
+    ) -> StoreResult<Option<Uuid>>;
+    /// In one transaction: uses the token (if still unused and unexpired), sets
+    /// the password hash and revokes every session of the user. Returns the
+    /// user and the revoked sessions, or `None` when the token was not valid.
+    async fn reset_password(
+        &self,
+        token_hash: [u8; 32],
+        password_hash: String,
+        now: Millis,
+    ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;
+
     /// Replaces every saved rate-limit window with `rows`.
     async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()>;
     async fn load_rate_limits(&self) -> StoreResult<Vec<RateLimitRow>>;

@@ -497,6 +497,78 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_reset_token(
+        &self,
+        user_id: Uuid,
+        token_hash: [u8; 32],
+        now: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<()> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE password_reset_tokens SET used_at = ?1 WHERE user_id = ?2 AND used_at IS NULL",
+                params![now, user_id.to_string()],
+            )?;
+            tx.execute(
+                "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![&token_hash[..], user_id.to_string(), now, expires_at],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn reset_token_user(
+        &self,
+        token_hash: [u8; 32],
+        now: Millis,
+    ) -> StoreResult<Option<Uuid>> {
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT user_id FROM password_reset_tokens
+                     WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+                    params![&token_hash[..], now],
+                    |r| uuid_col(r, 0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn reset_password(
+        &self,
+        token_hash: [u8; 32],
+        password_hash: String,
+        now: Millis,
+    ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let user: Option<Uuid> = tx
+                .query_row(
+                    "UPDATE password_reset_tokens SET used_at = ?1
+                     WHERE token_hash = ?2 AND used_at IS NULL AND expires_at > ?1
+                     RETURNING user_id",
+                    params![now, &token_hash[..]],
+                    |r| uuid_col(r, 0),
+                )
+                .optional()?;
+            let Some(user_id) = user else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3",
+                params![password_hash, now, user_id.to_string()],
+            )?;
+            let revoked = revoke_all(&tx, user_id, None, "password_reset", now)?;
+            tx.commit()?;
+            Ok(Some((user_id, revoked)))
+        })
+        .await
+    }
+
     async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()> {
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -6,5 +6,6 @@ mod cli;
 mod errors;
 mod helpers;
 mod ratelimit;
+mod reset;
 mod sessions;
 mod tokens;

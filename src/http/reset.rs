@@ -1,0 +1,125 @@
+//! Password reset by email: request a link, confirm with its token.
+
+use actix_web::{web, HttpResponse, ResponseError};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::context::Caller;
+use super::extract::JsonBody;
+use super::guard::guarded;
+use super::AppState;
+use crate::audit::Action;
+use crate::auth::email::normalize;
+use crate::auth::service::ResetRequest;
+use crate::error::ApiError;
+use crate::ratelimit::Guarded;
+
+#[derive(Debug, Deserialize)]
+pub struct RequestBody {
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConfirmBody {
+    pub token: SecretString,
+    pub new_password: SecretString,
+}
+
+const REQUESTED: &str =
+    "If an account exists for this address, a password reset link has been sent to it.";
+
+/// `POST /auth/password-reset/request`: 202 whether or not the account exists.
+pub async fn request(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: JsonBody<RequestBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let account = normalize(&body.email);
+    guarded(&state, &caller, Guarded::ResetRequest, Some(&account), async {
+        let mut event = caller.event(Action::PasswordResetRequested);
+        match state.auth.request_reset(&body.email).await? {
+            ResetRequest::NoAccount { disabled } => {
+                event = event.extra("account_exists", disabled);
+                if disabled {
+                    event = event.extra("account_disabled", true);
+                }
+            }
+            ResetRequest::Issued { user, token } => {
+                event = event.user(user.id).extra("account_exists", true);
+                let link = state.config.mail.reset_url.replace("{token}", &token);
+                let text = format!(
+                    "Someone asked to reset the password of your account {}.\n\n\
+                     To choose a new password, open this link within one hour:\n\n{link}\n\n\
+                     If it was not you, ignore this message; your password stays as it is.\n",
+                    user.email
+                );
+                if state.mailer.is_local() {
+                    if let Err(e) = state.mailer.send(&user.email, "Reset your password", text).await {
+                        tracing::error!(error = %e, recipient = %user.email, "reset mail not written");
+                        event = event.extra("mail_error", e.to_string());
+                    }
+                } else {
+                    // A relay can be slow: send after answering, so the answer's
+                    // timing does not reveal that the account exists.
+                    let state = state.clone();
+                    let failed = caller.event(Action::PasswordResetRequested).user(user.id);
+                    actix_web::rt::spawn(async move {
+                        if let Err(e) = state.mailer.send(&user.email, "Reset your password", text).await {
+                            tracing::error!(error = %e, recipient = %user.email, "reset mail not sent");
+                            let event = failed
+                                .extra("account_exists", true)
+                                .extra("mail_error", format!("{e:#}"));
+                            if let Err(e) = state.audit(event).await {
+                                tracing::error!(error = %e, "cannot audit a failed reset mail");
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        state.audit(event).await?;
+        Ok(HttpResponse::Accepted().json(json!({ "message": REQUESTED })))
+    })
+    .await
+}
+
+/// `POST /auth/password-reset/confirm`: sets the password, revokes every session.
+pub async fn confirm(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: JsonBody<ConfirmBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    guarded(&state, &caller, Guarded::ResetConfirm, None, async {
+        match state
+            .auth
+            .confirm_reset(body.token.expose_secret(), body.new_password)
+            .await
+        {
+            Ok((user_id, revoked)) => {
+                let event = caller
+                    .event(Action::PasswordResetSuccess)
+                    .user(user_id)
+                    .resource("user", user_id)
+                    .extra("sessions_revoked", revoked);
+                state.audit(event).await?;
+                Ok(HttpResponse::Ok().json(json!({
+                    "message": "Your password has been reset. Every session was signed out."
+                })))
+            }
+            Err(e) => {
+                let error = ApiError::from(e);
+                if error.status_code().is_client_error() {
+                    let event = caller
+                        .event(Action::PasswordResetFailed)
+                        .extra("reason", error.code());
+                    state.audit(event).await?;
+                }
+                Err(error)
+            }
+        }
+    })
+    .await
+}
