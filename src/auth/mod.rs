@@ -7,3 +7,4 @@ pub mod password;
 pub mod revocation;
 pub mod service;
 pub mod tokens;
+pub mod totp;
