@@ -49,6 +49,37 @@ CREATE TABLE IF NOT EXISTS password_reset_tokens (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS password_reset_tokens_user_id ON password_reset_tokens(user_id);
 
+-- TOTP: secrets sealed like the signing key (context: user id). pending_secret
+-- is set up but not yet confirmed; last_step is the last accepted time step,
+-- so a code cannot be replayed.
+CREATE TABLE IF NOT EXISTS totp (
+    user_id        TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    secret         BLOB,
+    pending_secret BLOB,
+    enabled_at     INTEGER,
+    last_step      INTEGER
+);
+
+-- Backup codes, by SHA-256 over (user id, code); single use.
+CREATE TABLE IF NOT EXISTS backup_codes (
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    code_hash      BLOB NOT NULL,
+    created_at     INTEGER NOT NULL,
+    used_at        INTEGER,
+    PRIMARY KEY (user_id, code_hash)
+) WITHOUT ROWID;
+
+-- Second-factor challenges of logins whose password was right (mfa_token, by
+-- SHA-256 hash). Five minutes, spent by one success or five wrong codes.
+CREATE TABLE IF NOT EXISTS mfa_challenges (
+    token_hash     BLOB PRIMARY KEY,
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    remember_me    INTEGER NOT NULL,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    failures       INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
 -- JWT signing keys. private_key is sealed with the storage encryption key
 -- (XChaCha20-Poly1305: 24-byte nonce || ciphertext).
 CREATE TABLE IF NOT EXISTS signing_keys (

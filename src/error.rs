@@ -51,6 +51,8 @@ pub enum ApiError {
     InvalidToken(&'static str),
     #[error("current password is incorrect")]
     InvalidCurrentPassword,
+    #[error("the two-factor code is wrong, used or expired")]
+    InvalidMfaCode,
     #[error("you do not have access to this resource")]
     Forbidden,
     #[error("{0}")]
@@ -80,6 +82,7 @@ impl ApiError {
             Self::RefreshTokenReused => "refresh_token_reused",
             Self::InvalidToken(_) => "invalid_token",
             Self::InvalidCurrentPassword => "invalid_current_password",
+            Self::InvalidMfaCode => "invalid_mfa_code",
             Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -130,6 +133,7 @@ impl ResponseError for ApiError {
             Self::InvalidCredentials
             | Self::InvalidRefreshToken
             | Self::RefreshTokenReused
+            | Self::InvalidMfaCode
             | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::EmailTaken => StatusCode::CONFLICT,
             Self::Forbidden => StatusCode::FORBIDDEN,
@@ -188,6 +192,15 @@ impl From<crate::auth::service::AuthError> for ApiError {
             E::RefreshTokenReused { .. } => Self::RefreshTokenReused,
             E::InvalidToken(e) => Self::InvalidToken(e.message()),
             E::InvalidCurrentPassword => Self::InvalidCurrentPassword,
+            E::InvalidMfaCode => Self::InvalidMfaCode,
+            E::MfaState(code) => Self::BadRequest {
+                code,
+                message: match code {
+                    "mfa_already_enabled" => "two-factor authentication is already on".into(),
+                    "mfa_not_set_up" => "call /auth/mfa/totp/setup first".into(),
+                    _ => "two-factor authentication is not on".into(),
+                },
+            },
             E::InvalidResetToken => Self::BadRequest {
                 code: "invalid_or_expired_token",
                 message: "the reset token is invalid, expired or already used".into(),

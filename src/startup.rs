@@ -38,7 +38,10 @@ pub async fn build_auth(config: &Config, clock: SharedClock) -> anyhow::Result<A
     let dir = &config.storage.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    let master = MasterKey::load_or_create(&config.storage.encryption_key, dir)?;
+    let master = Arc::new(MasterKey::load_or_create(
+        &config.storage.encryption_key,
+        dir,
+    )?);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path())?);
     let tokens =
         TokenKeys::load_or_create(&config.tokens, store.as_ref(), &master, clock.now_ms()).await?;
@@ -47,6 +50,7 @@ pub async fn build_auth(config: &Config, clock: SharedClock) -> anyhow::Result<A
     Ok(AuthService::new(
         config,
         store,
+        master,
         hasher,
         tokens,
         revocations,

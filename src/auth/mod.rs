@@ -3,6 +3,7 @@
 
 pub mod crypto;
 pub mod email;
+pub mod mfa;
 pub mod password;
 pub mod revocation;
 pub mod service;

@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::crypto::{decode_opaque_token, new_opaque_token, sha256};
+use super::crypto::{decode_opaque_token, new_opaque_token, sha256, MasterKey};
 use super::email::{normalize, Email};
 use super::password::{HashError, HashPool, PasswordPolicy};
 use super::revocation::RevocationList;
@@ -64,6 +64,11 @@ pub enum AuthError {
     InvalidCurrentPassword,
     #[error("invalid or expired reset token")]
     InvalidResetToken,
+    #[error("invalid two-factor code")]
+    InvalidMfaCode,
+    /// TOTP is not in the state the operation needs (the code names it).
+    #[error("two-factor state: {0}")]
+    MfaState(&'static str),
     #[error("not found")]
     NotFound,
     #[error("hashing overloaded")]
@@ -128,6 +133,8 @@ pub enum ResetRequest {
 /// The account and session logic, shared by every handler.
 pub struct AuthService {
     store: Arc<dyn Store>,
+    master: Arc<MasterKey>,
+    issuer: String,
     hasher: HashPool,
     policy: PasswordPolicy,
     tokens: TokenKeys,
@@ -141,6 +148,7 @@ impl AuthService {
     pub fn new(
         config: &Config,
         store: Arc<dyn Store>,
+        master: Arc<MasterKey>,
         hasher: HashPool,
         tokens: TokenKeys,
         revocations: RevocationList,
@@ -148,6 +156,8 @@ impl AuthService {
     ) -> Self {
         Self {
             store,
+            master,
+            issuer: config.tokens.issuer.clone(),
             hasher,
             policy: PasswordPolicy::from_config(&config.passwords),
             tokens,
@@ -164,6 +174,16 @@ impl AuthService {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The key that seals secrets at rest.
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// The issuer shown in authenticator apps.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     pub fn tokens(&self) -> &TokenKeys {

@@ -138,7 +138,10 @@ mod tests {
         let secret = new_secret();
         let (b32, url) = provisioning(&secret, "portcullis", "ada@example.com");
         assert_eq!(b32.len(), 32);
-        assert!(url.starts_with("otpauth://totp/portcullis:ada%40example.com?"), "{url}");
+        assert!(
+            url.starts_with("otpauth://totp/portcullis:ada%40example.com?"),
+            "{url}"
+        );
         assert!(url.contains(&format!("secret={b32}")));
     }
 
@@ -154,7 +157,10 @@ mod tests {
         let code = &codes[0];
         assert!(is_backup_code(code));
         assert!(!is_backup_code("123456"));
-        assert_eq!(backup_hash(u, code), backup_hash(u, &code.to_uppercase().replace('-', " ")));
+        assert_eq!(
+            backup_hash(u, code),
+            backup_hash(u, &code.to_uppercase().replace('-', " "))
+        );
         assert_ne!(backup_hash(u, code), backup_hash(Uuid::new_v4(), code));
     }
 }

@@ -143,6 +143,17 @@ pub async fn login(
             }
             Err(e) => return Err(e.into()),
         };
+        if state.auth.mfa_enabled(user.id).await? {
+            // Password right, second factor pending: not yet a successful login.
+            let (mfa_token, expires_in) = state.auth.start_mfa(&user, body.remember_me).await?;
+            return Ok(HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(serde_json::json!({
+                    "mfa_required": true,
+                    "mfa_token": mfa_token,
+                    "expires_in": expires_in,
+                })));
+        }
         let pair = state
             .auth
             .open_session(&user, body.remember_me, &caller.client_info())
@@ -202,9 +213,10 @@ pub async fn refresh(
 /// `GET /auth/me`
 pub async fn me(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpResponse, ApiError> {
     let user = state.auth.current_user(&auth.0).await?;
+    let mfa_enabled = state.auth.mfa_enabled(user.id).await?;
     Ok(HttpResponse::Ok().json(MeView {
         user: UserView::from(&user),
-        mfa_enabled: false,
+        mfa_enabled,
         is_admin: user.is_admin,
     }))
 }

@@ -7,6 +7,7 @@ pub mod client_ip;
 pub mod context;
 pub mod extract;
 pub mod guard;
+pub mod mfa;
 pub mod ops;
 pub mod request_id;
 pub mod reset;
@@ -47,6 +48,11 @@ impl AppState {
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(resource("/auth/register").route(web::post().to(accounts::register)))
         .service(resource("/auth/login").route(web::post().to(accounts::login)))
+        .service(resource("/auth/login/mfa").route(web::post().to(mfa::login)))
+        .service(resource("/auth/mfa/totp/setup").route(web::post().to(mfa::setup)))
+        .service(resource("/auth/mfa/totp/enable").route(web::post().to(mfa::enable)))
+        .service(resource("/auth/mfa/totp/disable").route(web::post().to(mfa::disable)))
+        .service(resource("/auth/mfa/backup-codes").route(web::post().to(mfa::backup_codes)))
         .service(resource("/auth/refresh").route(web::post().to(accounts::refresh)))
         .service(resource("/auth/logout").route(web::post().to(sessions::logout)))
         .service(resource("/auth/logout-all").route(web::post().to(sessions::logout_all)))

@@ -103,6 +103,29 @@ pub struct RecentLogin {
     pub at: Millis,
 }
 
+/// A user's TOTP state; secrets are sealed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TotpRow {
+    pub secret: Option<Vec<u8>>,
+    pub pending_secret: Option<Vec<u8>>,
+    pub last_step: Option<i64>,
+}
+
+impl TotpRow {
+    pub fn enabled(&self) -> bool {
+        self.secret.is_some()
+    }
+}
+
+/// A pending second-factor challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaChallenge {
+    pub user_id: Uuid,
+    pub remember_me: bool,
+    pub expires_at: Millis,
+    pub failures: u32,
+}
+
 /// Why a storage call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -189,6 +212,53 @@ pub trait Store: Send + Sync + 'static {
         password_hash: String,
         now: Millis,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;
+
+    async fn totp(&self, user_id: Uuid) -> StoreResult<Option<TotpRow>>;
+    /// Stores a new sealed secret awaiting confirmation.
+    async fn set_pending_totp(&self, user_id: Uuid, sealed: Vec<u8>) -> StoreResult<()>;
+    /// Makes the pending secret active (its code at `step` confirmed it) and
+    /// replaces the backup codes, in one transaction. False when nothing is pending.
+    async fn enable_totp(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        backup_hashes: Vec<[u8; 32]>,
+        now: Millis,
+    ) -> StoreResult<bool>;
+    /// Removes TOTP and backup codes.
+    async fn disable_totp(&self, user_id: Uuid) -> StoreResult<()>;
+    /// Records `step` as used if it is newer than the last one; false for a replay.
+    async fn use_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool>;
+    /// Uses a backup code; false when unknown or already used.
+    async fn use_backup_code(
+        &self,
+        user_id: Uuid,
+        code_hash: [u8; 32],
+        now: Millis,
+    ) -> StoreResult<bool>;
+    /// Replaces every backup code of the user.
+    async fn replace_backup_codes(
+        &self,
+        user_id: Uuid,
+        hashes: Vec<[u8; 32]>,
+        now: Millis,
+    ) -> StoreResult<()>;
+    async fn create_mfa_challenge(
+        &self,
+        token_hash: [u8; 32],
+        challenge: MfaChallenge,
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// An unexpired, unspent challenge.
+    async fn mfa_challenge(
+        &self,
+        token_hash: [u8; 32],
+        now: Millis,
+    ) -> StoreResult<Option<MfaChallenge>>;
+    /// Counts a wrong code; the challenge is spent at `max_failures`.
+    async fn fail_mfa_challenge(&self, token_hash: [u8; 32], max_failures: u32) -> StoreResult<()>;
+    /// Spends a challenge; false if it was already spent.
+    async fn spend_mfa_challenge(&self, token_hash: [u8; 32]) -> StoreResult<bool>;
 
     /// Replaces every saved rate-limit window with `rows`.
     async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()>;

@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use uuid::Uuid;
 
 use super::{
-    NewUser, RateLimitRow, RecentLogin, Revoked, Rotation, Session, SigningKeyRow, Store,
-    StoreError, StoreResult, User,
+    MfaChallenge, NewUser, RateLimitRow, RecentLogin, Revoked, Rotation, Session, SigningKeyRow,
+    Store, StoreError, StoreResult, TotpRow, User,
 };
 use crate::clock::Millis;
 
@@ -154,6 +154,25 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
         ip_address: row.get(7)?,
         user_agent: row.get(8)?,
     })
+}
+
+fn replace_codes(
+    conn: &Connection,
+    user_id: Uuid,
+    hashes: &[[u8; 32]],
+    now: Millis,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM backup_codes WHERE user_id = ?1",
+        [user_id.to_string()],
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO backup_codes (user_id, code_hash, created_at) VALUES (?1, ?2, ?3)",
+    )?;
+    for hash in hashes {
+        insert.execute(params![user_id.to_string(), &hash[..], now])?;
+    }
+    Ok(())
 }
 
 fn revoke_all(
@@ -565,6 +584,192 @@ impl Store for SqliteStore {
             let revoked = revoke_all(&tx, user_id, None, "password_reset", now)?;
             tx.commit()?;
             Ok(Some((user_id, revoked)))
+        })
+        .await
+    }
+
+    async fn totp(&self, user_id: Uuid) -> StoreResult<Option<TotpRow>> {
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT secret, pending_secret, last_step FROM totp WHERE user_id = ?1",
+                    [user_id.to_string()],
+                    |r| {
+                        Ok(TotpRow {
+                            secret: r.get(0)?,
+                            pending_secret: r.get(1)?,
+                            last_step: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_pending_totp(&self, user_id: Uuid, sealed: Vec<u8>) -> StoreResult<()> {
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO totp (user_id, pending_secret) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET pending_secret = excluded.pending_secret",
+                params![user_id.to_string(), sealed],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enable_totp(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        backup_hashes: Vec<[u8; 32]>,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE totp SET secret = pending_secret, pending_secret = NULL, enabled_at = ?1, last_step = ?2
+                 WHERE user_id = ?3 AND pending_secret IS NOT NULL",
+                params![now, step, user_id.to_string()],
+            )?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            replace_codes(&tx, user_id, &backup_hashes, now)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn disable_totp(&self, user_id: Uuid) -> StoreResult<()> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM totp WHERE user_id = ?1", [user_id.to_string()])?;
+            tx.execute(
+                "DELETE FROM backup_codes WHERE user_id = ?1",
+                [user_id.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn use_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool> {
+        self.run(move |conn| {
+            let changed = conn.execute(
+                "UPDATE totp SET last_step = ?1
+                 WHERE user_id = ?2 AND secret IS NOT NULL AND (last_step IS NULL OR last_step < ?1)",
+                params![step, user_id.to_string()],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn use_backup_code(
+        &self,
+        user_id: Uuid,
+        code_hash: [u8; 32],
+        now: Millis,
+    ) -> StoreResult<bool> {
+        self.run(move |conn| {
+            let changed = conn.execute(
+                "UPDATE backup_codes SET used_at = ?1 WHERE user_id = ?2 AND code_hash = ?3 AND used_at IS NULL",
+                params![now, user_id.to_string(), &code_hash[..]],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn replace_backup_codes(
+        &self,
+        user_id: Uuid,
+        hashes: Vec<[u8; 32]>,
+        now: Millis,
+    ) -> StoreResult<()> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            replace_codes(&tx, user_id, &hashes, now)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_mfa_challenge(
+        &self,
+        token_hash: [u8; 32],
+        c: MfaChallenge,
+        now: Millis,
+    ) -> StoreResult<()> {
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM mfa_challenges WHERE expires_at <= ?1",
+                [now],
+            )?;
+            conn.execute(
+                "INSERT INTO mfa_challenges (token_hash, user_id, remember_me, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![&token_hash[..], c.user_id.to_string(), c.remember_me, now, c.expires_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mfa_challenge(
+        &self,
+        token_hash: [u8; 32],
+        now: Millis,
+    ) -> StoreResult<Option<MfaChallenge>> {
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT user_id, remember_me, expires_at, failures FROM mfa_challenges
+                     WHERE token_hash = ?1 AND expires_at > ?2",
+                    params![&token_hash[..], now],
+                    |r| {
+                        Ok(MfaChallenge {
+                            user_id: uuid_col(r, 0)?,
+                            remember_me: r.get(1)?,
+                            expires_at: r.get(2)?,
+                            failures: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn fail_mfa_challenge(&self, token_hash: [u8; 32], max_failures: u32) -> StoreResult<()> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE mfa_challenges SET failures = failures + 1 WHERE token_hash = ?1",
+                [&token_hash[..]],
+            )?;
+            tx.execute(
+                "DELETE FROM mfa_challenges WHERE token_hash = ?1 AND failures >= ?2",
+                params![&token_hash[..], max_failures],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn spend_mfa_challenge(&self, token_hash: [u8; 32]) -> StoreResult<bool> {
+        self.run(move |conn| {
+            let changed = conn.execute(
+                "DELETE FROM mfa_challenges WHERE token_hash = ?1",
+                [&token_hash[..]],
+            )?;
+            Ok(changed == 1)
         })
         .await
     }

@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod errors;
 mod helpers;
+mod mfa;
 mod ratelimit;
 mod reset;
 mod sessions;

@@ -1,0 +1,223 @@
+//! Two-factor login (SPEC section 5, "Two-factor"): TOTP setup, enable,
+//! disable, backup codes, and the second step of a login.
+
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::crypto::{decode_opaque_token, new_opaque_token, sha256};
+use super::service::{AuthError, AuthResult, AuthService, ClientInfo, TokenPair};
+use super::tokens::AccessClaims;
+use super::totp;
+use crate::clock::Millis;
+use crate::store::{MfaChallenge, User};
+
+/// How long an `mfa_token` lives.
+pub const MFA_TOKEN_TTL_MS: Millis = 300_000;
+/// Wrong codes that spend an `mfa_token`.
+pub const MFA_MAX_FAILURES: u32 = 5;
+
+fn secret_context(user_id: Uuid) -> String {
+    format!("portcullis totp {user_id}")
+}
+
+/// A second-factor challenge, found by its token.
+#[derive(Debug, Clone)]
+pub struct PendingLogin {
+    token_hash: [u8; 32],
+    pub challenge: MfaChallenge,
+    pub user: User,
+}
+
+impl AuthService {
+    /// Whether the user has TOTP turned on.
+    pub async fn mfa_enabled(&self, user_id: Uuid) -> AuthResult<bool> {
+        Ok(self
+            .store()
+            .totp(user_id)
+            .await?
+            .is_some_and(|t| t.enabled()))
+    }
+
+    /// Creates a new secret awaiting confirmation; returns it in base32 and as
+    /// an `otpauth://` URL.
+    pub async fn totp_setup(&self, claims: &AccessClaims) -> AuthResult<(String, String)> {
+        let user = self.current_user(claims).await?;
+        if self.mfa_enabled(user.id).await? {
+            return Err(AuthError::MfaState("mfa_already_enabled"));
+        }
+        let secret = totp::new_secret();
+        let sealed = self
+            .master()
+            .seal(&secret, secret_context(user.id).as_bytes())?;
+        self.store().set_pending_totp(user.id, sealed).await?;
+        Ok(totp::provisioning(&secret, self.issuer(), &user.email))
+    }
+
+    /// Confirms the pending secret with a code; returns ten backup codes.
+    pub async fn totp_enable(&self, claims: &AccessClaims, code: &str) -> AuthResult<Vec<String>> {
+        let user = self.current_user(claims).await?;
+        let row = self.store().totp(user.id).await?.unwrap_or_default();
+        if row.secret.is_some() {
+            return Err(AuthError::MfaState("mfa_already_enabled"));
+        }
+        let Some(pending) = row.pending_secret else {
+            return Err(AuthError::MfaState("mfa_not_set_up"));
+        };
+        let secret = self
+            .master()
+            .open(&pending, secret_context(user.id).as_bytes())?;
+        let now_secs = u64::try_from(self.now().div_euclid(1000)).unwrap_or(0);
+        let step = totp::matching_step(&secret, code, now_secs).ok_or(AuthError::InvalidMfaCode)?;
+        let codes = totp::new_backup_codes();
+        let hashes = codes
+            .iter()
+            .map(|c| totp::backup_hash(user.id, c))
+            .collect();
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        if !self
+            .store()
+            .enable_totp(user.id, step, hashes, self.now())
+            .await?
+        {
+            return Err(AuthError::MfaState("mfa_not_set_up"));
+        }
+        Ok(codes)
+    }
+
+    /// Turns TOTP off after checking the password and a code.
+    pub async fn totp_disable(
+        &self,
+        claims: &AccessClaims,
+        password: SecretString,
+        code: &str,
+    ) -> AuthResult<()> {
+        let user = self.current_user(claims).await?;
+        if !self.mfa_enabled(user.id).await? {
+            return Err(AuthError::MfaState("mfa_not_enabled"));
+        }
+        let verdict = self
+            .hasher()
+            .verify(password, Some(user.password_hash.clone()))
+            .await?;
+        if !verdict.valid {
+            return Err(AuthError::InvalidCurrentPassword);
+        }
+        if !self.check_second_factor(user.id, code).await? {
+            return Err(AuthError::InvalidMfaCode);
+        }
+        self.store().disable_totp(user.id).await?;
+        Ok(())
+    }
+
+    /// Replaces the backup codes after checking a code.
+    pub async fn regenerate_backup_codes(
+        &self,
+        claims: &AccessClaims,
+        code: &str,
+    ) -> AuthResult<Vec<String>> {
+        let user = self.current_user(claims).await?;
+        if !self.mfa_enabled(user.id).await? {
+            return Err(AuthError::MfaState("mfa_not_enabled"));
+        }
+        if !self.check_second_factor(user.id, code).await? {
+            return Err(AuthError::InvalidMfaCode);
+        }
+        let codes = totp::new_backup_codes();
+        let hashes = codes
+            .iter()
+            .map(|c| totp::backup_hash(user.id, c))
+            .collect();
+        self.store()
+            .replace_backup_codes(user.id, hashes, self.now())
+            .await?;
+        Ok(codes)
+    }
+
+    /// Checks a TOTP code (each time step accepted once) or a backup code
+    /// (each used once).
+    pub async fn check_second_factor(&self, user_id: Uuid, code: &str) -> AuthResult<bool> {
+        if totp::is_backup_code(code) {
+            let hash = totp::backup_hash(user_id, code);
+            return Ok(self
+                .store()
+                .use_backup_code(user_id, hash, self.now())
+                .await?);
+        }
+        let Some(sealed) = self.store().totp(user_id).await?.and_then(|t| t.secret) else {
+            return Ok(false);
+        };
+        let secret = self
+            .master()
+            .open(&sealed, secret_context(user_id).as_bytes())?;
+        let now_secs = u64::try_from(self.now().div_euclid(1000)).unwrap_or(0);
+        let Some(step) = totp::matching_step(&secret, code, now_secs) else {
+            return Ok(false);
+        };
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        Ok(self.store().use_totp_step(user_id, step).await?)
+    }
+
+    /// After a correct password: a challenge for the second step. Returns the
+    /// opaque `mfa_token` and its lifetime in seconds.
+    pub async fn start_mfa(&self, user: &User, remember_me: bool) -> AuthResult<(String, i64)> {
+        let token = new_opaque_token();
+        let now = self.now();
+        let challenge = MfaChallenge {
+            user_id: user.id,
+            remember_me,
+            expires_at: now + MFA_TOKEN_TTL_MS,
+            failures: 0,
+        };
+        self.store()
+            .create_mfa_challenge(token_hash(&token)?, challenge, now)
+            .await?;
+        Ok((token, MFA_TOKEN_TTL_MS / 1000))
+    }
+
+    /// The login waiting on `mfa_token`, if it is live.
+    pub async fn pending_login(&self, mfa_token: &str) -> AuthResult<PendingLogin> {
+        let hash = token_hash(mfa_token).map_err(|_| AuthError::InvalidMfaCode)?;
+        let challenge = self
+            .store()
+            .mfa_challenge(hash, self.now())
+            .await?
+            .ok_or(AuthError::InvalidMfaCode)?;
+        let user = self
+            .store()
+            .user_by_id(challenge.user_id)
+            .await?
+            .filter(|u| !u.is_disabled())
+            .ok_or(AuthError::InvalidMfaCode)?;
+        Ok(PendingLogin {
+            token_hash: hash,
+            challenge,
+            user,
+        })
+    }
+
+    /// The second step: a right code spends the challenge and opens the session;
+    /// a wrong one counts towards the challenge's five.
+    pub async fn finish_mfa(
+        &self,
+        pending: &PendingLogin,
+        code: &str,
+        client: &ClientInfo,
+    ) -> AuthResult<TokenPair> {
+        if !self.check_second_factor(pending.user.id, code).await? {
+            self.store()
+                .fail_mfa_challenge(pending.token_hash, MFA_MAX_FAILURES)
+                .await?;
+            return Err(AuthError::InvalidMfaCode);
+        }
+        if !self.store().spend_mfa_challenge(pending.token_hash).await? {
+            return Err(AuthError::InvalidMfaCode);
+        }
+        self.open_session(&pending.user, pending.challenge.remember_me, client)
+            .await
+    }
+}
+
+fn token_hash(token: &str) -> anyhow::Result<[u8; 32]> {
+    let raw = decode_opaque_token(token).ok_or_else(|| anyhow::anyhow!("malformed mfa token"))?;
+    Ok(sha256(&raw))
+}

@@ -1,0 +1,185 @@
+//! Two-factor routes: TOTP setup, enable, disable, backup codes, and the
+//! second step of a login.
+
+use actix_web::{web, HttpResponse};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::accounts::token_response;
+use super::context::Caller;
+use super::extract::{Authenticated, JsonBody};
+use super::guard::guarded;
+use super::AppState;
+use crate::audit::Action;
+use crate::auth::email::normalize;
+use crate::auth::service::AuthError;
+use crate::error::ApiError;
+use crate::ratelimit::Guarded;
+
+#[derive(Debug, Deserialize)]
+pub struct CodeBody {
+    pub code: SecretString,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DisableBody {
+    pub password: SecretString,
+    pub code: SecretString,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MfaLoginBody {
+    pub mfa_token: SecretString,
+    pub code: SecretString,
+}
+
+/// On the bearer routes a wrong code is a 400 (the caller is authenticated);
+/// only the login step answers 401.
+fn on_bearer_route(e: AuthError) -> ApiError {
+    match e {
+        AuthError::InvalidMfaCode => ApiError::BadRequest {
+            code: "invalid_mfa_code",
+            message: "the two-factor code is wrong, used or expired".into(),
+        },
+        other => other.into(),
+    }
+}
+
+/// `POST /auth/mfa/totp/setup`
+pub async fn setup(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let (secret, otpauth_url) = state
+        .auth
+        .totp_setup(&auth.0)
+        .await
+        .map_err(on_bearer_route)?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({ "secret": secret, "otpauth_url": otpauth_url })))
+}
+
+/// `POST /auth/mfa/totp/enable`
+pub async fn enable(
+    state: web::Data<AppState>,
+    caller: Caller,
+    auth: Authenticated,
+    body: JsonBody<CodeBody>,
+) -> Result<HttpResponse, ApiError> {
+    let account = normalize(&auth.0.email);
+    guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
+        let codes = state
+            .auth
+            .totp_enable(&auth.0, body.0.code.expose_secret())
+            .await
+            .map_err(on_bearer_route)?;
+        state
+            .audit(caller.event(Action::MfaEnabled).user(auth.0.sub))
+            .await?;
+        Ok(HttpResponse::Ok()
+            .insert_header(("cache-control", "no-store"))
+            .json(json!({ "backup_codes": codes })))
+    })
+    .await
+}
+
+/// `POST /auth/mfa/totp/disable`
+pub async fn disable(
+    state: web::Data<AppState>,
+    caller: Caller,
+    auth: Authenticated,
+    body: JsonBody<DisableBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let account = normalize(&auth.0.email);
+    guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
+        state
+            .auth
+            .totp_disable(&auth.0, body.password, body.code.expose_secret())
+            .await
+            .map_err(on_bearer_route)?;
+        state
+            .audit(caller.event(Action::MfaDisabled).user(auth.0.sub))
+            .await?;
+        Ok(HttpResponse::NoContent().finish())
+    })
+    .await
+}
+
+/// `POST /auth/mfa/backup-codes`
+pub async fn backup_codes(
+    state: web::Data<AppState>,
+    caller: Caller,
+    auth: Authenticated,
+    body: JsonBody<CodeBody>,
+) -> Result<HttpResponse, ApiError> {
+    let account = normalize(&auth.0.email);
+    guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
+        let codes = state
+            .auth
+            .regenerate_backup_codes(&auth.0, body.0.code.expose_secret())
+            .await
+            .map_err(on_bearer_route)?;
+        state
+            .audit(
+                caller
+                    .event(Action::BackupCodesRegenerated)
+                    .user(auth.0.sub),
+            )
+            .await?;
+        Ok(HttpResponse::Ok()
+            .insert_header(("cache-control", "no-store"))
+            .json(json!({ "backup_codes": codes })))
+    })
+    .await
+}
+
+/// `POST /auth/login/mfa`: the second step. Success completes the login: it
+/// clears earlier failures, marks the device known and is audited as
+/// `mfa_success` and `login_success`.
+pub async fn login(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: JsonBody<MfaLoginBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let pending = state
+        .auth
+        .pending_login(body.mfa_token.expose_secret())
+        .await?;
+    let account = pending.user.email.clone();
+    guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
+        match state
+            .auth
+            .finish_mfa(&pending, body.code.expose_secret(), &caller.client_info())
+            .await
+        {
+            Ok(pair) => {
+                let ip_key = state.limiter.ip_key(caller.ip);
+                state.limiter.login_succeeded(&ip_key, &account).await;
+                let user = pending.user.id;
+                state
+                    .audit(caller.event(Action::MfaSuccess).user(user))
+                    .await?;
+                let event = caller
+                    .event(Action::LoginSuccess)
+                    .user(user)
+                    .resource("session", pair.session_id)
+                    .extra("mfa", true)
+                    .extra("remember_me", pending.challenge.remember_me);
+                state.audit(event).await?;
+                Ok(token_response(&pair))
+            }
+            Err(AuthError::InvalidMfaCode) => {
+                state
+                    .audit(caller.event(Action::MfaFailed).user(pending.user.id))
+                    .await?;
+                Err(ApiError::InvalidMfaCode)
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}
