@@ -119,6 +119,95 @@ pub async fn register(
     .await
 }
 
+/// The first step of a login, shared by `/auth/login` and the password grant.
+pub enum LoginOutcome {
+    Tokens(TokenPair),
+    /// Password right, second factor pending: not yet a successful login.
+    MfaRequired {
+        mfa_token: String,
+        expires_in: i64,
+    },
+}
+
+/// Checks the password, audits the outcome, and opens a session (or a
+/// second-factor challenge). Call inside `guarded` for the login rules.
+pub async fn password_login(
+    state: &AppState,
+    caller: &Caller,
+    account: &str,
+    password: SecretString,
+    remember_me: bool,
+) -> Result<LoginOutcome, ApiError> {
+    let user = match state.auth.authenticate(account, password).await {
+        Ok(user) => user,
+        Err(AuthError::InvalidCredentials { reason, user_id }) => {
+            let mut event = caller
+                .event(Action::LoginFailed)
+                .extra("reason", reason.as_str())
+                .extra("email", audit_email(account));
+            if let Some(id) = user_id {
+                event = event.user(id);
+            }
+            state.audit(event).await?;
+            return Err(ApiError::InvalidCredentials);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if state.auth.mfa_enabled(user.id).await? {
+        let (mfa_token, expires_in) = state.auth.start_mfa(&user, remember_me).await?;
+        return Ok(LoginOutcome::MfaRequired {
+            mfa_token,
+            expires_in,
+        });
+    }
+    let pair = state
+        .auth
+        .open_session(&user, remember_me, &caller.client_info())
+        .await?;
+    state
+        .limiter
+        .login_succeeded(&state.limiter.ip_key(caller.ip), account)
+        .await;
+    let event = caller
+        .event(Action::LoginSuccess)
+        .user(user.id)
+        .resource("session", pair.session_id)
+        .extra("remember_me", remember_me);
+    state.audit(event).await?;
+    Ok(LoginOutcome::Tokens(pair))
+}
+
+/// Rotates a refresh token and audits the outcome, shared by `/auth/refresh`
+/// and the refresh grant. Call inside `guarded` for the refresh rule.
+pub async fn rotate_refresh(
+    state: &AppState,
+    caller: &Caller,
+    refresh_token: &str,
+) -> Result<TokenPair, ApiError> {
+    match state.auth.refresh(refresh_token).await {
+        Ok((user, pair)) => {
+            let event = caller
+                .event(Action::TokenRefreshed)
+                .user(user.id)
+                .resource("session", pair.session_id);
+            state.audit(event).await?;
+            Ok(pair)
+        }
+        Err(AuthError::RefreshTokenReused {
+            session_id,
+            user_id,
+        }) => {
+            let event = caller
+                .event(Action::RefreshTokenReused)
+                .user(user_id)
+                .resource("session", session_id);
+            state.audit(event).await?;
+            Err(ApiError::RefreshTokenReused)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `POST /auth/login`
 pub async fn login(
     state: web::Data<AppState>,
@@ -128,47 +217,19 @@ pub async fn login(
     let body = body.into_inner();
     let account = normalize(&body.email);
     guarded(&state, &caller, Guarded::Login, Some(&account), async {
-        let user = match state.auth.authenticate(&account, body.password).await {
-            Ok(user) => user,
-            Err(AuthError::InvalidCredentials { reason, user_id }) => {
-                let mut event = caller
-                    .event(Action::LoginFailed)
-                    .extra("reason", reason.as_str())
-                    .extra("email", audit_email(&account));
-                if let Some(id) = user_id {
-                    event = event.user(id);
-                }
-                state.audit(event).await?;
-                return Err(ApiError::InvalidCredentials);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if state.auth.mfa_enabled(user.id).await? {
-            // Password right, second factor pending: not yet a successful login.
-            let (mfa_token, expires_in) = state.auth.start_mfa(&user, body.remember_me).await?;
-            return Ok(HttpResponse::Ok()
+        match password_login(&state, &caller, &account, body.password, body.remember_me).await? {
+            LoginOutcome::Tokens(pair) => Ok(token_response(&pair)),
+            LoginOutcome::MfaRequired {
+                mfa_token,
+                expires_in,
+            } => Ok(HttpResponse::Ok()
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .json(serde_json::json!({
                     "mfa_required": true,
                     "mfa_token": mfa_token,
                     "expires_in": expires_in,
-                })));
+                }))),
         }
-        let pair = state
-            .auth
-            .open_session(&user, body.remember_me, &caller.client_info())
-            .await?;
-        state
-            .limiter
-            .login_succeeded(&state.limiter.ip_key(caller.ip), &account)
-            .await;
-        let event = caller
-            .event(Action::LoginSuccess)
-            .user(user.id)
-            .resource("session", pair.session_id)
-            .extra("remember_me", body.remember_me);
-        state.audit(event).await?;
-        Ok(token_response(&pair))
     })
     .await
 }
@@ -180,32 +241,8 @@ pub async fn refresh(
     body: JsonBody<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     guarded(&state, &caller, Guarded::Refresh, None, async {
-        match state
-            .auth
-            .refresh(body.0.refresh_token.expose_secret())
-            .await
-        {
-            Ok((user, pair)) => {
-                let event = caller
-                    .event(Action::TokenRefreshed)
-                    .user(user.id)
-                    .resource("session", pair.session_id);
-                state.audit(event).await?;
-                Ok(token_response(&pair))
-            }
-            Err(AuthError::RefreshTokenReused {
-                session_id,
-                user_id,
-            }) => {
-                let event = caller
-                    .event(Action::RefreshTokenReused)
-                    .user(user_id)
-                    .resource("session", session_id);
-                state.audit(event).await?;
-                Err(ApiError::RefreshTokenReused)
-            }
-            Err(e) => Err(e.into()),
-        }
+        let pair = rotate_refresh(&state, &caller, body.0.refresh_token.expose_secret()).await?;
+        Ok(token_response(&pair))
     })
     .await
 }

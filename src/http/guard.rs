@@ -12,6 +12,12 @@ use crate::audit::Action;
 use crate::error::{insert_rate_headers, ApiError};
 use crate::ratelimit::{Guarded, Outcome};
 
+/// Marks a 4xx answer that is not the client's failure (the password grant of
+/// an account with two-factor on: the password was right), so its slots are
+/// given back like a success's.
+#[derive(Debug, Clone, Copy)]
+pub struct NotAFailure;
+
 /// Reserves slots of `group` for the caller (and `account`), runs `work`,
 /// settles. A blocked request gets its 429 — audited, folded per rule and key —
 /// without `work` ever running.
@@ -42,9 +48,11 @@ where
         Ok(res) => res.status(),
         Err(e) => e.status_code(),
     };
+    let settled_as_success =
+        matches!(&result, Ok(res) if res.extensions().contains::<NotAFailure>());
     let outcome = if status.is_server_error() {
         Outcome::ServerError
-    } else if status.is_client_error() {
+    } else if status.is_client_error() && !settled_as_success {
         Outcome::Failure
     } else {
         Outcome::Success

@@ -8,6 +8,7 @@ pub mod context;
 pub mod extract;
 pub mod guard;
 pub mod mfa;
+pub mod oauth;
 pub mod ops;
 pub mod request_id;
 pub mod reset;
@@ -48,6 +49,7 @@ impl AppState {
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(resource("/auth/register").route(web::post().to(accounts::register)))
         .service(resource("/auth/login").route(web::post().to(accounts::login)))
+        .service(resource("/auth/token").route(web::post().to(oauth::token)))
         .service(resource("/auth/login/mfa").route(web::post().to(mfa::login)))
         .service(resource("/auth/mfa/totp/setup").route(web::post().to(mfa::setup)))
         .service(resource("/auth/mfa/totp/enable").route(web::post().to(mfa::enable)))

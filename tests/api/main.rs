@@ -6,6 +6,7 @@ mod cli;
 mod errors;
 mod helpers;
 mod mfa;
+mod oauth;
 mod ratelimit;
 mod reset;
 mod sessions;

@@ -367,3 +367,31 @@ async fn disable_needs_password_and_code_and_secrets_stay_sealed() {
         .await;
     expect_error(res, StatusCode::BAD_REQUEST, "mfa_not_enabled").await;
 }
+
+#[tokio::test]
+async fn the_password_grant_refuses_accounts_with_two_factor() {
+    let app = TestApp::spawn().await;
+    with_totp(&app, "tess@example.com").await;
+    let body = format!(
+        "grant_type=password&username=tess%40example.com&password={}",
+        PASSWORD.replace(' ', "+")
+    );
+    // Six times: the right password releases its slot, so no lockout follows.
+    for _ in 0..6 {
+        let res = app
+            .client
+            .post(app.url("/auth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        let json: Value = res.json().await.unwrap();
+        assert_eq!(json["error"], "invalid_grant");
+        assert_eq!(
+            json["error_description"],
+            "two-factor authentication required; use /auth/login"
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! The token endpoint, driven by a stock OAuth2 client library (the `oauth2` crate).
+
+use oauth2::basic::BasicClient;
+use oauth2::{
+    ClientId, RefreshToken, ResourceOwnerPassword, ResourceOwnerUsername, TokenResponse, TokenUrl,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{without_limits, TestApp, PASSWORD};
+
+fn client(
+    app: &TestApp,
+) -> BasicClient<
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+> {
+    BasicClient::new(ClientId::new("any-client".into()))
+        .set_token_uri(TokenUrl::new(app.url("/auth/token")).unwrap())
+}
+
+#[tokio::test]
+async fn a_stock_oauth2_client_logs_in_and_refreshes() {
+    let app = TestApp::spawn().await;
+    app.register("olga@example.com", PASSWORD).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token = client(&app)
+        .exchange_password(
+            &ResourceOwnerUsername::new("olga@example.com".into()),
+            &ResourceOwnerPassword::new(PASSWORD.into()),
+        )
+        .request_async(&http)
+        .await
+        .unwrap();
+    let access = token.access_token().secret().clone();
+    assert_eq!(
+        app.get_auth("/auth/me", &access).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(token.expires_in().unwrap().as_secs(), 3600);
+    let refresh = token.refresh_token().unwrap().secret().clone();
+
+    let refreshed = client(&app)
+        .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
+        .request_async(&http)
+        .await
+        .unwrap();
+    assert_ne!(refreshed.refresh_token().unwrap().secret(), &refresh);
+    // Reuse of the rotated token is refused, as invalid_grant.
+    let reused = client(&app)
+        .exchange_refresh_token(&RefreshToken::new(refresh))
+        .request_async(&http)
+        .await;
+    match reused {
+        Err(oauth2::RequestTokenError::ServerResponse(e)) => {
+            assert_eq!(e.error().to_string(), "invalid_grant");
+        }
+        other => panic!("expected invalid_grant, got {other:?}"),
+    }
+    let wrong = client(&app)
+        .exchange_password(
+            &ResourceOwnerUsername::new("olga@example.com".into()),
+            &ResourceOwnerPassword::new("wrong wrong wrong".into()),
+        )
+        .request_async(&http)
+        .await;
+    assert!(matches!(
+        wrong,
+        Err(oauth2::RequestTokenError::ServerResponse(_))
+    ));
+}
+
+async fn form(
+    app: &TestApp,
+    body: &str,
+    content_type: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let res = app
+        .client
+        .post(app.url("/auth/token"))
+        .header("content-type", content_type)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    (status, headers, res.json().await.unwrap())
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+#[tokio::test]
+async fn rfc6749_errors_and_headers() {
+    let app = TestApp::spawn_with(without_limits).await;
+    app.register("pia@example.com", PASSWORD).await;
+    let (status, headers, body) = form(
+        &app,
+        &format!(
+            "grant_type=password&username=pia%40example.com&password={}",
+            PASSWORD.replace(' ', "+")
+        ),
+        FORM,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(body["token_type"], "Bearer");
+    for key in ["access_token", "refresh_token", "expires_in"] {
+        assert!(!body[key].is_null(), "{key}");
+    }
+
+    for (req, error) in [
+        ("grant_type=client_credentials", "unsupported_grant_type"),
+        (
+            "grant_type=password&username=pia%40example.com",
+            "invalid_request",
+        ),
+        ("username=x&password=y", "invalid_request"),
+        ("grant_type=refresh_token", "invalid_request"),
+        (
+            "grant_type=password&grant_type=password&username=a&password=b",
+            "invalid_request",
+        ),
+        (
+            "grant_type=refresh_token&refresh_token=bogus",
+            "invalid_grant",
+        ),
+        (
+            "grant_type=password&username=pia%40example.com&password=nope",
+            "invalid_grant",
+        ),
+    ] {
+        let (status, _, body) = form(&app, req, FORM).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{req}");
+        assert_eq!(body["error"], error, "{req}");
+        assert!(body["error_description"].is_string());
+    }
+    let (status, _, body) = form(&app, "{\"grant_type\":\"password\"}", "application/json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn token_endpoint_shares_the_login_rules() {
+    let app = TestApp::spawn().await;
+    for _ in 0..5 {
+        form(
+            &app,
+            "grant_type=password&username=q%40example.com&password=nope",
+            FORM,
+        )
+        .await;
+    }
+    let (status, headers, body) = form(
+        &app,
+        "grant_type=password&username=q%40example.com&password=nope",
+        FORM,
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body["error"], "too_many_requests");
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap()
+        .starts_with("Too many login attempts."));
+    assert_eq!(
+        body["retry_after"],
+        headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    );
+    // The JSON login shares the same budget.
+    assert_eq!(
+        app.login("q@example.com", "nope nope nope").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
