@@ -585,6 +585,18 @@ impl AuthService {
         Ok((user_id, revoked.len()))
     }
 
+    /// Disables (revoking every session at once) or enables an account.
+    /// Returns `false` when there is no such account.
+    pub async fn set_disabled(&self, user_id: Uuid, disabled: bool) -> AuthResult<bool> {
+        if disabled {
+            self.revoke_all(user_id, None, "user_disabled").await?;
+        }
+        Ok(self
+            .store
+            .set_disabled(user_id, disabled, self.now())
+            .await?)
+    }
+
     /// Picks up revocations made by other processes; returns the next cursor.
     pub async fn sync_revocations(&self, since: Millis) -> AuthResult<Millis> {
         let now = self.now();

@@ -12,6 +12,8 @@ use crate::audit::query::{list, page_json, parse_time, Filter};
 use crate::audit::Action;
 use crate::error::ApiError;
 use crate::ratelimit::RuleName;
+use crate::time_fmt::rfc3339_ms;
+use uuid::Uuid;
 
 #[derive(Debug, Deserialize)]
 pub struct KeyQuery {
@@ -138,4 +140,75 @@ pub async fn audit_verify(
 ) -> Result<HttpResponse, ApiError> {
     let verdict = state.audit.read(|conn| verify(conn)).await?;
     Ok(HttpResponse::Ok().json(verdict))
+}
+
+/// Query of `GET /admin/users`.
+#[derive(Debug, Deserialize)]
+pub struct UsersQuery {
+    pub email: Option<String>,
+}
+
+/// `GET /admin/users?email=`: accounts whose email contains the filter.
+pub async fn users(
+    state: web::Data<AppState>,
+    _admin: AdminUser,
+    query: web::Query<UsersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = query
+        .email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned);
+    let users = state.auth.store().list_users(filter).await?;
+    let mut out = Vec::with_capacity(users.len());
+    for u in users.iter().take(1000) {
+        out.push(json!({
+            "id": u.id,
+            "email": u.email,
+            "name": u.name,
+            "created_at": rfc3339_ms(u.created_at),
+            "is_admin": u.is_admin,
+            "disabled": u.is_disabled(),
+            "mfa_enabled": state.auth.mfa_enabled(u.id).await?,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "users": out })))
+}
+
+/// `POST /admin/users/{id}/disable` and `/enable`.
+pub async fn set_disabled(
+    state: web::Data<AppState>,
+    caller: Caller,
+    admin: AdminUser,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, verb) = path.into_inner();
+    let disabled = match verb.as_str() {
+        "disable" => true,
+        "enable" => false,
+        _ => return Err(ApiError::NotFound("no such route")),
+    };
+    let user_id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("no such user"))?;
+    if disabled && user_id == admin.user.id {
+        return Err(ApiError::BadRequest {
+            code: "cannot_disable_self",
+            message: "an administrator cannot disable their own account".into(),
+        });
+    }
+    if !state.auth.set_disabled(user_id, disabled).await? {
+        return Err(ApiError::NotFound("no such user"));
+    }
+    let action = if disabled {
+        Action::UserDisabled
+    } else {
+        Action::UserEnabled
+    };
+    let event = caller
+        .event(action)
+        .user(user_id)
+        .resource("user", user_id)
+        .extra("actor_id", admin.user.id.to_string());
+    state.audit(event).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

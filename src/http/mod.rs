@@ -64,6 +64,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(resource("/auth/sessions").route(web::get().to(sessions::list)))
         .service(resource("/auth/sessions/{id}").route(web::delete().to(sessions::revoke)))
         .service(resource("/auth/password/change").route(web::post().to(accounts::change_password)))
+        .service(resource("/admin/users").route(web::get().to(admin::users)))
+        .service(resource("/admin/users/{id}/{verb}").route(web::post().to(admin::set_disabled)))
         .service(resource("/admin/audit").route(web::get().to(admin::audit)))
         .service(resource("/admin/audit/verify").route(web::get().to(admin::audit_verify)))
         .service(

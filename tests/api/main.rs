@@ -1,6 +1,7 @@
 //! Integration tests: the real server over HTTP.
 
 mod accounts;
+mod admin;
 mod audit;
 mod cli;
 mod errors;
