@@ -17,7 +17,7 @@ use crate::audit::{Action, EventRow, NewEvent, Origin};
 use crate::auth::email::normalize;
 use crate::auth::service::AuthService;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Overrides};
+use crate::config::{Config, LogFormat, Overrides};
 use crate::startup::{build_auth, Application, Signals};
 use crate::store::sqlite::{configure_connection, SqliteStore};
 use crate::telemetry;
@@ -36,6 +36,9 @@ pub struct Cli {
     /// Listen address (overrides server.bind).
     #[arg(long, global = true, value_name = "ADDR")]
     pub bind: Option<String>,
+    /// Process log format (overrides server.log_format).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -136,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let overrides = Overrides {
         bind: cli.bind.clone(),
         data_dir: cli.data_dir.clone(),
+        log_format: cli.log_format,
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     match cli.command.unwrap_or(Command::Serve) {
@@ -157,7 +161,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    telemetry::init();
+    telemetry::init(config.server.log_format);
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(config, Arc::new(SystemClock), Signals::Handle).await?;
         app.run_until_stopped().await

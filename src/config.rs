@@ -42,6 +42,18 @@ pub struct ServerConfig {
     pub public_url: String,
     /// HTTP worker threads; 0 = number of CPU cores.
     pub workers: usize,
+    /// Process log format.
+    pub log_format: LogFormat,
+}
+
+/// How the process log is written.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -139,6 +151,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16_384,
             public_url: "http://127.0.0.1:8080".into(),
             workers: 0,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -261,6 +274,7 @@ fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
 pub struct Overrides {
     pub bind: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
 }
 
 impl Config {
@@ -318,6 +332,9 @@ impl Config {
         }
         if let Some(dir) = &overrides.data_dir {
             config.storage.data_dir = dir.clone();
+        }
+        if let Some(format) = overrides.log_format {
+            config.server.log_format = format;
         }
         config.validate()?;
         Ok(config)
@@ -737,6 +754,7 @@ mod tests {
         let flags = Overrides {
             bind: Some("127.0.0.1:1234".into()),
             data_dir: Some("/tmp/x".into()),
+            log_format: Some(LogFormat::Json),
         };
         let vars = env(&[("PORTCULLIS_SERVER__BIND", "0.0.0.0:9000")]);
         let cfg = Config::load_from(Some(&path), &vars, &flags).unwrap();

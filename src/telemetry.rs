@@ -1,17 +1,28 @@
-//! Process logging: human-readable lines on stderr, filtered by `RUST_LOG`
-//! (default `info`). Nothing logged anywhere includes a secret.
+//! Process logging: human-readable lines or JSON objects on stderr, filtered
+//! by `RUST_LOG` (default `info`). Each request is logged once (see
+//! `http::request_id`); nothing logged anywhere includes a secret.
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+use crate::config::LogFormat;
+
 /// Installs the global subscriber once; later calls do nothing.
-pub fn init() {
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .try_init(),
+    };
 }

@@ -211,3 +211,86 @@ fn sigint_is_graceful_too() {
     assert!(status.success());
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn json_logs_one_line_per_request_and_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = portcullis()
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("PORTCULLIS_PASSWORDS__ARGON2_MEMORY_KIB", "1024")
+        .env("PORTCULLIS_PASSWORDS__ARGON2_ITERATIONS", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let address = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a log line");
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["message"] == "portcullis listening" {
+            break v["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let client = reqwest::Client::new();
+    client
+        .post(format!("http://{address}/auth/register"))
+        .json(&json!({ "email": "log@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let res = client
+        .post(format!("http://{address}/auth/login"))
+        .header("x-request-id", "log-test-1")
+        .json(&json!({ "email": "log@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let pair: Value = res.json().await.unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let lines: Vec<String> = rx.try_iter().collect();
+    let requests: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["message"] == "request")
+        .collect();
+    let login: Vec<&Value> = requests
+        .iter()
+        .filter(|v| v["request_id"] == "log-test-1")
+        .collect();
+    assert_eq!(login.len(), 1, "one line per request");
+    assert_eq!(login[0]["route"], "/auth/login");
+    assert_eq!(login[0]["method"], "POST");
+    assert_eq!(login[0]["status"], 200);
+    assert!(login[0]["latency_ms"].is_string());
+    let all = lines.join("\n");
+    for secret in [
+        PASSWORD,
+        pair["access_token"].as_str().unwrap(),
+        pair["refresh_token"].as_str().unwrap(),
+    ] {
+        assert!(!all.contains(secret), "a secret reached the log");
+    }
+}
