@@ -12,6 +12,7 @@ use std::time::Instant;
 use portcullis::audit::writer::{append, open_writer};
 use portcullis::audit::{Action, AuditLog, NewEvent, Origin};
 use portcullis::clock::{Clock, SystemClock};
+use portcullis::metrics::Metrics;
 use portcullis::store::sqlite::SqliteStore;
 
 fn event(i: usize) -> NewEvent {
@@ -47,8 +48,15 @@ fn main() {
     let mut grouped = Vec::new();
     for &producers in &producer_counts {
         let (_dir, path) = fresh_db();
-        let log =
-            Arc::new(AuditLog::start(&path, Arc::new(SystemClock), 60_000).expect("audit log"));
+        let log = Arc::new(
+            AuditLog::start(
+                &path,
+                Arc::new(SystemClock),
+                60_000,
+                Arc::new(Metrics::new().expect("metrics")),
+            )
+            .expect("audit log"),
+        );
         let per = events / producers;
         let started = Instant::now();
         runtime.block_on(async {

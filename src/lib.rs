@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod mail;
+pub mod metrics;
 pub mod ratelimit;
 pub mod startup;
 pub mod store;

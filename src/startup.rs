@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, extract, request_id, AppState};
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -95,10 +96,12 @@ impl Application {
             .await
             .context("cannot load saved rate-limit windows")?;
 
+        let metrics = Arc::new(Metrics::new()?);
         let audit = AuditLog::start(
             &config.database_path(),
             clock.clone(),
             config.audit.coalesce_window.as_millis_i64(),
+            metrics.clone(),
         )?;
 
         let mailer = Mailer::from_config(&config.mail, &config.storage.data_dir)?;
@@ -108,6 +111,7 @@ impl Application {
             limiter,
             audit,
             mailer,
+            metrics,
             trusted_proxies: TrustedProxies::new(config.server.trusted_proxies.clone()),
             config: config.clone(),
         });

@@ -13,7 +13,7 @@ pub mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
@@ -23,6 +23,7 @@ pub use event::{Action, EventRow, NewEvent, Origin};
 use writer::Msg;
 
 use crate::clock::{Millis, SharedClock};
+use crate::metrics::Metrics;
 use crate::ratelimit::RuleName;
 use crate::store::sqlite::configure_connection;
 
@@ -53,9 +54,14 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Starts the writer on the database at `db_path` (the schema must exist).
-    pub fn start(db_path: &Path, clock: SharedClock, coalesce_ms: Millis) -> anyhow::Result<Self> {
+    pub fn start(
+        db_path: &Path,
+        clock: SharedClock,
+        coalesce_ms: Millis,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let conn = writer::open_writer(db_path)?;
-        let (sender, thread) = writer::spawn(conn, clock.clone())?;
+        let (sender, thread) = writer::spawn(conn, clock.clone(), metrics)?;
         Ok(Self {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),

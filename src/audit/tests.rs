@@ -19,7 +19,8 @@ fn fixture() -> Fixture {
     let path = dir.path().join("portcullis.db");
     drop(SqliteStore::open(&path).unwrap());
     let clock = ManualClock::new(1_800_000_000_000);
-    let log = AuditLog::start(&path, Arc::new(clock.clone()), 60_000).unwrap();
+    let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+    let log = AuditLog::start(&path, Arc::new(clock.clone()), 60_000, metrics).unwrap();
     Fixture {
         _dir: dir,
         path,

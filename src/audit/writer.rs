@@ -12,7 +12,10 @@ use tokio::sync::oneshot;
 
 use super::chain::{row_hash, RowFields, GENESIS};
 use super::event::NewEvent;
+use std::sync::Arc;
+
 use crate::clock::{Millis, SharedClock};
+use crate::metrics::Metrics;
 use crate::store::sqlite::configure_connection;
 use crate::time_fmt::rfc3339_ms;
 
@@ -45,16 +48,22 @@ pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
 pub(super) fn spawn(
     mut conn: Connection,
     clock: SharedClock,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<(Sender<Msg>, JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
     let handle = std::thread::Builder::new()
         .name("portcullis-audit".into())
-        .spawn(move || run(&mut conn, &rx, clock.as_ref()))
+        .spawn(move || run(&mut conn, &rx, clock.as_ref(), &metrics))
         .map_err(|e| anyhow!("cannot start the audit writer: {e}"))?;
     Ok((tx, handle))
 }
 
-fn run(conn: &mut Connection, rx: &Receiver<Msg>, clock: &dyn crate::clock::Clock) {
+fn run(
+    conn: &mut Connection,
+    rx: &Receiver<Msg>,
+    clock: &dyn crate::clock::Clock,
+    metrics: &Metrics,
+) {
     let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
     let mut acks: Vec<Option<Ack>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
@@ -70,9 +79,14 @@ fn run(conn: &mut Connection, rx: &Receiver<Msg>, clock: &dyn crate::clock::Cloc
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let result = append(conn, &events, clock.now_ms());
+        metrics
+            .audit_write_seconds
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(ids) => {
+                metrics.audit_rows.inc_by(ids.len() as u64);
                 for (ack, id) in acks.drain(..).zip(ids) {
                     if let Some(ack) = ack {
                         let _ = ack.send(Ok(id));

@@ -148,6 +148,7 @@ pub async fn password_login(
             if let Some(id) = user_id {
                 event = event.user(id);
             }
+            state.metrics.login("failure");
             state.audit(event).await?;
             return Err(ApiError::InvalidCredentials);
         }
@@ -155,6 +156,7 @@ pub async fn password_login(
     };
     if state.auth.mfa_enabled(user.id).await? {
         let (mfa_token, expires_in) = state.auth.start_mfa(&user, remember_me).await?;
+        state.metrics.login("mfa_required");
         return Ok(LoginOutcome::MfaRequired {
             mfa_token,
             expires_in,
@@ -174,6 +176,7 @@ pub async fn password_login(
         .resource("session", pair.session_id)
         .extra("remember_me", remember_me);
     state.audit(event).await?;
+    state.metrics.login("success");
     Ok(LoginOutcome::Tokens(pair))
 }
 

@@ -35,6 +35,14 @@ where
     let reservation = match state.limiter.reserve(group, &ip_key, account).await {
         Ok(r) => r,
         Err(blocked) => {
+            state
+                .metrics
+                .rate_limit_rejections
+                .with_label_values(&[blocked.rule.name.as_str()])
+                .inc();
+            if group == Guarded::Login {
+                state.metrics.login("rate_limited");
+            }
             let event = caller.event(Action::LoginRateLimited);
             state
                 .audit

@@ -170,9 +170,11 @@ pub async fn login(
                     .extra("mfa", true)
                     .extra("remember_me", pending.challenge.remember_me);
                 state.audit(event).await?;
+                state.metrics.login("mfa_success");
                 Ok(token_response(&pair))
             }
             Err(AuthError::InvalidMfaCode) => {
+                state.metrics.login("mfa_failure");
                 state
                     .audit(caller.event(Action::MfaFailed).user(pending.user.id))
                     .await?;

@@ -24,6 +24,7 @@ use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
 use client_ip::TrustedProxies;
 
@@ -33,6 +34,7 @@ pub struct AppState {
     pub limiter: Limiter,
     pub audit: AuditLog,
     pub mailer: Mailer,
+    pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     pub trusted_proxies: TrustedProxies,
 }
@@ -74,7 +76,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .route(web::delete().to(admin::clear_rate_limits)),
         )
         .service(resource("/.well-known/jwks.json").route(web::get().to(ops::jwks)))
-        .service(resource("/health").route(web::get().to(ops::health)));
+        .service(resource("/health").route(web::get().to(ops::health)))
+        .service(resource("/metrics").route(web::get().to(ops::metrics)));
 }
 
 /// A resource that answers unknown methods with a JSON 405.

@@ -27,3 +27,12 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(state.auth.tokens().jwks())
 }
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let depth = i64::try_from(state.auth.hasher().queue_depth()).unwrap_or(i64::MAX);
+    state.metrics.hash_queue_depth.set(depth);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}

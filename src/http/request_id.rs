@@ -51,6 +51,16 @@ pub async fn middleware(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "<unmatched>".to_owned());
+    if let Some(state) = res
+        .request()
+        .app_data::<actix_web::web::Data<super::AppState>>()
+    {
+        state
+            .metrics
+            .http_requests
+            .with_label_values(&[route.as_str(), res.status().as_str()])
+            .inc();
+    }
     tracing::info!(
         method = %method,
         route = %route,

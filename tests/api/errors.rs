@@ -103,3 +103,40 @@ async fn every_response_carries_a_request_id() {
     let res = app.login("x@example.com", PASSWORD).await;
     assert!(res.headers().contains_key("x-request-id"));
 }
+
+#[tokio::test]
+async fn metrics_count_requests_logins_limits_and_audit_rows() {
+    let app = TestApp::spawn().await;
+    app.register("met@example.com", PASSWORD).await;
+    app.login("met@example.com", PASSWORD).await;
+    for _ in 0..6 {
+        app.login("met@example.com", "wrong wrong wrong").await;
+    }
+    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    for series in [
+        "portcullis_http_requests_total{route=\"/auth/login\",status=\"200\"} 1",
+        "portcullis_http_requests_total{route=\"/auth/login\",status=\"401\"} 5",
+        "portcullis_http_requests_total{route=\"/auth/login\",status=\"429\"} 1",
+        "portcullis_logins_total{outcome=\"success\"} 1",
+        "portcullis_logins_total{outcome=\"failure\"} 5",
+        "portcullis_logins_total{outcome=\"rate_limited\"} 1",
+        "portcullis_rate_limit_rejections_total{rule=\"login_ip\"} 1",
+        "portcullis_hash_queue_depth 0",
+    ] {
+        assert!(text.contains(series), "{series} missing in\n{text}");
+    }
+    let rows: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_audit_rows_written_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rows >= 8, "{rows}");
+    assert!(text.contains("portcullis_audit_write_seconds_bucket"));
+}
