@@ -6,6 +6,7 @@ mod audit;
 mod cli;
 mod errors;
 mod helpers;
+mod jwks;
 mod mfa;
 mod oauth;
 mod ratelimit;
