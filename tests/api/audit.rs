@@ -1,5 +1,3 @@
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{expect_error, token, TestApp, PASSWORD};
+use crate::helpers::{expect_error, portcullis, token, ServerProcess, TestApp, PASSWORD};
 
 async fn events(app: &TestApp, admin: &str, query: &str) -> Vec<Value> {
     let res = app.get_auth(&format!("/admin/audit{query}"), admin).await;
@@ -286,12 +284,6 @@ async fn admin_audit_filters_pages_and_refuses_bad_input() {
     expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
-fn portcullis() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
-
 #[tokio::test]
 async fn tampering_is_found_by_the_route_and_the_cli() {
     let app = TestApp::spawn().await;
@@ -423,29 +415,19 @@ async fn pruning_from_the_cli_keeps_the_chain_green() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_dash_nine_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = portcullis()
-        .args(["--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("PORTCULLIS_PASSWORDS__ARGON2_MEMORY_KIB", "64")
-        .env("PORTCULLIS_PASSWORDS__ARGON2_ITERATIONS", "1")
-        .env("PORTCULLIS_RATE_LIMIT__RULES__LOGIN_IP__ENABLED", "false")
-        .env(
-            "PORTCULLIS_RATE_LIMIT__RULES__LOGIN_ACCOUNT__ENABLED",
-            "false",
-        )
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let address = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let mut server = ServerProcess::start(
+        dir.path(),
+        &[],
+        &[
+            ("PORTCULLIS_PASSWORDS__ARGON2_MEMORY_KIB", "64"),
+            ("PORTCULLIS_RATE_LIMIT__RULES__LOGIN_IP__ENABLED", "false"),
+            (
+                "PORTCULLIS_RATE_LIMIT__RULES__LOGIN_ACCOUNT__ENABLED",
+                "false",
+            ),
+        ],
+    );
+    let address = server.address.clone();
 
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -478,12 +460,7 @@ async fn kill_dash_nine_loses_no_acknowledged_event() {
         }
         tokio::task::yield_now().await;
     }
-    let status = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    child.wait().unwrap();
+    server.signal("-KILL");
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         let _ = w.await;

@@ -1,24 +1,12 @@
 //! The binary itself: configuration checks, user commands, signals.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::Stdio;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::PASSWORD;
-
-fn portcullis() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PORTCULLIS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
+use crate::helpers::{portcullis, ServerProcess, PASSWORD};
 
 #[test]
 fn check_config_prints_effective_config_with_secrets_masked() {
@@ -115,32 +103,6 @@ fn user_add(
     child.wait_with_output().unwrap()
 }
 
-/// Starts the binary on port 0 and reads the bound address from its log.
-fn spawn_server(dir: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = portcullis()
-        .args(["--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("PORTCULLIS_PASSWORDS__ARGON2_MEMORY_KIB", "1024")
-        .env("PORTCULLIS_PASSWORDS__ARGON2_ITERATIONS", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let address = loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, address)
-}
-
 #[tokio::test]
 async fn first_admin_from_the_cli_then_serve_then_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,7 +131,8 @@ async fn first_admin_from_the_cli_then_serve_then_sigterm() {
         "{listing}"
     );
 
-    let (mut child, address) = spawn_server(dir.path());
+    let mut server = ServerProcess::start(dir.path(), &[], &[]);
+    let address = server.address.clone();
     let client = reqwest::Client::new();
     let res = client
         .post(format!("http://{address}/auth/login"))
@@ -190,12 +153,7 @@ async fn first_admin_from_the_cli_then_serve_then_sigterm() {
         .unwrap();
     assert_eq!(me["is_admin"], true);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = server.signal("-TERM");
     assert!(exit.success(), "exit {exit:?}");
     assert!(dir.path().join("portcullis.db").exists());
 }
@@ -203,53 +161,15 @@ async fn first_admin_from_the_cli_then_serve_then_sigterm() {
 #[test]
 fn sigint_is_graceful_too() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, _address) = spawn_server(dir.path());
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success());
+    let mut server = ServerProcess::start(dir.path(), &[], &[]);
+    assert!(server.signal("-INT").success());
 }
 
 #[tokio::test]
 async fn json_logs_one_line_per_request_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = portcullis()
-        .args([
-            "--bind",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("PORTCULLIS_PASSWORDS__ARGON2_MEMORY_KIB", "1024")
-        .env("PORTCULLIS_PASSWORDS__ARGON2_ITERATIONS", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let address = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a log line");
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        if v["message"] == "portcullis listening" {
-            break v["address"].as_str().unwrap().to_owned();
-        }
-    };
+    let mut server = ServerProcess::start(dir.path(), &["--log-format", "json"], &[]);
+    let address = server.address.clone();
     let client = reqwest::Client::new();
     client
         .post(format!("http://{address}/auth/register"))
@@ -265,12 +185,8 @@ async fn json_logs_one_line_per_request_and_no_secrets() {
         .await
         .unwrap();
     let pair: Value = res.json().await.unwrap();
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let lines: Vec<String> = rx.try_iter().collect();
+    assert!(server.signal("-TERM").success());
+    let lines: Vec<String> = server.log.try_iter().collect();
     let requests: Vec<Value> = lines
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())

@@ -180,3 +180,83 @@ pub async fn expect_error(res: Response, status: StatusCode, code: &str) -> Valu
 pub fn token(pair: &Value, field: &str) -> String {
     pair[field].as_str().expect("token field").to_owned()
 }
+
+/// The built binary, with no `PORTCULLIS_*` or `RUST_LOG` from the caller.
+pub fn portcullis() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PORTCULLIS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// The binary serving on port 0 with cheap argon2; later log lines arrive on `log`.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub address: String,
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    pub fn start(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut cmd = portcullis();
+        cmd.args(["--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(args)
+            .env("PORTCULLIS_PASSWORDS__ARGON2_MEMORY_KIB", "1024")
+            .env("PORTCULLIS_PASSWORDS__ARGON2_ITERATIONS", "1")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = std::sync::mpsc::channel::<String>();
+        // Drain the log for the whole life of the process, so it never blocks on a pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let address = loop {
+            let line = log
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("the server logs its address");
+            let from_json = serde_json::from_str::<Value>(&line)
+                .ok()
+                .filter(|v| v["message"] == "portcullis listening")
+                .and_then(|v| v["address"].as_str().map(str::to_owned));
+            let from_text = line
+                .split("address=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned);
+            if let Some(address) = from_json.or(from_text) {
+                break address;
+            }
+        };
+        Self {
+            child,
+            address,
+            log,
+        }
+    }
+
+    /// Sends a signal (`-TERM`, `-INT`, `-KILL`) and waits for the exit.
+    pub fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        self.child.wait().expect("wait")
+    }
+}
