@@ -9,6 +9,7 @@ pub mod extract;
 pub mod guard;
 pub mod mfa;
 pub mod oauth;
+pub mod openapi;
 pub mod ops;
 pub mod request_id;
 pub mod reset;
@@ -77,7 +78,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         )
         .service(resource("/.well-known/jwks.json").route(web::get().to(ops::jwks)))
         .service(resource("/health").route(web::get().to(ops::health)))
-        .service(resource("/metrics").route(web::get().to(ops::metrics)));
+        .service(resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::serve)));
 }
 
 /// A resource that answers unknown methods with a JSON 405.

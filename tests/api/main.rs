@@ -9,6 +9,7 @@ mod helpers;
 mod jwks;
 mod mfa;
 mod oauth;
+mod openapi;
 mod ratelimit;
 mod reset;
 mod sessions;
