@@ -58,7 +58,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(&'static str),
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     #[error("{}", .0.message())]
     TooManyRequests(Box<Blocked>),
     #[error("the server is busy; retry shortly")]
@@ -85,7 +85,7 @@ impl ApiError {
             Self::InvalidMfaCode => "invalid_mfa_code",
             Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::TooManyRequests(_) => "too_many_requests",
             Self::Overloaded => "overloaded",
             Self::Unavailable(_) => "unavailable",
@@ -138,7 +138,7 @@ impl ResponseError for ApiError {
             Self::EmailTaken => StatusCode::CONFLICT,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -157,6 +157,9 @@ impl ResponseError for ApiError {
         }
         let mut res = HttpResponse::build(self.status_code());
         match self {
+            Self::MethodNotAllowed(allow) => {
+                res.insert_header((header::ALLOW, *allow));
+            }
             Self::TooManyRequests(blocked) => {
                 body["retry_after"] = json!(blocked.retry_after);
                 res.insert_header((header::RETRY_AFTER, blocked.retry_after.to_string()));

@@ -30,8 +30,9 @@ pub struct RegisterBody {
 pub struct LoginBody {
     pub email: String,
     pub password: SecretString,
+    /// Absent or null means false.
     #[serde(default)]
-    pub remember_me: bool,
+    pub remember_me: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,7 +221,8 @@ pub async fn login(
     let body = body.into_inner();
     let account = normalize(&body.email);
     guarded(&state, &caller, Guarded::Login, Some(&account), async {
-        match password_login(&state, &caller, &account, body.password, body.remember_me).await? {
+        let remember_me = body.remember_me.unwrap_or(false);
+        match password_login(&state, &caller, &account, body.password, remember_me).await? {
             LoginOutcome::Tokens(pair) => Ok(token_response(&pair)),
             LoginOutcome::MfaRequired {
                 mfa_token,

@@ -50,45 +50,56 @@ impl AppState {
 
 /// Registers every route.
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(resource("/auth/register").route(web::post().to(accounts::register)))
-        .service(resource("/auth/login").route(web::post().to(accounts::login)))
-        .service(resource("/auth/token").route(web::post().to(oauth::token)))
-        .service(resource("/auth/login/mfa").route(web::post().to(mfa::login)))
-        .service(resource("/auth/mfa/totp/setup").route(web::post().to(mfa::setup)))
-        .service(resource("/auth/mfa/totp/enable").route(web::post().to(mfa::enable)))
-        .service(resource("/auth/mfa/totp/disable").route(web::post().to(mfa::disable)))
-        .service(resource("/auth/mfa/backup-codes").route(web::post().to(mfa::backup_codes)))
-        .service(resource("/auth/refresh").route(web::post().to(accounts::refresh)))
-        .service(resource("/auth/logout").route(web::post().to(sessions::logout)))
-        .service(resource("/auth/logout-all").route(web::post().to(sessions::logout_all)))
-        .service(resource("/auth/password-reset/request").route(web::post().to(reset::request)))
-        .service(resource("/auth/password-reset/confirm").route(web::post().to(reset::confirm)))
-        .service(resource("/auth/me").route(web::get().to(accounts::me)))
-        .service(resource("/auth/sessions").route(web::get().to(sessions::list)))
-        .service(resource("/auth/sessions/{id}").route(web::delete().to(sessions::revoke)))
-        .service(resource("/auth/password/change").route(web::post().to(accounts::change_password)))
-        .service(resource("/admin/users").route(web::get().to(admin::users)))
-        .service(resource("/admin/users/{id}/{verb}").route(web::post().to(admin::set_disabled)))
-        .service(resource("/admin/audit").route(web::get().to(admin::audit)))
-        .service(resource("/admin/audit/verify").route(web::get().to(admin::audit_verify)))
+    cfg.service(resource("/auth/register", "POST").route(web::post().to(accounts::register)))
+        .service(resource("/auth/login", "POST").route(web::post().to(accounts::login)))
+        .service(resource("/auth/token", "POST").route(web::post().to(oauth::token)))
+        .service(resource("/auth/login/mfa", "POST").route(web::post().to(mfa::login)))
+        .service(resource("/auth/mfa/totp/setup", "POST").route(web::post().to(mfa::setup)))
+        .service(resource("/auth/mfa/totp/enable", "POST").route(web::post().to(mfa::enable)))
+        .service(resource("/auth/mfa/totp/disable", "POST").route(web::post().to(mfa::disable)))
         .service(
-            resource("/admin/rate-limits")
+            resource("/auth/mfa/backup-codes", "POST").route(web::post().to(mfa::backup_codes)),
+        )
+        .service(resource("/auth/refresh", "POST").route(web::post().to(accounts::refresh)))
+        .service(resource("/auth/logout", "POST").route(web::post().to(sessions::logout)))
+        .service(resource("/auth/logout-all", "POST").route(web::post().to(sessions::logout_all)))
+        .service(
+            resource("/auth/password-reset/request", "POST").route(web::post().to(reset::request)),
+        )
+        .service(
+            resource("/auth/password-reset/confirm", "POST").route(web::post().to(reset::confirm)),
+        )
+        .service(resource("/auth/me", "GET").route(web::get().to(accounts::me)))
+        .service(resource("/auth/sessions", "GET").route(web::get().to(sessions::list)))
+        .service(
+            resource("/auth/sessions/{id}", "DELETE").route(web::delete().to(sessions::revoke)),
+        )
+        .service(
+            resource("/auth/password/change", "POST")
+                .route(web::post().to(accounts::change_password)),
+        )
+        .service(resource("/admin/users", "GET").route(web::get().to(admin::users)))
+        .service(
+            resource("/admin/users/{id}/{verb}", "POST").route(web::post().to(admin::set_disabled)),
+        )
+        .service(resource("/admin/audit", "GET").route(web::get().to(admin::audit)))
+        .service(resource("/admin/audit/verify", "GET").route(web::get().to(admin::audit_verify)))
+        .service(
+            resource("/admin/rate-limits", "GET, DELETE")
                 .route(web::get().to(admin::rate_limits))
                 .route(web::delete().to(admin::clear_rate_limits)),
         )
-        .service(resource("/.well-known/jwks.json").route(web::get().to(ops::jwks)))
-        .service(resource("/health").route(web::get().to(ops::health)))
-        .service(resource("/metrics").route(web::get().to(ops::metrics)))
-        .service(resource("/openapi.json").route(web::get().to(openapi::serve)));
+        .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(ops::jwks)))
+        .service(resource("/health", "GET").route(web::get().to(ops::health)))
+        .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(openapi::serve)));
 }
 
-/// A resource that answers unknown methods with a JSON 405.
-fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A resource that answers other methods with a JSON 405 and `Allow: allow`.
+fn resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, ApiError>(ApiError::MethodNotAllowed(allow))
+    }))
 }
 
 /// The answer for paths that match no route.

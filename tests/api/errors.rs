@@ -140,3 +140,18 @@ async fn metrics_count_requests_logins_limits_and_audit_rows() {
     assert!(rows >= 8, "{rows}");
     assert!(text.contains("portcullis_audit_write_seconds_bucket"));
 }
+
+#[tokio::test]
+async fn a_405_names_the_allowed_methods() {
+    let app = TestApp::spawn().await;
+    let res = app.client.get(app.url("/auth/login")).send().await.unwrap();
+    assert_eq!(res.headers()["allow"], "POST");
+    let res = app
+        .client
+        .put(app.url("/admin/rate-limits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "GET, DELETE");
+    expect_error(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+}
