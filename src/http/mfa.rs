@@ -46,6 +46,13 @@ fn on_bearer_route(e: AuthError) -> ApiError {
     }
 }
 
+/// Backup codes are shown once and never cached.
+fn codes_response(codes: &[String]) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({ "backup_codes": codes }))
+}
+
 /// `POST /auth/mfa/totp/setup`
 pub async fn setup(
     state: web::Data<AppState>,
@@ -78,9 +85,7 @@ pub async fn enable(
         state
             .audit(caller.event(Action::MfaEnabled).user(auth.0.sub))
             .await?;
-        Ok(HttpResponse::Ok()
-            .insert_header(("cache-control", "no-store"))
-            .json(json!({ "backup_codes": codes })))
+        Ok(codes_response(&codes))
     })
     .await
 }
@@ -129,9 +134,7 @@ pub async fn backup_codes(
                     .user(auth.0.sub),
             )
             .await?;
-        Ok(HttpResponse::Ok()
-            .insert_header(("cache-control", "no-store"))
-            .json(json!({ "backup_codes": codes })))
+        Ok(codes_response(&codes))
     })
     .await
 }
