@@ -21,6 +21,14 @@ async fn login_from(app: &TestApp, ip: &str, email: &str, password: &str) -> Res
         .unwrap()
 }
 
+/// `n` wrong passwords for `email`, each from its own address `prefix.i`.
+async fn wrong_from_many(app: &TestApp, prefix: &str, email: &str, n: u32) {
+    for i in 0..n {
+        let res = login_from(app, &format!("{prefix}.{i}"), email, "guess guess guess").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+}
+
 fn header(res: &Response, name: &str) -> String {
     res.headers()
         .get(name)
@@ -273,16 +281,7 @@ async fn a_known_device_keeps_working_while_strangers_are_held_off() {
             .status(),
         StatusCode::OK
     );
-    for i in 0..20 {
-        let res = login_from(
-            &app,
-            &format!("203.0.113.{i}"),
-            "owner@example.com",
-            "guess guess guess",
-        )
-        .await;
-        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    }
+    wrong_from_many(&app, "203.0.113", "owner@example.com", 20).await;
     let res = login_from(&app, "203.0.113.100", "owner@example.com", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&res, "ratelimit-policy"), "20;w=900");
@@ -292,16 +291,7 @@ async fn a_known_device_keeps_working_while_strangers_are_held_off() {
     // The owner's success cleared the account's failures. The exemption itself
     // is rebuilt from stored sessions after a restart.
     let app = app.restart().await;
-    for i in 0..20 {
-        let res = login_from(
-            &app,
-            &format!("203.0.114.{i}"),
-            "owner@example.com",
-            "guess guess guess",
-        )
-        .await;
-        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    }
+    wrong_from_many(&app, "203.0.114", "owner@example.com", 20).await;
     let res = login_from(&app, "203.0.114.101", "owner@example.com", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     let res = login_from(&app, "198.51.100.7", "owner@example.com", PASSWORD).await;
