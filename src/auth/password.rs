@@ -2,7 +2,6 @@
 //! pool that keeps argon2id off the async workers and refuses work beyond a
 //! bounded queue instead of queueing without limit.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
 
@@ -158,7 +157,6 @@ pub struct HashPool {
     jobs: Sender<Job>,
     argon: Arc<Argon>,
     dummy: Arc<OnceLock<String>>,
-    waiting: Arc<AtomicUsize>,
 }
 
 impl HashPool {
@@ -185,7 +183,6 @@ impl HashPool {
             jobs: tx,
             argon: Arc::new(Argon::new(cfg)?),
             dummy: Arc::new(OnceLock::new()),
-            waiting: Arc::new(AtomicUsize::new(0)),
         };
         let (argon, dummy) = (pool.argon.clone(), pool.dummy.clone());
         // Warm the dummy hash so the first unknown-email login costs one hash, like any other.
@@ -196,9 +193,9 @@ impl HashPool {
         Ok(pool)
     }
 
-    /// Jobs waiting for a thread right now.
+    /// Jobs waiting for a thread right now (queued, not yet started).
     pub fn queue_depth(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.jobs.len()
     }
 
     /// Runs `f` on a pool thread; [`HashError::Overloaded`] when the queue is full.
@@ -209,21 +206,14 @@ impl HashPool {
     {
         let (tx, rx) = oneshot::channel();
         let argon = self.argon.clone();
-        let waiting = self.waiting.clone();
         let job: Job = Box::new(move || {
-            waiting.fetch_sub(1, Ordering::Relaxed);
             let _ = tx.send(f(&argon));
         });
-        self.waiting.fetch_add(1, Ordering::Relaxed);
         match self.jobs.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
-                return Err(HashError::Overloaded);
-            }
+            Err(TrySendError::Full(_)) => return Err(HashError::Overloaded),
             Err(TrySendError::Disconnected(_)) => {
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
-                return Err(HashError::Internal(anyhow!("hashing pool stopped")));
+                return Err(HashError::Internal(anyhow!("hashing pool stopped")))
             }
         }
         rx.await
@@ -275,6 +265,7 @@ fn dummy_hash<'a>(argon: &Argon, cell: &'a OnceLock<String>) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn cheap() -> PasswordsConfig {
         PasswordsConfig {
@@ -382,8 +373,10 @@ mod tests {
         while pool.queue_depth() == 0 {
             tokio::task::yield_now().await;
         }
-        assert!(matches!(pool.run(|_| ()).await, Err(HashError::Overloaded)));
+        // A bug here must fail the test, not hang it: the only thread is blocked.
+        let refused = tokio::time::timeout(Duration::from_secs(10), pool.run(|_| ())).await;
         release_tx.send(()).unwrap();
+        assert!(matches!(refused, Ok(Err(HashError::Overloaded))));
         busy.await.unwrap().unwrap();
         assert_eq!(queued.await.unwrap().unwrap(), 7);
     }
