@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`): requests by route and status, logins
 //! by outcome, rate-limit rejections by rule, audit rows written and audit
-//! write latency, and the password-hashing queue depth.
+//! write latency, the password-hashing queue depth and the rate-limit windows
+//! held in memory.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -16,6 +17,7 @@ pub struct Metrics {
     pub audit_rows: IntCounter,
     pub audit_write_seconds: Histogram,
     pub hash_queue_depth: IntGauge,
+    pub rate_limit_keys: IntGauge,
 }
 
 impl Metrics {
@@ -53,7 +55,12 @@ impl Metrics {
         registry.register(Box::new(rate_limit_rejections.clone()))?;
         registry.register(Box::new(audit_rows.clone()))?;
         registry.register(Box::new(audit_write_seconds.clone()))?;
+        let rate_limit_keys = IntGauge::new(
+            "rate_limit_keys",
+            "Rate-limit windows held in memory (bounded by max_keys)",
+        )?;
         registry.register(Box::new(hash_queue_depth.clone()))?;
+        registry.register(Box::new(rate_limit_keys.clone()))?;
         Ok(Self {
             registry,
             http_requests,
@@ -62,6 +69,7 @@ impl Metrics {
             audit_rows,
             audit_write_seconds,
             hash_queue_depth,
+            rate_limit_keys,
         })
     }
 
@@ -94,6 +102,7 @@ mod tests {
         m.audit_rows.inc_by(3);
         m.audit_write_seconds.observe(0.002);
         m.hash_queue_depth.set(2);
+        m.rate_limit_keys.set(7);
         let text = m.render();
         for series in [
             "portcullis_http_requests_total{route=\"/health\",status=\"200\"} 1",
@@ -102,6 +111,7 @@ mod tests {
             "portcullis_audit_rows_written_total 3",
             "portcullis_audit_write_seconds_count 1",
             "portcullis_hash_queue_depth 2",
+            "portcullis_rate_limit_keys 7",
         ] {
             assert!(text.contains(series), "{series} missing in\n{text}");
         }

@@ -436,6 +436,15 @@ impl AuthService {
             .ok_or(AuthError::InvalidToken(TokenError::Revoked))
     }
 
+    /// [`AuthService::current_user`] and whether its second factor is on.
+    pub async fn current_profile(&self, claims: &AccessClaims) -> AuthResult<(User, bool)> {
+        self.store
+            .user_with_mfa(claims.sub)
+            .await?
+            .filter(|(u, _)| !u.is_disabled())
+            .ok_or(AuthError::InvalidToken(TokenError::Revoked))
+    }
+
     /// Revokes the session the token belongs to.
     pub async fn logout(&self, claims: &AccessClaims) -> AuthResult<()> {
         let now = self.now();

@@ -2,8 +2,15 @@
 //! its private half sealed in the database) or HS256 with a configured secret.
 //! Verification accepts only the configured algorithm, a known `kid`,
 //! `typ: at+jwt`, our issuer and audience, and the time window by our clock.
+//!
+//! A signature is checked once per token: the claims of a token that passed
+//! are remembered under the SHA-256 of its exact bytes, so a client that sends
+//! the same token on every request pays for one Ed25519 verification, not one
+//! per request. The time window is checked on every use.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,6 +30,8 @@ use crate::store::{SigningKeyRow, Store};
 pub const TOKEN_TYPE: &str = "at+jwt";
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 4096;
+/// Verified tokens remembered at once (a few MiB at most).
+const VERIFIED_TOKENS: u64 = 16_384;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,6 +97,8 @@ pub struct TokenKeys {
     issuer: String,
     audience: String,
     access_ttl_secs: i64,
+    /// Claims of tokens whose signature and claims passed, by SHA-256 of the token.
+    verified: moka::sync::Cache<[u8; 32], Arc<AccessClaims>>,
 }
 
 impl TokenKeys {
@@ -198,6 +209,11 @@ impl TokenKeys {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             access_ttl_secs: i64::try_from(cfg.access_ttl.as_secs()).unwrap_or(i64::MAX),
+            // No token lives longer than access_ttl, so neither does its entry.
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(cfg.access_ttl.std().max(Duration::from_secs(1)))
+                .build(),
         }
     }
 
@@ -236,6 +252,27 @@ impl TokenKeys {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid);
         }
+        let digest = sha256(token.as_bytes());
+        let claims = match self.verified.get(&digest) {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.verify_signature(token)?);
+                self.verified.insert(digest, claims.clone());
+                claims
+            }
+        };
+        let now = now.div_euclid(1000);
+        if now >= claims.exp {
+            return Err(TokenError::Expired);
+        }
+        if now < claims.nbf {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(AccessClaims::clone(&claims))
+    }
+
+    /// Header, signature, issuer and audience; not time.
+    fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.alg != self.algorithm || header.typ.as_deref() != Some(TOKEN_TYPE) {
             return Err(TokenError::Invalid);
@@ -245,17 +282,9 @@ impl TokenKeys {
             .as_deref()
             .and_then(|kid| self.decoding.get(kid))
             .ok_or(TokenError::Invalid)?;
-        let claims = decode::<AccessClaims>(token, key, &self.validation)
-            .map_err(|_| TokenError::Invalid)?
-            .claims;
-        let now = now.div_euclid(1000);
-        if now >= claims.exp {
-            return Err(TokenError::Expired);
-        }
-        if now < claims.nbf {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(claims)
+        decode::<AccessClaims>(token, key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|_| TokenError::Invalid)
     }
 
     /// The JSON Web Key Set to publish.
@@ -367,6 +396,9 @@ mod tests {
         let keys = ed_keys(dir.path()).await;
         let (token, _) = keys.issue(&subject(), NOW).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
+        // The genuine token is verified (and remembered) first: what is
+        // remembered must not vouch for any other string.
+        assert!(keys.verify(&token, NOW).is_ok());
 
         // alg: none with the same claims.
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt"}"#);

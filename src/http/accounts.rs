@@ -254,8 +254,7 @@ pub async fn refresh(
 
 /// `GET /auth/me`
 pub async fn me(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpResponse, ApiError> {
-    let user = state.auth.current_user(&auth.0).await?;
-    let mfa_enabled = state.auth.mfa_enabled(user.id).await?;
+    let (user, mfa_enabled) = state.auth.current_profile(&auth.0).await?;
     Ok(HttpResponse::Ok().json(MeView {
         user: UserView::from(&user),
         mfa_enabled,

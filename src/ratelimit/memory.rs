@@ -1,100 +1,149 @@
-//! The in-process [`LimitStore`]: one sliding window per (rule, key) in a moka
-//! cache bounded by `max_keys`, each entry expiring when its window has passed.
-//! A check is a cache lookup and a short per-key lock: no I/O, no hashing.
+//! The in-process [`LimitStore`]: the sliding windows of every (rule, key) in
+//! a moka cache bounded by `max_keys`, each entry expiring when its rule's
+//! window has passed since it was last used. A check is a cache lookup and a
+//! short lock: no I/O, no hashing of passwords.
+//!
+//! Memory is the design constraint. A moka entry costs about 300 bytes of
+//! bookkeeping before its key and value, more than a window itself, so the
+//! cache does not hold one entry per key: it holds buckets. The keys of a
+//! rule are spread by a randomly keyed SipHash over `max_keys / 8` buckets,
+//! and a bucket keeps the windows of its few keys in a small vector, keys
+//! inline (no allocation for addresses and most emails). The cache weighs a
+//! bucket by its number of windows, so `max_keys` still bounds windows, and
+//! an attacker cannot aim many keys at one bucket without knowing the hash key.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use compact_str::CompactString;
 use moka::sync::Cache;
 use moka::Expiry;
+use smallvec::SmallVec;
 
 use super::rules::{Rule, RuleName, Rules};
 use super::store::{Acquired, LimitStore, Slot, SlotUsage, WindowState};
 use super::window::{Event, Usage, Window};
 use crate::clock::Millis;
 
-/// The cache key of a (rule, key) pair: one byte naming the rule, then the key.
-/// Lookups build it in a reused thread-local buffer, so a check of a tracked
-/// key allocates nothing.
-type PackedKey = Box<str>;
+/// Windows per bucket when `max_keys` windows are tracked under one rule.
+const WINDOWS_PER_BUCKET: u64 = 8;
 
-fn rule_byte(rule: RuleName) -> char {
-    char::from(b'0' + rule.index() as u8)
+/// Which bucket: the rule's index in the high half, the bucket number in the low.
+type BucketId = u64;
+
+fn rule_of(id: BucketId) -> usize {
+    (id >> 32) as usize
 }
 
-fn unpack(packed: &str) -> Option<(RuleName, &str)> {
-    let mut chars = packed.chars();
-    let idx = chars.next()?.to_digit(10)? as usize;
-    Some((*RuleName::ALL.get(idx)?, chars.as_str()))
+/// One key and its window.
+#[derive(Debug)]
+struct Tracked {
+    key: CompactString,
+    window: Window,
 }
 
-thread_local! {
-    static LOOKUP: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+/// The windows of the keys of one rule that hash to one bucket.
+#[derive(Debug, Default)]
+struct Bucket {
+    tracked: Vec<Tracked>,
+    /// The number of windows the cache last weighed this bucket with.
+    weighed: usize,
 }
 
-/// Runs `f` with the packed form of (rule, key) without allocating.
-fn with_packed<T>(rule: RuleName, key: &str, f: impl FnOnce(&str) -> T) -> T {
-    LOOKUP.with(|buf| match buf.try_borrow_mut() {
-        Ok(mut buf) => {
-            buf.clear();
-            buf.push(rule_byte(rule));
-            buf.push_str(key);
-            f(&buf)
-        }
-        // Re-entered (cannot happen today): fall back to an allocation.
-        Err(_) => f(&format!("{}{key}", rule_byte(rule))),
+/// The usage of `slot`'s key when it has no room left.
+fn full(bucket: &mut Bucket, slot: &Slot<'_>, now: Millis) -> Option<SlotUsage> {
+    let window = bucket.find(slot.key)?;
+    window.prune(now, slot.rule.window_ms);
+    (!window.has_room(slot.rule.limit)).then(|| SlotUsage {
+        rule: slot.rule,
+        usage: window.usage(now, slot.rule.window_ms),
     })
 }
 
-type Shared = Arc<Mutex<Window>>;
+impl Bucket {
+    /// Adds an event to `key`'s window, tracking the key if it is new.
+    fn record(&mut self, key: &str, event: Event) {
+        match self.find(key) {
+            Some(window) => window.push(event),
+            None => {
+                let mut window = Window::default();
+                window.push(event);
+                self.tracked.push(Tracked {
+                    key: CompactString::from(key),
+                    window,
+                });
+            }
+        }
+    }
 
-/// Entries live one window past their last use: by then every event is stale.
+    fn find(&mut self, key: &str) -> Option<&mut Window> {
+        self.tracked
+            .iter_mut()
+            .find(|t| t.key == key)
+            .map(|t| &mut t.window)
+    }
+
+    /// Drops stale events, and windows left empty, of every key in the bucket.
+    fn prune(&mut self, now: Millis, window_ms: Millis) {
+        self.tracked.retain_mut(|t| {
+            t.window.prune(now, window_ms);
+            !t.window.is_empty()
+        });
+    }
+}
+
+type Shared = Arc<Mutex<Bucket>>;
+
+fn lock(bucket: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
+    bucket.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A bucket lives one window past its last use: by then every event is stale.
 struct ExpireAfterWindow {
     windows: [Duration; 9],
 }
 
 impl ExpireAfterWindow {
-    fn window(&self, key: &str) -> Option<Duration> {
-        let (rule, _) = unpack(key)?;
-        Some(self.windows[rule.index()])
+    fn window(&self, id: BucketId) -> Option<Duration> {
+        self.windows.get(rule_of(id)).copied()
     }
 }
 
-impl Expiry<PackedKey, Shared> for ExpireAfterWindow {
-    fn expire_after_create(&self, key: &PackedKey, _: &Shared, _: Instant) -> Option<Duration> {
-        self.window(key)
+impl Expiry<BucketId, Shared> for ExpireAfterWindow {
+    fn expire_after_create(&self, id: &BucketId, _: &Shared, _: Instant) -> Option<Duration> {
+        self.window(*id)
     }
 
     fn expire_after_read(
         &self,
-        key: &PackedKey,
+        id: &BucketId,
         _: &Shared,
         _: Instant,
         _: Option<Duration>,
         _: Instant,
     ) -> Option<Duration> {
-        self.window(key)
+        self.window(*id)
     }
 
     fn expire_after_update(
         &self,
-        key: &PackedKey,
+        id: &BucketId,
         _: &Shared,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        self.window(key)
+        self.window(*id)
     }
 }
 
-/// Windows in a bounded moka cache.
+/// Windows in bounded moka buckets.
 pub struct MemoryStore {
-    cache: Cache<PackedKey, Shared>,
-}
-
-fn lock(window: &Mutex<Window>) -> MutexGuard<'_, Window> {
-    window.lock().unwrap_or_else(|e| e.into_inner())
+    cache: Cache<BucketId, Shared>,
+    hasher: RandomState,
+    mask: u64,
 }
 
 impl MemoryStore {
@@ -106,61 +155,130 @@ impl MemoryStore {
                 Duration::from_millis(u64::try_from(rule.window_ms).unwrap_or(0))
                     .max(Duration::from_secs(1));
         }
+        let buckets = (max_keys / WINDOWS_PER_BUCKET)
+            .clamp(1, 1 << 31)
+            .next_power_of_two();
         let cache = Cache::builder()
             .max_capacity(max_keys)
+            // A bucket weighs its windows (an empty one, briefly, weighs one).
+            // Pruning lowers the count without telling the cache, so the cache
+            // may overestimate a bucket until it grows again; never under.
+            .weigher(|_, bucket: &Shared| {
+                let mut bucket = lock(bucket);
+                bucket.weighed = bucket.tracked.len();
+                u32::try_from(bucket.weighed.max(1)).unwrap_or(u32::MAX)
+            })
             .expire_after(ExpireAfterWindow { windows })
             .build();
-        Self { cache }
-    }
-
-    fn entry(&self, rule: RuleName, key: &str) -> Shared {
-        if let Some(found) = self.existing(rule, key) {
-            return found;
+        Self {
+            cache,
+            hasher: RandomState::new(),
+            mask: buckets - 1,
         }
-        let packed: PackedKey = format!("{}{key}", rule_byte(rule)).into();
-        self.cache.get_with(packed, Shared::default)
     }
 
-    fn existing(&self, rule: RuleName, key: &str) -> Option<Shared> {
-        with_packed(rule, key, |packed| self.cache.get(packed))
+    fn bucket_id(&self, rule: RuleName, key: &str) -> BucketId {
+        ((rule.index() as u64) << 32) | (self.hasher.hash_one(key) & self.mask)
     }
 
     /// Check-and-reserve, synchronously (the body of [`LimitStore::acquire`]).
     pub fn acquire_now(&self, slots: &[Slot<'_>], now: Millis) -> Acquired {
-        let mut entries: Vec<(usize, Shared)> = slots
+        let mut buckets: SmallVec<[(BucketId, Option<Shared>); 4]> = slots
             .iter()
-            .enumerate()
-            .map(|(i, s)| (i, self.entry(s.rule.name, s.key)))
+            .map(|s| {
+                let id = self.bucket_id(s.rule.name, s.key);
+                (id, self.cache.get(&id))
+            })
             .collect();
-        // Lock in one global order so that concurrent multi-key checks cannot deadlock.
-        entries.sort_by(|a, b| {
-            (slots[a.0].rule.name, slots[a.0].key).cmp(&(slots[b.0].rule.name, slots[b.0].key))
-        });
-        let mut guards: Vec<(usize, MutexGuard<'_, Window>)> =
-            entries.iter().map(|(i, w)| (*i, lock(w))).collect();
+        // Before creating a bucket, refuse if another key is already full, so
+        // that refusals leave no empty buckets behind.
+        if buckets.iter().any(|(_, bucket)| bucket.is_none()) {
+            let denied: Vec<SlotUsage> = slots
+                .iter()
+                .zip(&buckets)
+                .filter_map(|(slot, (_, bucket))| full(&mut lock(bucket.as_ref()?), slot, now))
+                .collect();
+            if !denied.is_empty() {
+                return Acquired::Denied(denied);
+            }
+        }
+
+        // Take the buckets in one global order (so that concurrent multi-key
+        // checks cannot deadlock), check under the locks, and reserve in all
+        // or none.
+        let mut buckets: SmallVec<[(BucketId, Shared); 4]> = buckets
+            .drain(..)
+            .map(|(id, found)| {
+                (
+                    id,
+                    found.unwrap_or_else(|| self.cache.get_with(id, Shared::default)),
+                )
+            })
+            .collect();
+        buckets.sort_by_key(|(id, _)| *id);
+        buckets.dedup_by_key(|(id, _)| *id);
+        let mut guards: SmallVec<[MutexGuard<'_, Bucket>; 4]> =
+            buckets.iter().map(|(_, bucket)| lock(bucket)).collect();
+        let index = |slot: &Slot<'_>| {
+            let id = self.bucket_id(slot.rule.name, slot.key);
+            buckets.iter().position(|(b, _)| *b == id)
+        };
 
         let mut denied = Vec::new();
-        for (i, window) in &mut guards {
-            let rule = slots[*i].rule;
-            window.prune(now, rule.window_ms);
-            if !window.has_room(rule.limit) {
-                denied.push(SlotUsage {
-                    rule,
-                    usage: window.usage(now, rule.window_ms),
-                });
+        for slot in slots {
+            if let Some(i) = index(slot) {
+                let bucket = &mut guards[i];
+                bucket.prune(now, slot.rule.window_ms);
+                denied.extend(full(bucket, slot, now));
             }
         }
         if !denied.is_empty() {
             return Acquired::Denied(denied);
         }
-        for (i, window) in &mut guards {
-            window.push(Event {
-                at: now,
-                tag: slots[*i].tag,
-            });
+        for slot in slots {
+            if let Some(i) = index(slot) {
+                guards[i].record(
+                    slot.key,
+                    Event {
+                        at: now,
+                        tag: slot.tag,
+                    },
+                );
+            }
+        }
+        // The cache learns a bucket's weight when it is inserted: tell it when
+        // a bucket holds more windows than it was last weighed with.
+        let grown: SmallVec<[bool; 4]> =
+            guards.iter().map(|b| b.tracked.len() > b.weighed).collect();
+        drop(guards);
+        for ((id, bucket), grown) in buckets.iter().zip(grown) {
+            if grown {
+                self.cache.insert(*id, bucket.clone());
+            }
         }
         Acquired::Granted
     }
+
+    /// Runs `f` on the window of (rule, key), if it is tracked.
+    fn with_window<T>(
+        &self,
+        rule: RuleName,
+        key: &str,
+        f: impl FnOnce(&mut Window) -> T,
+    ) -> Option<T> {
+        let bucket = self.cache.get(&self.bucket_id(rule, key))?;
+        let mut bucket = lock(&bucket);
+        bucket.find(key).map(f)
+    }
+}
+
+fn live(rule: &Rule, key: &str, window: &mut Window, now: Millis) -> Option<WindowState> {
+    window.prune(now, rule.window_ms);
+    (!window.is_empty()).then(|| WindowState {
+        rule: rule.name,
+        key: key.to_owned(),
+        events: window.events().copied().collect(),
+    })
 }
 
 #[async_trait]
@@ -170,29 +288,22 @@ impl LimitStore for MemoryStore {
     }
 
     async fn release(&self, rule: &Rule, key: &str, event: Event) {
-        if let Some(window) = self.existing(rule.name, key) {
-            lock(&window).remove(event);
-        }
+        self.with_window(rule.name, key, |w| w.remove(event));
     }
 
     async fn usage(&self, rule: &Rule, key: &str, now: Millis) -> Usage {
-        match self.existing(rule.name, key) {
-            Some(window) => {
-                let mut window = lock(&window);
-                window.prune(now, rule.window_ms);
-                window.usage(now, rule.window_ms)
-            }
-            None => Usage {
-                count: 0,
-                reset_ms: 0,
-            },
-        }
+        self.with_window(rule.name, key, |w| {
+            w.prune(now, rule.window_ms);
+            w.usage(now, rule.window_ms)
+        })
+        .unwrap_or(Usage {
+            count: 0,
+            reset_ms: 0,
+        })
     }
 
     async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>) {
-        if let Some(window) = self.existing(rule.name, key) {
-            lock(&window).clear(tag);
-        }
+        self.with_window(rule.name, key, |w| w.clear(tag));
     }
 
     async fn windows(
@@ -202,30 +313,34 @@ impl LimitStore for MemoryStore {
         now: Millis,
         max: usize,
     ) -> Vec<WindowState> {
-        let live = |rule: RuleName, key: &str, w: &Shared| -> Option<WindowState> {
-            let r = rules.get(rule)?;
-            let mut window = lock(w);
-            window.prune(now, r.window_ms);
-            (!window.is_empty()).then(|| WindowState {
-                rule,
-                key: key.to_owned(),
-                events: window.events().copied().collect(),
-            })
-        };
         let mut out: Vec<WindowState> = match key {
             Some(key) => rules
                 .enabled()
-                .filter_map(|rule| live(rule.name, key, &self.existing(rule.name, key)?))
-                .collect(),
-            None => self
-                .cache
-                .iter()
-                .filter_map(|(packed, w)| {
-                    let (rule, key) = unpack(&packed)?;
-                    live(rule, key, &w)
+                .filter_map(|rule| {
+                    self.with_window(rule.name, key, |w| live(rule, key, w, now))
+                        .flatten()
                 })
-                .take(max)
                 .collect(),
+            None => {
+                let mut out = Vec::new();
+                for (id, bucket) in self.cache.iter() {
+                    let Some(rule) = RuleName::ALL.get(rule_of(*id)).and_then(|r| rules.get(*r))
+                    else {
+                        continue;
+                    };
+                    let mut bucket = lock(&bucket);
+                    out.extend(
+                        bucket
+                            .tracked
+                            .iter_mut()
+                            .filter_map(|t| live(rule, &t.key, &mut t.window, now)),
+                    );
+                    if out.len() >= max {
+                        break;
+                    }
+                }
+                out
+            }
         };
         out.truncate(max);
         out.sort_by(|a, b| (a.rule, &a.key).cmp(&(b.rule, &b.key)));
@@ -239,16 +354,31 @@ impl LimitStore for MemoryStore {
             };
             let mut window = Window::from_events(saved.events);
             window.prune(now, rule.window_ms);
-            if !window.is_empty() {
-                let packed: PackedKey = format!("{}{}", rule_byte(saved.rule), saved.key).into();
-                self.cache.insert(packed, Arc::new(Mutex::new(window)));
+            if window.is_empty() {
+                continue;
+            }
+            let id = self.bucket_id(saved.rule, &saved.key);
+            let bucket = self.cache.get_with(id, Shared::default);
+            let grown = {
+                let mut b = lock(&bucket);
+                match b.find(&saved.key) {
+                    Some(existing) => *existing = window,
+                    None => b.tracked.push(Tracked {
+                        key: CompactString::from(saved.key.as_str()),
+                        window,
+                    }),
+                }
+                b.tracked.len() > b.weighed
+            };
+            if grown {
+                self.cache.insert(id, bucket);
             }
         }
     }
 
     fn tracked_keys(&self) -> u64 {
         self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.cache.weighted_size()
     }
 }
 
@@ -307,6 +437,42 @@ mod tests {
             store.acquire_now(&[slot(&rules, RuleName::LoginIp, &key)], 0);
         }
         assert!(store.tracked_keys() <= 100, "{}", store.tracked_keys());
+    }
+
+    #[tokio::test]
+    async fn keys_sharing_a_bucket_keep_their_own_windows() {
+        let rules = rules();
+        // 1,000 keys over 128 buckets: about 8 windows share each bucket.
+        let store = MemoryStore::new(&rules, 1_000);
+        let keys: Vec<String> = (0..1_000)
+            .map(|i| format!("10.1.{}.{}", i / 256, i % 256))
+            .collect();
+        for key in &keys {
+            assert_eq!(
+                store.acquire_now(&[slot(&rules, RuleName::LoginIp, key)], 0),
+                Acquired::Granted
+            );
+        }
+        assert_eq!(store.tracked_keys(), 1_000);
+        for t in 1..5 {
+            store.acquire_now(&[slot(&rules, RuleName::LoginIp, &keys[0])], t);
+        }
+        assert!(matches!(
+            store.acquire_now(&[slot(&rules, RuleName::LoginIp, &keys[0])], 5),
+            Acquired::Denied(_)
+        ));
+        let rule = *rules.get(RuleName::LoginIp).unwrap();
+        for key in &keys[1..] {
+            assert_eq!(store.usage(&rule, key, 5).await.count, 1, "{key}");
+        }
+        // A window that has passed is dropped and its key starts afresh.
+        let later = rule.window_ms + 10;
+        assert_eq!(
+            store.acquire_now(&[slot(&rules, RuleName::LoginIp, &keys[0])], later),
+            Acquired::Granted
+        );
+        assert_eq!(store.usage(&rule, &keys[0], later).await.count, 1);
+        assert!(store.tracked_keys() <= 1_000);
     }
 
     #[tokio::test]

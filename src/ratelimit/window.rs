@@ -16,8 +16,9 @@ pub struct Event {
     pub tag: u64,
 }
 
-/// Events kept inline before spilling to the heap: the default IP limits are 5.
-const INLINE_EVENTS: usize = 5;
+/// Events kept inline before spilling to the heap: most tracked keys hold one
+/// (a single failure), and memory per key is what bounds a flood of addresses.
+const INLINE_EVENTS: usize = 1;
 
 /// The counted events of one (rule, key), oldest first. A window never holds
 /// more than its rule's limit, so removing from the front is cheap.

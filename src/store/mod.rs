@@ -147,6 +147,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser) -> StoreResult<User>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
+    /// The account and whether its second factor is on, in one read.
+    async fn user_with_mfa(&self, id: Uuid) -> StoreResult<Option<(User, bool)>>;
     /// Accounts whose email contains `email_filter` (all when `None`), oldest first.
     async fn list_users(&self, email_filter: Option<String>) -> StoreResult<Vec<User>>;
     async fn set_password_hash(&self, user_id: Uuid, hash: String, now: Millis) -> StoreResult<()>;

@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""The load harness: portcullis beside its ceilings, measured in one run.
+
+    python3 benches/load.py [--duration 10] [--addresses 1000000] [--out BENCHMARKS.md]
+
+Builds the release binary and two small programs under examples/ (`ceiling`:
+a bare actix-web server answering a fixed 429 and a fixed 200; `argon_rate`:
+argon2id on every core with nothing around it), starts portcullis on a fresh
+data directory, drives it with wrk (Debian's package, installed when missing)
+and writes the table between the result markers of BENCHMARKS.md. Every
+throughput figure stands beside a baseline measured minutes apart on the same
+machine, because absolute numbers on a shared machine mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_DIR = ROOT / "benches" / "wrk"
+RELEASE = ROOT / "target" / "release"
+PORTCULLIS = RELEASE / "portcullis"
+CEILING = RELEASE / "examples" / "ceiling"
+ARGON_RATE = RELEASE / "examples" / "argon_rate"
+
+EMAIL = "bench0@example.com"
+USERS = 64
+PASSWORD = "a long and unguessable benchmark passphrase"
+MARK_START = "<!-- results:start -->"
+MARK_END = "<!-- results:end -->"
+
+
+def log(msg: str) -> None:
+    print(f"[load] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def health_ok(port: int) -> bool:
+    """One raw GET /health; True on a 200. Raw sockets keep polling cheap."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            return s.recv(16).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def start_until_healthy(argv: list[str], port: int, env: dict | None = None,
+                        log_path: Path | None = None) -> tuple[subprocess.Popen, float]:
+    """Starts a server and returns it with the seconds from spawn to the first 200."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    began = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=out, stderr=out, env=env)
+    while not health_ok(port):
+        if proc.poll() is not None:
+            raise SystemExit(f"{argv[0]} exited with {proc.returncode}; see {log_path}")
+        if time.perf_counter() - began > 30:
+            proc.kill()
+            raise SystemExit(f"{argv[0]} did not answer /health within 30 s")
+        time.sleep(0.0005)
+    return proc, time.perf_counter() - began
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+    return kib / 1024
+
+
+@dataclass
+class Portcullis:
+    """A portcullis server on a data directory of its own."""
+
+    data_dir: Path
+    port: int
+    config: Path
+    proc: subprocess.Popen | None = None
+
+    @classmethod
+    def configure(cls, data_dir: Path, extra: str = "") -> "Portcullis":
+        port = free_port()
+        config = data_dir.parent / f"{data_dir.name}.toml"
+        config.write_text(
+            f'[server]\nbind = "127.0.0.1:{port}"\ntrusted_proxies = ["127.0.0.1/32"]\n'
+            f'[storage]\ndata_dir = "{data_dir}"\n{extra}'
+        )
+        return cls(data_dir, port, config)
+
+    def start(self) -> float:
+        self.proc, seconds = start_until_healthy(
+            [str(PORTCULLIS), "--config", str(self.config), "serve"], self.port,
+            log_path=self.data_dir.parent / f"{self.data_dir.name}.log")
+        return seconds
+
+    def stop(self) -> None:
+        if self.proc:
+            stop(self.proc)
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, method: str, path: str, body: dict | None = None,
+             token: str | None = None, headers: dict | None = None) -> tuple[int, dict]:
+        req = urllib.request.Request(self.url + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+        req.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                text = r.read()
+                return r.status, json.loads(text) if text else {}
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            return e.code, json.loads(text) if text else {}
+
+    def metric(self, name: str, **labels: str) -> float:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=30) as r:
+            text = r.read().decode()
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)"
+        m = re.search(r"^" + pattern + r"$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+
+# ---------------------------------------------------------------- wrk
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    non_2xx: int
+    socket_errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    log("installing wrk from Debian's packages")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run(sudo + ["apt-get", "install", "-y", "wrk"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def wrk_cmd(url: str, script: str, threads: int, conns: int, seconds: float) -> list[str]:
+    return ["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+            "-s", str(WRK_DIR / script), url]
+
+
+def wrk_env(**extra: str) -> dict:
+    env = dict(os.environ, WRK_DIR=str(WRK_DIR))
+    env.update(extra)
+    return env
+
+
+def parse_wrk(output: str) -> Load:
+    m = re.search(r"^RESULT (\{.*\})$", output, re.M)
+    if not m:
+        raise SystemExit(f"wrk printed no result:\n{output}")
+    r = json.loads(m.group(1))
+    return Load(r["requests"], r["duration_us"] / 1e6, r["non_2xx_3xx"], r["socket_errors"],
+                r["p50_us"] / 1e3, r["p99_us"] / 1e3)
+
+
+def wrk(url: str, seconds: float, conns: int = 64, threads: int = 2, method: str = "GET",
+        body: dict | None = None, token: str = "", xff: str = "") -> Load:
+    out = subprocess.run(
+        wrk_cmd(url, "fixed.lua", threads, conns, seconds),
+        env=wrk_env(WRK_METHOD=method, WRK_BODY=json.dumps(body) if body else "",
+                    WRK_AUTH=token, WRK_XFF=xff),
+        check=True, capture_output=True, text=True).stdout
+    return parse_wrk(out)
+
+
+# ---------------------------------------------------------------- figures
+
+
+@dataclass
+class Row:
+    figure: str
+    ours: str
+    baseline: str
+    ratio: str
+    target: str
+    met: bool
+
+
+def fmt_load(load: Load) -> str:
+    return f"{load.rps:,.0f} req/s, p99 {load.p99_ms:.2f} ms"
+
+
+def ratio_row(figure: str, ours: Load, base: Load, need: float) -> Row:
+    ratio = ours.rps / base.rps
+    return Row(figure, fmt_load(ours), fmt_load(base), f"{ratio:.2f} ×",
+               f"≥ {need} ×", ratio >= need)
+
+
+def build() -> None:
+    log("building the release binary and the baseline programs")
+    subprocess.run(["cargo", "build", "--release", "--bin", "portcullis",
+                    "--example", "ceiling", "--example", "argon_rate"],
+                   cwd=ROOT, check=True)
+
+
+def startup_figures(work: Path, runs: int) -> tuple[list[float], list[float], list[float]]:
+    """Seconds from spawn to the first 200 from /health: fresh, existing, ceiling."""
+    fresh, existing, ceiling = [], [], []
+    for i in range(runs):
+        server = Portcullis.configure(work / f"start{i}")
+        fresh.append(server.start())
+        server.stop()
+        existing.append(server.start())
+        server.stop()
+        port = free_port()
+        proc, seconds = start_until_healthy([str(CEILING), f"127.0.0.1:{port}"], port)
+        ceiling.append(seconds)
+        stop(proc)
+    return fresh, existing, ceiling
+
+
+def logins(url: str, seconds: float, conns: int, threads: int = 2) -> subprocess.Popen:
+    return subprocess.Popen(
+        wrk_cmd(url + "/auth/login", "logins.lua", threads, conns, seconds),
+        env=wrk_env(WRK_USERS=str(USERS), WRK_PASSWORD=PASSWORD),
+        stdout=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> Load:
+    out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"wrk failed: {out}")
+    return parse_wrk(out)
+
+
+def login_flood_with_me(server: Portcullis, token: str, seconds: float) -> tuple[Load, Load, float]:
+    """Logins with the right password on many connections (every hashing slot
+    busy, a queue behind them) while a second client reads /auth/me."""
+    flood = logins(server.url, seconds + 2, conns=48, threads=1)
+    time.sleep(1)
+    depth = server.metric("portcullis_hash_queue_depth")
+    me = wrk(server.url + "/auth/me", seconds, conns=8, threads=1, token=token)
+    return me, finish(flood), depth
+
+
+def memory_figure(work: Path, addresses: int) -> tuple[float, float, float, int]:
+    """RSS idle and after `addresses` distinct client addresses each made one
+    failed login for an email of its own. Hashing is made cheap in this server
+    only, so that a million logins take a minute rather than hours: the
+    limiter's memory does not depend on the hash parameters."""
+    server = Portcullis.configure(
+        work / "memory",
+        "[passwords]\nargon2_memory_kib = 8\nargon2_iterations = 1\nmax_queued_hashes = 4096\n")
+    server.start()
+    time.sleep(1)
+    idle = rss_mib(server.proc.pid)
+    threads = 2
+    per_thread = addresses // threads + 1
+    proc = subprocess.Popen(
+        wrk_cmd(server.url, "addresses.lua", threads, 128, 3600),
+        env=wrk_env(WRK_PER_THREAD=str(per_thread)), stdout=subprocess.PIPE, text=True)
+    began = time.time()
+    while server.metric("portcullis_http_requests_total", route="/auth/login", status="401") < addresses:
+        if proc.poll() is not None:
+            raise SystemExit("wrk ended before every address was sent")
+        time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate()
+    log(f"{addresses:,} addresses in {time.time() - began:.0f} s")
+    time.sleep(2)
+    loaded = rss_mib(server.proc.pid)
+    keys = int(server.metric("portcullis_rate_limit_keys"))
+    hwm = int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{server.proc.pid}/status").read_text()).group(1)) / 1024
+    server.stop()
+    return idle, loaded, hwm, keys
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10, help="seconds per throughput run")
+    ap.add_argument("--addresses", type=int, default=1_000_000, help="client addresses for the memory figure")
+    ap.add_argument("--startups", type=int, default=5, help="starts per start-up figure (median)")
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+
+    ensure_wrk()
+    if not args.no_build:
+        build()
+    work = Path(tempfile.mkdtemp(prefix="portcullis-load-"))
+    rows: list[Row] = []
+    d = args.duration
+
+    # 5. Start-up, before anything else warms the page cache for this binary.
+    log("start-up times")
+    fresh, existing, ceiling = startup_figures(work, args.startups)
+    med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+    rows.append(Row("5a. start to first 200 from /health, existing database (median)",
+                    f"{med(existing):.0f} ms", f"{med(ceiling):.0f} ms (ceiling server)",
+                    "", "< 100 ms", med(existing) < 100))
+    rows.append(Row("5b. start to first 200 from /health, first start (median)",
+                    f"{med(fresh):.0f} ms", f"{med(ceiling):.0f} ms (ceiling server)",
+                    "", "< 300 ms", med(fresh) < 300))
+
+    server = Portcullis.configure(work / "main")
+    server.start()
+    time.sleep(1)
+    idle = rss_mib(server.proc.pid)
+    for u in range(USERS):
+        status, _ = server.call("POST", "/auth/register",
+                                {"email": f"bench{u}@example.com", "password": PASSWORD},
+                                headers={"X-Forwarded-For": f"198.19.0.{u}"})
+        assert status == 201, status
+    status, pair = server.call("POST", "/auth/login", {"email": EMAIL, "password": PASSWORD})
+    assert status == 200, status
+    token = pair["access_token"]
+
+    port = free_port()
+    ceiling_proc, _ = start_until_healthy([str(CEILING), f"127.0.0.1:{port}"], port)
+    ceiling_url = f"http://127.0.0.1:{port}"
+
+    # 1. The blocked-login path: 5 wrong passwords from this address, then a flood.
+    log("blocked logins (429)")
+    wrong = {"email": EMAIL, "password": "not the password at all"}
+    blocker = {"X-Forwarded-For": "203.0.113.9"}
+    for _ in range(5):
+        server.call("POST", "/auth/login", wrong, headers=blocker)
+    status, _ = server.call("POST", "/auth/login", wrong, headers=blocker)
+    assert status == 429, status
+    base_429 = wrk(ceiling_url + "/auth/login", d, method="POST", body=wrong)
+    before = server.metric("portcullis_http_requests_total", route="/auth/login", status="429")
+    ours_429 = wrk(server.url + "/auth/login", d, method="POST", body=wrong, xff=blocker["X-Forwarded-For"])
+    got_429 = server.metric("portcullis_http_requests_total", route="/auth/login", status="429") - before
+    rows.append(ratio_row("1. blocked login (429)", ours_429, base_429, 0.5))
+    if got_429 < ours_429.requests * 0.99:
+        raise SystemExit(f"only {got_429:.0f} of {ours_429.requests} blocked-login answers were 429")
+
+    # 2. GET /auth/me with a valid token.
+    log("GET /auth/me")
+    base_me = wrk(ceiling_url + "/auth/me", d)
+    ours_me = wrk(server.url + "/auth/me", d, token=token)
+    assert ours_me.non_2xx == 0, ours_me
+    rows.append(ratio_row("2. GET /auth/me, valid token", ours_me, base_me, 0.4))
+    stop(ceiling_proc)
+
+    # 3. Successful logins per second against bare argon2id on the same cores.
+    log("successful logins against argon2id alone")
+    argon = json.loads(subprocess.run([str(ARGON_RATE), str(int(d))], check=True,
+                                      capture_output=True, text=True).stdout)
+    ok = finish(logins(server.url, d, conns=16))
+    assert ok.non_2xx == 0, ok
+    ratio = ok.rps / argon["verifications_per_second"]
+    rows.append(Row("3. successful logins (default argon2id: 19 MiB, t=2, p=1)",
+                    f"{ok.rps:,.1f} logins/s",
+                    f"{argon['verifications_per_second']:,.1f} argon2id/s on {argon['threads']} threads",
+                    f"{ratio:.2f} ×", "≥ 0.85 ×", ratio >= 0.85))
+
+    # 4. /auth/me while logins keep every hashing slot busy.
+    log("GET /auth/me during a login flood")
+    me_flood, flood, depth = login_flood_with_me(server, token, d)
+    rows.append(Row("4. p99 of GET /auth/me during a login flood",
+                    f"{me_flood.p99_ms:.2f} ms ({me_flood.rps:,.0f} req/s)",
+                    f"{flood.rps:,.1f} logins/s alongside, hash queue {depth:.0f} deep",
+                    "", "< 20 ms", me_flood.p99_ms < 20 and depth > 0))
+    server.stop()
+
+    # 6. Memory.
+    log(f"memory: {args.addresses:,} client addresses")
+    mem_idle, loaded, hwm, keys = memory_figure(work, args.addresses)
+    rows.append(Row("6a. resident memory, idle after start", f"{idle:.1f} MiB", "", "", "< 30 MB",
+                    idle * 1.048576 < 30))
+    rows.append(Row(f"6b. resident memory after {args.addresses:,} client addresses",
+                    f"{loaded:.1f} MiB (peak {hwm:.1f} MiB)",
+                    f"{mem_idle:.1f} MiB before; {keys:,} windows held", "", "< 300 MB",
+                    loaded * 1.048576 < 300))
+
+    # 7. Binary size.
+    size = PORTCULLIS.stat().st_size / 1e6
+    rows.append(Row("7. release binary, stripped", f"{size:.1f} MB",
+                    f"{CEILING.stat().st_size / 1e6:.1f} MB (ceiling server)", "", "< 25 MB", size < 25))
+
+    shutil.rmtree(work, ignore_errors=True)
+    write_report(Path(args.out), rows, args)
+    failed = [r.figure for r in rows if not r.met]
+    for r in rows:
+        log(f"{'ok  ' if r.met else 'MISS'} {r.figure}: {r.ours} | {r.baseline} | {r.ratio}")
+    sys.exit(1 if failed else 0)
+
+
+def write_report(path: Path, rows: list[Row], args: argparse.Namespace) -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    command = "python3 benches/load.py" + (f" --duration {args.duration:g}" if args.duration != 10 else "") \
+        + (f" --addresses {args.addresses}" if args.addresses != 1_000_000 else "")
+    lines = [
+        MARK_START,
+        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC at commit "
+        f"`{commit}`{' (with local changes)' if dirty else ''} by `{command}`, "
+        f"on {os.cpu_count()} × {cpu}, load from {wrk_version.strip() or 'wrk'} on the same machine.",
+        "",
+        "| figure | portcullis | baseline, same run | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {r.figure} | {r.ours} | {r.baseline} | {r.ratio} | {r.target} | {'yes' if r.met else '**no**'} |"
+              for r in rows]
+    lines.append(MARK_END)
+    block = "\n".join(lines)
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        _, tail = rest.split(MARK_END, 1)
+        text = head + block + tail
+    else:
+        text += "\n" + block + "\n"
+    path.write_text(text)
+    log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
