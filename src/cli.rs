@@ -161,7 +161,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    telemetry::init(config.server.log_format);
+    let _log = telemetry::init(config.server.log_format);
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(config, Arc::new(SystemClock), Signals::Handle).await?;
         app.run_until_stopped().await

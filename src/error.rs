@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 use crate::ratelimit::{Blocked, RateHeaders};
 use crate::store::StoreError;
@@ -151,17 +150,22 @@ impl ResponseError for ApiError {
             Self::Unavailable(e) => tracing::warn!(error = format!("{e:#}"), "storage unavailable"),
             _ => {}
         }
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
-        if let Self::Validation(fields) = self {
-            body["fields"] = json!(fields);
-        }
+        let mut body = ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+            fields: match self {
+                Self::Validation(fields) => Some(fields),
+                _ => None,
+            },
+            retry_after: None,
+        };
         let mut res = HttpResponse::build(self.status_code());
         match self {
             Self::MethodNotAllowed(allow) => {
                 res.insert_header((header::ALLOW, *allow));
             }
             Self::TooManyRequests(blocked) => {
-                body["retry_after"] = json!(blocked.retry_after);
+                body.retry_after = Some(blocked.retry_after);
                 res.insert_header((header::RETRY_AFTER, blocked.retry_after.to_string()));
             }
             Self::Overloaded | Self::Unavailable(_) => {
@@ -182,6 +186,17 @@ impl ResponseError for ApiError {
         }
         response
     }
+}
+
+/// The JSON body of every error answer.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fields: Option<&'a FieldErrors>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
 }
 
 impl From<crate::auth::service::AuthError> for ApiError {

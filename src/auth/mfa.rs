@@ -81,6 +81,7 @@ impl AuthService {
         {
             return Err(AuthError::MfaState("mfa_not_set_up"));
         }
+        self.forget_profile(user.id);
         Ok(codes)
     }
 
@@ -106,6 +107,7 @@ impl AuthService {
             return Err(AuthError::InvalidMfaCode);
         }
         self.store().disable_totp(user.id).await?;
+        self.forget_profile(user.id);
         Ok(())
     }
 

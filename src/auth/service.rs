@@ -142,7 +142,23 @@ pub struct AuthService {
     clock: SharedClock,
     session_ttl_ms: Millis,
     refresh_ttl_ms: Millis,
+    /// Recently read accounts for `GET /auth/me` (see [`AuthService::current_profile`]).
+    profiles: moka::sync::Cache<Uuid, Arc<Profile>>,
 }
+
+/// An account as `GET /auth/me` shows it: the row without its password hash,
+/// and whether its second factor is on.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub user: User,
+    pub mfa_enabled: bool,
+}
+
+/// How long a profile read from the database is served from memory. Changes
+/// made by this process are seen at once (they forget the profile); changes
+/// made by another process on the same database (the CLI) within this time,
+/// the same bound as for revocations.
+const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AuthService {
     pub fn new(
@@ -165,6 +181,10 @@ impl AuthService {
             clock,
             session_ttl_ms: config.tokens.session_ttl.as_millis_i64(),
             refresh_ttl_ms: config.tokens.refresh_ttl.as_millis_i64(),
+            profiles: moka::sync::Cache::builder()
+                .max_capacity(16_384)
+                .time_to_live(PROFILE_TTL)
+                .build(),
         }
     }
 
@@ -436,13 +456,28 @@ impl AuthService {
             .ok_or(AuthError::InvalidToken(TokenError::Revoked))
     }
 
-    /// [`AuthService::current_user`] and whether its second factor is on.
-    pub async fn current_profile(&self, claims: &AccessClaims) -> AuthResult<(User, bool)> {
-        self.store
+    /// The enabled account behind a verified token and whether its second
+    /// factor is on, served from memory for up to [`PROFILE_TTL`] after a read:
+    /// a client polling `/auth/me` costs no database read per request.
+    pub async fn current_profile(&self, claims: &AccessClaims) -> AuthResult<Arc<Profile>> {
+        if let Some(profile) = self.profiles.get(&claims.sub) {
+            return Ok(profile);
+        }
+        let (mut user, mfa_enabled) = self
+            .store
             .user_with_mfa(claims.sub)
             .await?
             .filter(|(u, _)| !u.is_disabled())
-            .ok_or(AuthError::InvalidToken(TokenError::Revoked))
+            .ok_or(AuthError::InvalidToken(TokenError::Revoked))?;
+        user.password_hash = String::new();
+        let profile = Arc::new(Profile { user, mfa_enabled });
+        self.profiles.insert(claims.sub, profile.clone());
+        Ok(profile)
+    }
+
+    /// Drops a remembered profile after its account or second factor changed.
+    pub(crate) fn forget_profile(&self, user_id: Uuid) {
+        self.profiles.invalidate(&user_id);
     }
 
     /// Revokes the session the token belongs to.
@@ -600,10 +635,12 @@ impl AuthService {
         if disabled {
             self.revoke_all(user_id, None, "user_disabled").await?;
         }
-        Ok(self
+        let found = self
             .store
             .set_disabled(user_id, disabled, self.now())
-            .await?)
+            .await?;
+        self.forget_profile(user_id);
+        Ok(found)
     }
 
     /// Picks up revocations made by other processes; returns the next cursor.

@@ -254,11 +254,11 @@ pub async fn refresh(
 
 /// `GET /auth/me`
 pub async fn me(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpResponse, ApiError> {
-    let (user, mfa_enabled) = state.auth.current_profile(&auth.0).await?;
+    let profile = state.auth.current_profile(&auth.0).await?;
     Ok(HttpResponse::Ok().json(MeView {
-        user: UserView::from(&user),
-        mfa_enabled,
-        is_admin: user.is_admin,
+        user: UserView::from(&profile.user),
+        mfa_enabled: profile.mfa_enabled,
+        is_admin: profile.user.is_admin,
     }))
 }
 

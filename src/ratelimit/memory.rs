@@ -5,12 +5,14 @@
 //!
 //! Memory is the design constraint. A moka entry costs about 300 bytes of
 //! bookkeeping before its key and value, more than a window itself, so the
-//! cache does not hold one entry per key: it holds buckets. The keys of a
-//! rule are spread by a randomly keyed SipHash over `max_keys / 8` buckets,
-//! and a bucket keeps the windows of its few keys in a small vector, keys
-//! inline (no allocation for addresses and most emails). The cache weighs a
-//! bucket by its number of windows, so `max_keys` still bounds windows, and
-//! an attacker cannot aim many keys at one bucket without knowing the hash key.
+//! cache does not hold one entry per key: it holds buckets. Every (rule, key)
+//! is spread by a randomly keyed SipHash over `max_keys / 8` buckets, and a
+//! bucket keeps the windows of its few keys in a small vector, keys inline (no
+//! allocation for addresses and short emails). The cache weighs a bucket by
+//! its number of windows, so `max_keys` still bounds windows; a bucket expires
+//! when the longest window among its keys' rules has passed since its last
+//! use; and an attacker cannot aim many keys at one bucket without knowing the
+//! hash key.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -31,21 +33,18 @@ use crate::clock::Millis;
 /// Windows per bucket when `max_keys` windows are tracked under one rule.
 const WINDOWS_PER_BUCKET: u64 = 8;
 
-/// Which bucket: the rule's index in the high half, the bucket number in the low.
+/// A bucket number, below `max_keys / 8` rounded up to a power of two.
 type BucketId = u64;
 
-fn rule_of(id: BucketId) -> usize {
-    (id >> 32) as usize
-}
-
-/// One key and its window.
+/// One (rule, key) and its window.
 #[derive(Debug)]
 struct Tracked {
     key: CompactString,
+    rule: RuleName,
     window: Window,
 }
 
-/// The windows of the keys of one rule that hash to one bucket.
+/// The windows of the (rule, key) pairs that hash to one bucket.
 #[derive(Debug, Default)]
 struct Bucket {
     tracked: Vec<Tracked>,
@@ -55,7 +54,7 @@ struct Bucket {
 
 /// The usage of `slot`'s key when it has no room left.
 fn full(bucket: &mut Bucket, slot: &Slot<'_>, now: Millis) -> Option<SlotUsage> {
-    let window = bucket.find(slot.key)?;
+    let window = bucket.find(slot.rule.name, slot.key)?;
     window.prune(now, slot.rule.window_ms);
     (!window.has_room(slot.rule.limit)).then(|| SlotUsage {
         rule: slot.rule,
@@ -64,32 +63,35 @@ fn full(bucket: &mut Bucket, slot: &Slot<'_>, now: Millis) -> Option<SlotUsage> 
 }
 
 impl Bucket {
-    /// Adds an event to `key`'s window, tracking the key if it is new.
-    fn record(&mut self, key: &str, event: Event) {
-        match self.find(key) {
+    /// Adds an event to the window of (rule, key), tracking it if it is new.
+    fn record(&mut self, rule: RuleName, key: &str, event: Event) {
+        match self.find(rule, key) {
             Some(window) => window.push(event),
             None => {
                 let mut window = Window::default();
                 window.push(event);
                 self.tracked.push(Tracked {
                     key: CompactString::from(key),
+                    rule,
                     window,
                 });
             }
         }
     }
 
-    fn find(&mut self, key: &str) -> Option<&mut Window> {
+    fn find(&mut self, rule: RuleName, key: &str) -> Option<&mut Window> {
         self.tracked
             .iter_mut()
-            .find(|t| t.key == key)
+            .find(|t| t.rule == rule && t.key == key)
             .map(|t| &mut t.window)
     }
 
-    /// Drops stale events, and windows left empty, of every key in the bucket.
-    fn prune(&mut self, now: Millis, window_ms: Millis) {
+    /// Drops the stale events, and windows left empty, of `rule`'s keys.
+    fn prune(&mut self, rule: RuleName, now: Millis, window_ms: Millis) {
         self.tracked.retain_mut(|t| {
-            t.window.prune(now, window_ms);
+            if t.rule == rule {
+                t.window.prune(now, window_ms);
+            }
             !t.window.is_empty()
         });
     }
@@ -101,41 +103,50 @@ fn lock(bucket: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
     bucket.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A bucket lives one window past its last use: by then every event is stale.
+/// A bucket lives, past its last use, as long as the longest window of its
+/// keys' rules: by then every event in it is stale.
 struct ExpireAfterWindow {
     windows: [Duration; 9],
 }
 
 impl ExpireAfterWindow {
-    fn window(&self, id: BucketId) -> Option<Duration> {
-        self.windows.get(rule_of(id)).copied()
+    fn window(&self, bucket: &Shared) -> Option<Duration> {
+        let bucket = lock(bucket);
+        let longest = bucket
+            .tracked
+            .iter()
+            .filter_map(|t| self.windows.get(t.rule.index()))
+            .max()
+            .copied();
+        // A bucket just created and still empty gets a short lease.
+        Some(longest.unwrap_or(Duration::from_secs(1)))
     }
 }
 
 impl Expiry<BucketId, Shared> for ExpireAfterWindow {
-    fn expire_after_create(&self, id: &BucketId, _: &Shared, _: Instant) -> Option<Duration> {
-        self.window(*id)
+    fn expire_after_create(&self, _: &BucketId, bucket: &Shared, _: Instant) -> Option<Duration> {
+        self.window(bucket)
     }
 
     fn expire_after_read(
         &self,
-        id: &BucketId,
-        _: &Shared,
+        _: &BucketId,
+        bucket: &Shared,
         _: Instant,
         _: Option<Duration>,
         _: Instant,
     ) -> Option<Duration> {
-        self.window(*id)
+        self.window(bucket)
     }
 
     fn expire_after_update(
         &self,
-        id: &BucketId,
-        _: &Shared,
+        _: &BucketId,
+        bucket: &Shared,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        self.window(*id)
+        self.window(bucket)
     }
 }
 
@@ -178,7 +189,7 @@ impl MemoryStore {
     }
 
     fn bucket_id(&self, rule: RuleName, key: &str) -> BucketId {
-        ((rule.index() as u64) << 32) | (self.hasher.hash_one(key) & self.mask)
+        self.hasher.hash_one((rule, key)) & self.mask
     }
 
     /// Check-and-reserve, synchronously (the body of [`LimitStore::acquire`]).
@@ -228,7 +239,7 @@ impl MemoryStore {
         for slot in slots {
             if let Some(i) = index(slot) {
                 let bucket = &mut guards[i];
-                bucket.prune(now, slot.rule.window_ms);
+                bucket.prune(slot.rule.name, now, slot.rule.window_ms);
                 denied.extend(full(bucket, slot, now));
             }
         }
@@ -238,6 +249,7 @@ impl MemoryStore {
         for slot in slots {
             if let Some(i) = index(slot) {
                 guards[i].record(
+                    slot.rule.name,
                     slot.key,
                     Event {
                         at: now,
@@ -268,7 +280,7 @@ impl MemoryStore {
     ) -> Option<T> {
         let bucket = self.cache.get(&self.bucket_id(rule, key))?;
         let mut bucket = lock(&bucket);
-        bucket.find(key).map(f)
+        bucket.find(rule, key).map(f)
     }
 }
 
@@ -323,17 +335,13 @@ impl LimitStore for MemoryStore {
                 .collect(),
             None => {
                 let mut out = Vec::new();
-                for (id, bucket) in self.cache.iter() {
-                    let Some(rule) = RuleName::ALL.get(rule_of(*id)).and_then(|r| rules.get(*r))
-                    else {
-                        continue;
-                    };
+                for (_, bucket) in self.cache.iter() {
                     let mut bucket = lock(&bucket);
                     out.extend(
                         bucket
                             .tracked
                             .iter_mut()
-                            .filter_map(|t| live(rule, &t.key, &mut t.window, now)),
+                            .filter_map(|t| live(rules.get(t.rule)?, &t.key, &mut t.window, now)),
                     );
                     if out.len() >= max {
                         break;
@@ -361,10 +369,11 @@ impl LimitStore for MemoryStore {
             let bucket = self.cache.get_with(id, Shared::default);
             let grown = {
                 let mut b = lock(&bucket);
-                match b.find(&saved.key) {
+                match b.find(saved.rule, &saved.key) {
                     Some(existing) => *existing = window,
                     None => b.tracked.push(Tracked {
                         key: CompactString::from(saved.key.as_str()),
+                        rule: saved.rule,
                         window,
                     }),
                 }

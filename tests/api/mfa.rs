@@ -19,6 +19,15 @@ fn code(app: &TestApp, secret: &[u8]) -> String {
 async fn with_totp(app: &TestApp, email: &str) -> (String, Vec<u8>, Vec<String>) {
     let pair = app.signed_up(email).await;
     let access = token(&pair, "access_token");
+    // Read the profile first: what the server remembers of it must not
+    // outlive the change below.
+    let me: Value = app
+        .get_auth("/auth/me", &access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["mfa_enabled"], false);
     let res = app.post_auth("/auth/mfa/totp/setup", &access, None).await;
     assert_eq!(res.status(), StatusCode::OK);
     let setup: Value = res.json().await.unwrap();
@@ -319,6 +328,13 @@ async fn disable_needs_password_and_code_and_secrets_stay_sealed() {
         )
         .await;
     expect_error(res, StatusCode::BAD_REQUEST, "invalid_mfa_code").await;
+    let me: Value = app
+        .get_auth("/auth/me", &access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["mfa_enabled"], true);
 
     // The secret is sealed: neither its bytes nor its base32 form are stored.
     let (b32, _) = portcullis::auth::totp::provisioning(&secret, "x", "y");
