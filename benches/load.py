@@ -485,7 +485,7 @@ def write_report(path: Path, rows: list[Row], args: argparse.Namespace) -> None:
                            capture_output=True, text=True).stdout.strip()
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
-    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0].split(" Copyright")[0]
     command = "python3 benches/load.py" + (f" --duration {args.duration:g}" if args.duration != 5 else "") \
         + (f" --rounds {args.rounds}" if args.rounds != 5 else "") \
         + (f" --addresses {args.addresses}" if args.addresses != 1_000_000 else "")
