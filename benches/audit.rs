@@ -1,13 +1,17 @@
 //! Durable audit throughput: events committed per second by the group-commit
-//! writer (synchronous=FULL, one fsync per batch), beside two baselines run in
-//! the same process on the same disk:
+//! writer (synchronous=FULL, one fsync per batch), with 64, 256 and 1,024
+//! requests in flight, beside baselines run in the same process on the same
+//! disk:
 //! - one transaction per event (what a writer without batching can do durably);
+//! - the writer's own work, batches of 1,000 with the chain and an fsync each;
 //! - the same rows in one bulk transaction, without hashing (the ceiling).
 //!
-//! `cargo bench --bench audit`
+//! `cargo bench --bench audit` (criterion reports events per second as `thrpt`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use portcullis::audit::writer::{append, open_writer};
 use portcullis::audit::{Action, AuditLog, NewEvent, Origin};
@@ -33,20 +37,25 @@ fn fresh_db() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-fn main() {
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let producer_counts: Vec<usize> = if quick { vec![16] } else { vec![64, 256, 1024] };
-    let (events, naive_events) = if quick { (2_000, 50) } else { (200_000, 2_000) };
+/// Events each group-commit iteration records, spread over the producers.
+const EVENTS_PER_ITER: usize = 8_192;
 
-    // Group commit through the real AuditLog: producers await their acks, as
-    // requests do, so the batch size follows the number of requests in flight.
+fn group_commit(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    let mut grouped = Vec::new();
-    for &producers in &producer_counts {
+    let mut group = c.benchmark_group("audit_durable");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(8));
+
+    // Through the real AuditLog: producers await their acks, as requests do,
+    // so the batch size follows the number of requests in flight.
+    group.throughput(Throughput::Elements(EVENTS_PER_ITER as u64));
+    for producers in [64usize, 256, 1024] {
         let (_dir, path) = fresh_db();
         let log = Arc::new(
             AuditLog::start(
@@ -57,92 +66,85 @@ fn main() {
             )
             .expect("audit log"),
         );
-        let per = events / producers;
-        let started = Instant::now();
-        runtime.block_on(async {
-            let mut tasks = Vec::new();
-            for p in 0..producers {
-                let log = log.clone();
-                tasks.push(tokio::spawn(async move {
-                    for i in 0..per {
-                        log.record(event(p * per + i)).await.expect("recorded");
+        let per = EVENTS_PER_ITER / producers;
+        group.bench_function(
+            BenchmarkId::new("group commit, in flight", producers),
+            |b| {
+                b.iter_custom(|iters| {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        runtime.block_on(async {
+                            let tasks: Vec<_> = (0..producers)
+                                .map(|p| {
+                                    let log = log.clone();
+                                    tokio::spawn(async move {
+                                        for i in 0..per {
+                                            log.record(event(p * per + i)).await.expect("recorded");
+                                        }
+                                    })
+                                })
+                                .collect();
+                            for t in tasks {
+                                t.await.expect("producer");
+                            }
+                        });
                     }
-                }));
-            }
-            for t in tasks {
-                t.await.expect("producer");
-            }
-        });
-        grouped.push((
-            producers,
-            (per * producers) as f64 / started.elapsed().as_secs_f64(),
-        ));
+                    started.elapsed()
+                })
+            },
+        );
         runtime.block_on(log.shutdown());
     }
-    let group = grouped.iter().map(|g| g.1).fold(0.0, f64::max);
 
     // Baseline: one durable transaction per event.
+    let (_d1, path) = fresh_db();
+    let mut conn = open_writer(&path).expect("writer");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("one transaction per event", |b| {
+        b.iter(|| {
+            i += 1;
+            append(&mut conn, &[event(i)], SystemClock.now_ms()).expect("append")
+        })
+    });
+
+    // The writer's own work: batches of 1,000, no producers.
     let (_d2, path) = fresh_db();
     let mut conn = open_writer(&path).expect("writer");
-    let started = Instant::now();
-    for i in 0..naive_events {
-        append(&mut conn, &[event(i)], SystemClock.now_ms()).expect("append");
-    }
-    let naive = naive_events as f64 / started.elapsed().as_secs_f64();
-
-    // The writer's own work: the same appends in batches of 1000, no producers.
-    let (_d4, path) = fresh_db();
-    let mut conn = open_writer(&path).expect("writer");
     let batch: Vec<NewEvent> = (0..1000).map(event).collect();
-    let started = Instant::now();
-    for _ in 0..events / 1000 {
-        append(&mut conn, &batch, SystemClock.now_ms()).expect("append");
-    }
-    let batched = (events / 1000 * 1000) as f64 / started.elapsed().as_secs_f64();
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("writer alone, batches of 1000", |b| {
+        b.iter(|| append(&mut conn, &batch, SystemClock.now_ms()).expect("append"))
+    });
 
     // Ceiling: plain inserts of the same rows in one transaction, no hash chain.
     let (_d3, path) = fresh_db();
     let mut conn = open_writer(&path).expect("writer");
-    let started = Instant::now();
-    let tx = conn.transaction().expect("tx");
-    {
-        let mut stmt = tx
-            .prepare("INSERT INTO audit_log (created_at, action, ip_address, user_agent, extra_data, request_id, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', '')")
-            .expect("prepare");
-        for i in 0..events {
-            let e = event(i);
-            stmt.execute(rusqlite::params![
-                "2026-01-01T00:00:00.000Z",
-                e.action.as_str(),
-                e.origin.ip_address,
-                e.origin.user_agent,
-                serde_json::Value::Object(e.extra).to_string(),
-                e.origin.request_id
-            ])
-            .expect("insert");
-        }
-    }
-    tx.commit().expect("commit");
-    let ceiling = events as f64 / started.elapsed().as_secs_f64();
-
-    println!("| audit writer ({events} events, durable) | events/s | vs best group commit |");
-    println!("|---|---|---|");
-    for (producers, rate) in &grouped {
-        println!(
-            "| group commit, {producers} requests in flight | {rate:.0} | {:.2} |",
-            rate / group
-        );
-    }
-    println!(
-        "| one transaction per event (baseline) | {naive:.0} | {:.3} |",
-        naive / group
-    );
-    println!(
-        "| writer alone, batches of 1000, hash chain + fsync | {batched:.0} | {:.2} |",
-        batched / group
-    );
-    println!(
-        "| one bulk transaction, no hashing (ceiling) | {ceiling:.0} | {:.2} |",
-        ceiling / group
-    );
+    let rows: Vec<NewEvent> = (0..1000).map(event).collect();
+    group.bench_function("bulk insert without chain (ceiling)", |b| {
+        b.iter(|| {
+            let tx = conn.transaction().expect("tx");
+            {
+                let mut stmt = tx
+                    .prepare_cached("INSERT INTO audit_log (created_at, action, ip_address, user_agent, extra_data, request_id, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', '')")
+                    .expect("prepare");
+                for e in &rows {
+                    stmt.execute(rusqlite::params![
+                        "2026-01-01T00:00:00.000Z",
+                        e.action.as_str(),
+                        e.origin.ip_address,
+                        e.origin.user_agent,
+                        serde_json::Value::Object(e.extra.clone()).to_string(),
+                        e.origin.request_id
+                    ])
+                    .expect("insert");
+                }
+            }
+            tx.commit().expect("commit");
+        })
+    });
+    group.finish();
 }
+
+criterion_group!(benches, group_commit);
+criterion_main!(benches);
