@@ -16,18 +16,20 @@ fn code(app: &TestApp, secret: &[u8]) -> String {
 }
 
 /// Signs up, turns TOTP on; returns (access token, secret, backup codes).
+/// `mfa_enabled` as `GET /auth/me` reports it.
+async fn mfa_enabled(app: &TestApp, access: &str) -> bool {
+    let me: Value = app.get_auth("/auth/me", access).await.json().await.unwrap();
+    me["mfa_enabled"]
+        .as_bool()
+        .expect("mfa_enabled is a boolean")
+}
+
 async fn with_totp(app: &TestApp, email: &str) -> (String, Vec<u8>, Vec<String>) {
     let pair = app.signed_up(email).await;
     let access = token(&pair, "access_token");
     // Read the profile first: what the server remembers of it must not
     // outlive the change below.
-    let me: Value = app
-        .get_auth("/auth/me", &access)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["mfa_enabled"], false);
+    assert!(!mfa_enabled(app, &access).await);
     let res = app.post_auth("/auth/mfa/totp/setup", &access, None).await;
     assert_eq!(res.status(), StatusCode::OK);
     let setup: Value = res.json().await.unwrap();
@@ -99,13 +101,7 @@ async fn second_step(app: &TestApp, mfa_token: &str, code: &str) -> reqwest::Res
 async fn totp_login_end_to_end_with_replay_protection() {
     let app = TestApp::spawn_with(without_limits).await;
     let (access, secret, _) = with_totp(&app, "zoe@example.com").await;
-    let me: Value = app
-        .get_auth("/auth/me", &access)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["mfa_enabled"], true);
+    assert!(mfa_enabled(&app, &access).await);
 
     let mfa_token = start_login(&app, "zoe@example.com", true).await;
     // The mfa_token is no access token.
@@ -328,13 +324,7 @@ async fn disable_needs_password_and_code_and_secrets_stay_sealed() {
         )
         .await;
     expect_error(res, StatusCode::BAD_REQUEST, "invalid_mfa_code").await;
-    let me: Value = app
-        .get_auth("/auth/me", &access)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["mfa_enabled"], true);
+    assert!(mfa_enabled(&app, &access).await);
 
     // The secret is sealed: neither its bytes nor its base32 form are stored.
     let (b32, _) = portcullis::auth::totp::provisioning(&secret, "x", "y");
@@ -358,13 +348,7 @@ async fn disable_needs_password_and_code_and_secrets_stay_sealed() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let me: Value = app
-        .get_auth("/auth/me", &access)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["mfa_enabled"], false);
+    assert!(!mfa_enabled(&app, &access).await);
     assert_eq!(
         app.login("una@example.com", PASSWORD).await.status(),
         StatusCode::OK
