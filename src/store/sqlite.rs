@@ -76,9 +76,7 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Other(anyhow!("storage task failed: {e}")))?
     }
-}
 
-impl SqliteStore {
     /// Runs a point read on the calling thread when a connection is free at
     /// once, else like [`SqliteStore::run`]. A primary-key lookup in WAL mode
     /// takes microseconds and never waits for the writer, so it is cheaper than

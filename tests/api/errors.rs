@@ -139,6 +139,14 @@ async fn metrics_count_requests_logins_limits_and_audit_rows() {
         .unwrap();
     assert!(rows >= 8, "{rows}");
     assert!(text.contains("portcullis_audit_write_seconds_bucket"));
+    // Windows held: register_ip_hourly, login_ip and login_account at least.
+    let windows: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_rate_limit_keys "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3..=10).contains(&windows), "{windows}");
 }
 
 #[tokio::test]
