@@ -44,6 +44,18 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Process log format.
     pub log_format: LogFormat,
+    /// Time a client has to send a request's line and headers; then 408.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body once its headers are in; then 408.
+    pub body_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    pub keep_alive: Duration,
+    /// Open connections at most, over all workers; more wait to be accepted.
+    pub max_connections: usize,
+    /// Largest request head (request line plus every header name and value).
+    pub max_header_bytes: usize,
+    /// Most header lines in one request.
+    pub max_headers: usize,
 }
 
 /// How the process log is written.
@@ -152,6 +164,12 @@ impl Default for ServerConfig {
             public_url: "http://127.0.0.1:8080".into(),
             workers: 0,
             log_format: LogFormat::Text,
+            header_timeout: Duration::secs(5),
+            body_timeout: Duration::secs(10),
+            keep_alive: Duration::secs(5),
+            max_connections: 10_000,
+            max_header_bytes: 16_384,
+            max_headers: 64,
         }
     }
 }
@@ -298,35 +316,17 @@ impl Config {
                 default.is_file().then_some(default)
             }
         };
-        let mut tree = match &file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.clone(),
-                    source,
-                })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Parse {
-                        origin: p.display().to_string(),
-                        message: e.message().to_owned(),
-                    })?
-            }
-            None => toml::Table::new(),
+        let text = match &file {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })?,
+            None => String::new(),
         };
-        apply_env(&mut tree, env)?;
-        let mut merged = toml::Value::try_from(Config::default())
-            .ok()
-            .and_then(|v| v.as_table().cloned())
-            .unwrap_or_default();
-        overlay(&mut merged, tree);
-        let tree = merged;
         let origin = file
             .as_ref()
             .map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
-        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(tree))
-            .map_err(|e| ConfigError::Parse {
-                origin: origin.clone(),
-                message: format!("{}: {}", path_text(e.path()), e.inner()),
-            })?;
+        let mut config = Self::parse(&text, &origin, env)?;
         if let Some(bind) = &overrides.bind {
             config.server.bind = bind.clone();
         }
@@ -338,6 +338,29 @@ impl Config {
         }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The configuration of a TOML document (`origin` names it in errors) under
+    /// the environment `env`, before command-line overrides and validation.
+    pub fn parse(text: &str, origin: &str, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut tree = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Parse {
+                origin: origin.to_owned(),
+                message: e.message().to_owned(),
+            })?;
+        apply_env(&mut tree, env)?;
+        let mut merged = toml::Value::try_from(Config::default())
+            .ok()
+            .and_then(|v| v.as_table().cloned())
+            .unwrap_or_default();
+        overlay(&mut merged, tree);
+        serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            ConfigError::Parse {
+                origin: origin.to_owned(),
+                message: format!("{}: {}", path_text(e.path()), e.inner()),
+            }
+        })
     }
 
     /// Checks every value that a type alone cannot, naming the key at fault.
@@ -363,6 +386,31 @@ impl Config {
         }
         if s.workers > 1024 {
             return Err(invalid("server.workers", "must be at most 1024"));
+        }
+        for (key, d) in [
+            ("server.header_timeout", s.header_timeout),
+            ("server.body_timeout", s.body_timeout),
+            ("server.keep_alive", s.keep_alive),
+        ] {
+            if d.as_millis_i64() < 1 || d.as_secs() > 3600 {
+                return Err(invalid(key, "must be between 1ms and 1h"));
+            }
+        }
+        if !(1..=1_000_000).contains(&s.max_connections) {
+            return Err(invalid(
+                "server.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1024..=65_536).contains(&s.max_header_bytes) {
+            return Err(invalid(
+                "server.max_header_bytes",
+                "must be between 1024 and 65536",
+            ));
+        }
+        // The HTTP parser itself refuses more than 96 header lines.
+        if !(8..=96).contains(&s.max_headers) {
+            return Err(invalid("server.max_headers", "must be between 8 and 96"));
         }
 
         let key = &self.storage.encryption_key;

@@ -38,6 +38,10 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
+    #[error("{0}")]
+    HeadersTooLarge(String),
     #[error("invalid email or password")]
     InvalidCredentials,
     #[error("an account with this email already exists")]
@@ -75,6 +79,8 @@ impl ApiError {
             Self::Validation(_) => "validation_error",
             Self::BadRequest { code, .. } => code,
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
+            Self::HeadersTooLarge(_) => "headers_too_large",
             Self::InvalidCredentials => "invalid_credentials",
             Self::EmailTaken => "email_taken",
             Self::InvalidRefreshToken => "invalid_refresh_token",
@@ -129,6 +135,8 @@ impl ResponseError for ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::InvalidCredentials
             | Self::InvalidRefreshToken
             | Self::RefreshTokenReused
@@ -170,6 +178,10 @@ impl ResponseError for ApiError {
             }
             Self::Overloaded | Self::Unavailable(_) => {
                 res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            // The rest of the body may still be on its way: the connection ends here.
+            Self::RequestTimeout => {
+                res.force_close();
             }
             Self::InvalidToken(_) => {
                 res.insert_header((

@@ -19,7 +19,7 @@ use crate::auth::tokens::TokenKeys;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http::client_ip::TrustedProxies;
-use crate::http::{self, extract, request_id, AppState};
+use crate::http::{self, extract, limits, request_id, AppState};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
@@ -123,6 +123,7 @@ impl Application {
             n => n,
         };
         let max_body = config.server.max_body_bytes;
+        let limits = config.server.clone();
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
@@ -131,12 +132,19 @@ impl Application {
                 .app_data(extract::query_config())
                 .app_data(extract::path_config())
                 .app_data(web::PayloadConfig::new(max_body))
+                .wrap(middleware::from_fn(limits::middleware))
                 .wrap(middleware::from_fn(request_id::middleware))
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
         })
         .listen(listener)?
         .workers(workers)
+        // The head must arrive within header_timeout (else 408 and close); an
+        // idle connection lives keep_alive; max_connections is per worker here.
+        .client_request_timeout(limits.header_timeout.std())
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .keep_alive(limits.keep_alive.std())
+        .max_connections(limits.max_connections.div_ceil(workers).max(1))
         .shutdown_timeout(30);
         server = match signals {
             Signals::Handle => server.shutdown_signal(shutdown_signal()?),

@@ -44,6 +44,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
+        let deadline = super::limits::body_timeout(req);
         let body = web::Payload::from_request(req, payload).into_inner();
         Box::pin(async move {
             if !is_json {
@@ -55,10 +56,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             if declared.is_some_and(|n| n > limit) {
                 return Err(ApiError::PayloadTooLarge { limit });
             }
-            let bytes = body
-                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?
-                .to_bytes_limited(limit)
-                .await
+            let body = body
+                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            let bytes = super::limits::within(deadline, body.to_bytes_limited(limit))
+                .await?
                 .map_err(|_| ApiError::PayloadTooLarge { limit })?
                 .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
             parse_json(&bytes).map(JsonBody)

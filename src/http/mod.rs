@@ -7,6 +7,7 @@ pub mod client_ip;
 pub mod context;
 pub mod extract;
 pub mod guard;
+pub mod limits;
 pub mod mfa;
 pub mod oauth;
 pub mod openapi;

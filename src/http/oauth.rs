@@ -119,26 +119,40 @@ async fn read_form(
             "the body must be application/x-www-form-urlencoded",
         ));
     }
-    let bytes = match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return Err(Reject::invalid_request("cannot read the request body")),
+    let read = super::limits::within(
+        super::limits::body_timeout(req),
+        payload.to_bytes_limited(limit),
+    );
+    let bytes = match read.await {
+        Ok(Ok(Ok(bytes))) => bytes,
+        Ok(Ok(Err(_))) => return Err(Reject::invalid_request("cannot read the request body")),
         Err(_) => {
+            return Err(Reject {
+                status: StatusCode::REQUEST_TIMEOUT,
+                description: "the request body did not arrive in time".into(),
+            })
+        }
+        Ok(Err(_)) => {
             return Err(Reject {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 description: format!("the body is larger than {limit} bytes"),
             })
         }
     };
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-        .map_err(|_| Reject::invalid_request("the body is not a valid form"))?;
-    let mut form = HashMap::new();
+    parse_form(&bytes).map_err(Reject::invalid_request)
+}
+
+/// Parses an `application/x-www-form-urlencoded` body into its parameters.
+/// RFC 6749 §3.2: a parameter must not be repeated. The error is for the client.
+pub fn parse_form(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
+        .map_err(|_| "the body is not a valid form".to_owned())?;
+    let mut form = HashMap::with_capacity(pairs.len());
     for (k, v) in pairs {
-        // RFC 6749 §3.2: parameters must not be repeated.
-        if form.insert(k.clone(), v).is_some() {
-            return Err(Reject::invalid_request(format!(
-                "parameter `{k:.32}` is repeated"
-            )));
+        if form.contains_key(&k) {
+            return Err(format!("parameter `{k:.32}` is repeated"));
         }
+        form.insert(k, v);
     }
     Ok(form)
 }

@@ -1,5 +1,6 @@
 //! Integration tests: the real server over HTTP.
 
+mod abuse;
 mod accounts;
 mod admin;
 mod audit;
