@@ -127,7 +127,8 @@ impl TokenKeys {
         }
     }
 
-    fn hs256(cfg: &TokensConfig) -> Self {
+    /// Keys for HS256 with the configured secret (the config was validated).
+    pub fn hs256(cfg: &TokensConfig) -> Self {
         let kid = format!(
             "hs256-{}",
             &hex::encode(sha256(cfg.secret.as_bytes()))[..12]

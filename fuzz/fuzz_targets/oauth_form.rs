@@ -1,0 +1,27 @@
+//! Urlencoded input: the OAuth2 token endpoint's form body and the admin
+//! routes' query strings. Nothing may panic; a parsed form has no repeated key.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use portcullis::audit::query::parse_time;
+use portcullis::auth::email::normalize;
+use portcullis::http::admin::{AuditQuery, KeyQuery, UsersQuery};
+use portcullis::http::oauth::parse_form;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(form) = parse_form(data) {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(data).expect("parse_form accepted it");
+        assert_eq!(pairs.len(), form.len(), "no parameter may be repeated");
+        if let Some(username) = form.get("username") {
+            let _ = normalize(username);
+        }
+    }
+    if let Ok(q) = serde_urlencoded::from_bytes::<AuditQuery>(data) {
+        for t in [q.since, q.until].into_iter().flatten() {
+            let _ = parse_time(&t, 1_800_000_000_000);
+        }
+    }
+    let _ = serde_urlencoded::from_bytes::<KeyQuery>(data);
+    let _ = serde_urlencoded::from_bytes::<UsersQuery>(data);
+});
