@@ -9,3 +9,6 @@ pub mod revocation;
 pub mod service;
 pub mod tokens;
 pub mod totp;
+
+#[cfg(test)]
+mod properties;

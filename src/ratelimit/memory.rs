@@ -512,79 +512,149 @@ mod tests {
 
 #[cfg(test)]
 mod model_tests {
-    //! The store against a model that is obviously right: a list of event times,
-    //! counted afresh at every check.
+    //! The store against a model that is obviously right: per (rule, key), a
+    //! list of event times, counted afresh at every check. Random sequences of
+    //! multi-key checks, releases, clears and clock moves, on two rules with
+    //! random limits and windows over a few keys (so that keys share buckets).
+
+    use std::collections::HashMap;
+
+    use futures_util::FutureExt;
+    use proptest::prelude::*;
 
     use super::*;
     use crate::config::Config;
 
-    /// xorshift64*: a small deterministic generator, so failures replay.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Check-and-reserve under the IP rule, the account rule, or both at once.
+        Acquire {
+            ip: u8,
+            account: u8,
+            which: u8,
+            tag: u64,
+        },
+        /// Give back the n-th granted event (a success under a failures rule).
+        Release(prop::sample::Index),
+        /// Clear a key under one rule, every event or those of one tag.
+        Clear {
+            account_rule: bool,
+            key: u8,
+            tag: Option<u64>,
+        },
+        /// Move the clock by up to two windows.
+        Advance(u32),
     }
 
-    #[test]
-    fn random_sequences_match_the_model() {
-        let rules = Rules::from_config(&Config::default().rate_limit);
-        for seed in 1..=200u64 {
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-            let limit = 1 + rng.below(6) as u32;
-            let window_ms = 1 + rng.below(5_000) as Millis;
-            let rule = Rule {
-                name: RuleName::LoginIp,
-                limit,
-                window_ms,
-            };
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..3u8, 0..3u8, 1..=3u8, 0..3u64)
+                .prop_map(|(ip, account, which, tag)| Op::Acquire { ip, account, which, tag }),
+            1 => any::<prop::sample::Index>().prop_map(Op::Release),
+            1 => (any::<bool>(), 0..3u8, prop::option::of(0..3u64))
+                .prop_map(|(account_rule, key, tag)| Op::Clear { account_rule, key, tag }),
+            3 => (0..=200u32).prop_map(Op::Advance),
+        ]
+    }
+
+    type Model = HashMap<(RuleName, String), Vec<Event>>;
+
+    fn live(model: &Model, rule: &Rule, key: &str, now: Millis) -> usize {
+        model.get(&(rule.name, key.to_owned())).map_or(0, |events| {
+            events
+                .iter()
+                .filter(|e| e.at > now - rule.window_ms)
+                .count()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_sequences_match_the_model(
+            limits in (1..6u32, 1..6u32),
+            // Whole seconds: the cache expires windows on its own clock, at
+            // the longest window of a bucket, never sooner than a second.
+            windows in (60..600i64, 60..600i64),
+            ops in prop::collection::vec(op(), 1..300),
+        ) {
+            let mut config = Config::default().rate_limit;
+            for (name, limit, window) in [("login_ip", limits.0, windows.0), ("login_account", limits.1, windows.1)] {
+                let rule = config.rules.get_mut(name).expect("a default rule");
+                rule.limit = limit;
+                rule.window = format!("{window}s").parse().expect("duration");
+            }
+            let rules = Rules::from_config(&config);
+            let ip_rule = *rules.get(RuleName::LoginIp).expect("rule");
+            let account_rule = *rules.get(RuleName::LoginAccount).expect("rule");
+            let step_ms = (windows.0.min(windows.1) * 1000) / 100;
+
             let store = MemoryStore::new(&rules, 1_000);
-            let mut model: Vec<Millis> = Vec::new();
-            let mut granted: Vec<Millis> = Vec::new();
-            let mut now: Millis = 0;
-            for step in 0..400 {
-                match rng.below(10) {
-                    0..=3 => now += rng.below(2 * window_ms as u64 / limit as u64 + 2) as Millis,
-                    4 if !granted.is_empty() => {
-                        // Give back a slot, as a success under a failures rule would.
-                        let at = granted.swap_remove(rng.below(granted.len() as u64) as usize);
-                        futures_util::FutureExt::now_or_never(store.release(
-                            &rule,
-                            "k",
-                            Event { at, tag: 0 },
-                        ));
-                        if let Some(i) = model.iter().position(|t| *t == at) {
-                            model.remove(i);
+            let mut model = Model::new();
+            let mut granted: Vec<(Rule, String, Event)> = Vec::new();
+            let mut now: Millis = 1_800_000_000_000;
+            for (step, op) in ops.iter().enumerate() {
+                match op {
+                    Op::Acquire { ip, account, which, tag } => {
+                        let ip = format!("198.51.100.{ip}");
+                        let account = format!("user{account}@example.com");
+                        let mut slots = Vec::new();
+                        if which & 1 != 0 {
+                            slots.push(Slot { rule: ip_rule, key: &ip, tag: *tag });
+                        }
+                        if which & 2 != 0 {
+                            slots.push(Slot { rule: account_rule, key: &account, tag: *tag });
+                        }
+                        let room = slots.iter().all(|s| live(&model, &s.rule, s.key, now) < s.rule.limit as usize);
+                        let got = store.acquire_now(&slots, now);
+                        prop_assert_eq!(got == Acquired::Granted, room, "step {}: {:?}", step, op);
+                        if let Acquired::Denied(denied) = &got {
+                            // Exactly the full rules are named.
+                            for d in denied {
+                                let slot = slots.iter().find(|s| s.rule.name == d.rule.name).expect("a slot of the check");
+                                prop_assert!(live(&model, &slot.rule, slot.key, now) >= slot.rule.limit as usize);
+                            }
+                        }
+                        if room {
+                            for s in &slots {
+                                let event = Event { at: now, tag: s.tag };
+                                model.entry((s.rule.name, s.key.to_owned())).or_default().push(event);
+                                granted.push((s.rule, s.key.to_owned(), event));
+                            }
                         }
                     }
-                    _ => {
-                        let live = model.iter().filter(|t| **t > now - window_ms).count();
-                        let expect = live < limit as usize;
-                        let got = store.acquire_now(
-                            &[Slot {
-                                rule,
-                                key: "k",
-                                tag: 0,
-                            }],
-                            now,
-                        );
-                        assert_eq!(
-                            got == Acquired::Granted,
-                            expect,
-                            "seed {seed} step {step}: now {now}, window {window_ms}, limit {limit}, model {model:?}"
-                        );
-                        if expect {
-                            model.push(now);
-                            granted.push(now);
+                    Op::Release(index) => {
+                        if granted.is_empty() {
+                            continue;
                         }
+                        let (rule, key, event) = granted.swap_remove(index.index(granted.len()));
+                        store.release(&rule, &key, event).now_or_never().expect("synchronous");
+                        if let Some(events) = model.get_mut(&(rule.name, key.clone())) {
+                            if let Some(i) = events.iter().position(|e| *e == event) {
+                                events.remove(i);
+                            }
+                        }
+                    }
+                    Op::Clear { account_rule: on_account, key, tag } => {
+                        let (rule, key) = if *on_account {
+                            (account_rule, format!("user{key}@example.com"))
+                        } else {
+                            (ip_rule, format!("198.51.100.{key}"))
+                        };
+                        store.clear(&rule, &key, *tag).now_or_never().expect("synchronous");
+                        if let Some(events) = model.get_mut(&(rule.name, key.clone())) {
+                            events.retain(|e| tag.is_some_and(|t| e.tag != t));
+                        }
+                        granted.retain(|(r, k, e)| !(r.name == rule.name && *k == key && tag.is_none_or(|t| e.tag == t)));
+                    }
+                    Op::Advance(by) => now += Millis::from(*by) * step_ms,
+                }
+                // Every usage the store reports is the model's.
+                for n in 0..3 {
+                    for (rule, key) in [(ip_rule, format!("198.51.100.{n}")), (account_rule, format!("user{n}@example.com"))] {
+                        let usage = store.usage(&rule, &key, now).now_or_never().expect("synchronous");
+                        prop_assert_eq!(usage.count as usize, live(&model, &rule, &key, now), "step {}: {} {}", step, rule.name.as_str(), key);
                     }
                 }
             }
