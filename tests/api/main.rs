@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod cli;
 mod errors;
+mod faults;
 mod helpers;
 mod jwks;
 mod mfa;
