@@ -210,3 +210,119 @@ async fn json_logs_one_line_per_request_and_no_secrets() {
         assert!(!all.contains(secret), "a secret reached the log");
     }
 }
+
+/// The CLI writing to the database while the server is busy with it: every
+/// command succeeds, the server answers no 5xx, and the database, its audit
+/// chain and the CLI's changes are all intact afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_beside_a_busy_server_never_corrupts_the_database() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(
+        dir.path(),
+        &[],
+        &[
+            ("PORTCULLIS_RATE_LIMIT__RULES__LOGIN_IP__ENABLED", "false"),
+            ("PORTCULLIS_RATE_LIMIT__RULES__LOGIN_ACCOUNT__ENABLED", "false"),
+            ("PORTCULLIS_RATE_LIMIT__RULES__REGISTER_IP__ENABLED", "false"),
+            ("PORTCULLIS_RATE_LIMIT__RULES__REGISTER_IP_HOURLY__ENABLED", "false"),
+            ("PORTCULLIS_RATE_LIMIT__RULES__REFRESH_IP__ENABLED", "false"),
+        ],
+    );
+    let base = format!("http://{}", server.address);
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut traffic = Vec::new();
+    for w in 0..4 {
+        let (stop, served, base) = (stop.clone(), served.clone(), base.clone());
+        traffic.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let email = format!("busy{w}@example.com");
+            let res = client
+                .post(format!("{base}/auth/register"))
+                .json(&json!({ "email": email, "password": PASSWORD }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::CREATED);
+            while !stop.load(Ordering::SeqCst) {
+                let res = client
+                    .post(format!("{base}/auth/login"))
+                    .json(&json!({ "email": email, "password": PASSWORD }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(!res.status().is_server_error(), "login: {}", res.status());
+                let pair: Value = res.json().await.unwrap();
+                let res = client
+                    .post(format!("{base}/auth/refresh"))
+                    .json(&json!({ "refresh_token": pair["refresh_token"] }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(!res.status().is_server_error(), "refresh: {}", res.status());
+                let res = client
+                    .post(format!("{base}/auth/login"))
+                    .json(&json!({ "email": email, "password": "wrong wrong wrong" }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+                served.fetch_add(3, Ordering::SeqCst);
+            }
+        }));
+    }
+
+    let data_dir = dir.path().to_path_buf();
+    let cli = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            let out = portcullis().args(args).arg("--data-dir").arg(&data_dir).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out
+        };
+        for i in 0..6 {
+            let email = format!("cli{i}@example.com");
+            let out = user_add(&data_dir, &email, false, PASSWORD);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            run(&["user", "disable", &email]);
+            run(&["user", "enable", &email]);
+            run(&["user", "disable", &email]);
+            run(&["audit", "list", "--limit", "50", "--format", "json"]);
+            run(&["audit", "verify"]);
+            run(&["audit", "prune", "--older-than", "30d"]);
+        }
+    });
+    cli.await.unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for t in traffic {
+        t.await.unwrap();
+    }
+    assert!(served.load(Ordering::SeqCst) > 0);
+
+    // The CLI's last word holds: the server refuses the disabled accounts.
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({ "email": "cli5@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(server.signal("-TERM").success());
+
+    let conn = rusqlite::Connection::open(dir.path().join("portcullis.db")).unwrap();
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    let users: i64 = conn
+        .query_row("SELECT COUNT(*) FROM users WHERE email LIKE 'cli%' AND disabled_at IS NOT NULL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(users, 6);
+    let out = portcullis().args(["audit", "verify", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
