@@ -225,9 +225,18 @@ async fn the_cli_beside_a_busy_server_never_corrupts_the_database() {
         &[],
         &[
             ("PORTCULLIS_RATE_LIMIT__RULES__LOGIN_IP__ENABLED", "false"),
-            ("PORTCULLIS_RATE_LIMIT__RULES__LOGIN_ACCOUNT__ENABLED", "false"),
-            ("PORTCULLIS_RATE_LIMIT__RULES__REGISTER_IP__ENABLED", "false"),
-            ("PORTCULLIS_RATE_LIMIT__RULES__REGISTER_IP_HOURLY__ENABLED", "false"),
+            (
+                "PORTCULLIS_RATE_LIMIT__RULES__LOGIN_ACCOUNT__ENABLED",
+                "false",
+            ),
+            (
+                "PORTCULLIS_RATE_LIMIT__RULES__REGISTER_IP__ENABLED",
+                "false",
+            ),
+            (
+                "PORTCULLIS_RATE_LIMIT__RULES__REGISTER_IP_HOURLY__ENABLED",
+                "false",
+            ),
             ("PORTCULLIS_RATE_LIMIT__RULES__REFRESH_IP__ENABLED", "false"),
         ],
     );
@@ -278,7 +287,12 @@ async fn the_cli_beside_a_busy_server_never_corrupts_the_database() {
     let data_dir = dir.path().to_path_buf();
     let cli = tokio::task::spawn_blocking(move || {
         let run = |args: &[&str]| {
-            let out = portcullis().args(args).arg("--data-dir").arg(&data_dir).output().unwrap();
+            let out = portcullis()
+                .args(args)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "{args:?}: {}",
@@ -289,7 +303,11 @@ async fn the_cli_beside_a_busy_server_never_corrupts_the_database() {
         for i in 0..6 {
             let email = format!("cli{i}@example.com");
             let out = user_add(&data_dir, &email, false, PASSWORD);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             run(&["user", "disable", &email]);
             run(&["user", "enable", &email]);
             run(&["user", "disable", &email]);
@@ -317,12 +335,26 @@ async fn the_cli_beside_a_busy_server_never_corrupts_the_database() {
     assert!(server.signal("-TERM").success());
 
     let conn = rusqlite::Connection::open(dir.path().join("portcullis.db")).unwrap();
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
     let users: i64 = conn
-        .query_row("SELECT COUNT(*) FROM users WHERE email LIKE 'cli%' AND disabled_at IS NOT NULL", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM users WHERE email LIKE 'cli%' AND disabled_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(users, 6);
-    let out = portcullis().args(["audit", "verify", "--data-dir"]).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = portcullis()
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

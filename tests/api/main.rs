@@ -5,6 +5,7 @@ mod accounts;
 mod admin;
 mod audit;
 mod cli;
+mod crash;
 mod errors;
 mod faults;
 mod helpers;
