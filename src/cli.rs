@@ -12,7 +12,6 @@ use secrecy::SecretString;
 
 use crate::audit::chain::verify;
 use crate::audit::query::{list, parse_time, prune, Filter};
-use crate::audit::writer::{append, open_writer};
 use crate::audit::{Action, EventRow, NewEvent, Origin};
 use crate::auth::email::normalize;
 use crate::auth::service::AuthService;
@@ -178,8 +177,11 @@ async fn user_command(config: Config, command: UserCommand) -> anyhow::Result<()
             password_stdin: _,
         } => {
             let password = read_password()?;
+            let event = NewEvent::new(Action::RegistrationSuccess, &Origin::default())
+                .extra("actor", "cli")
+                .extra("is_admin", admin);
             let user = auth
-                .register(&email, password, name.as_deref(), admin)
+                .register(&email, password, name.as_deref(), admin, vec![event])
                 .await
                 .map_err(describe)?;
             println!(
@@ -207,30 +209,18 @@ async fn user_command(config: Config, command: UserCommand) -> anyhow::Result<()
                 );
             }
         }
-        UserCommand::Disable { email } => set_disabled(&config, &auth, &email, true).await?,
-        UserCommand::Enable { email } => set_disabled(&config, &auth, &email, false).await?,
+        UserCommand::Disable { email } => set_disabled(&auth, &email, true).await?,
+        UserCommand::Enable { email } => set_disabled(&auth, &email, false).await?,
     }
     Ok(())
 }
 
-async fn set_disabled(
-    config: &Config,
-    auth: &AuthService,
-    email: &str,
-    disabled: bool,
-) -> anyhow::Result<()> {
+async fn set_disabled(auth: &AuthService, email: &str, disabled: bool) -> anyhow::Result<()> {
     let user = auth
         .store()
         .user_by_email(&normalize(email))
         .await?
         .ok_or_else(|| anyhow!("no account with email {}", normalize(email)))?;
-    if !auth
-        .store()
-        .set_disabled(user.id, disabled, auth.now())
-        .await?
-    {
-        bail!("no account with email {}", user.email);
-    }
     let action = if disabled {
         Action::UserDisabled
     } else {
@@ -240,8 +230,13 @@ async fn set_disabled(
         .user(user.id)
         .resource("user", user.id)
         .extra("actor", "cli");
-    let mut conn = open_writer(&config.database_path())?;
-    append(&mut conn, &[event], auth.now())?;
+    if !auth
+        .store()
+        .set_disabled(user.id, disabled, auth.now(), vec![event])
+        .await?
+    {
+        bail!("no account with email {}", user.email);
+    }
     println!(
         "{} {}",
         if disabled { "disabled" } else { "enabled" },

@@ -10,6 +10,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use tokio::task::JoinHandle;
 
+use crate::audit::writer::Writer;
 use crate::audit::{AuditLog, Origin};
 use crate::auth::crypto::MasterKey;
 use crate::auth::password::HashPool;
@@ -36,6 +37,12 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// Opens the data directory, the database and the keys, and builds the domain
 /// service. Used by the server and by the CLI, so both see the same data.
 pub async fn build_auth(config: &Config, clock: SharedClock) -> anyhow::Result<AuthService> {
+    Ok(open(config, clock).await?.0)
+}
+
+/// [`build_auth`], and the database writer that the audit log shares with
+/// the store (so that a change and its audit rows commit together).
+async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthService, Writer)> {
     let dir = &config.storage.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -43,20 +50,15 @@ pub async fn build_auth(config: &Config, clock: SharedClock) -> anyhow::Result<A
         &config.storage.encryption_key,
         dir,
     )?);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path())?);
+    let sqlite = SqliteStore::open(&config.database_path())?;
+    let writer = sqlite.writer().clone();
+    let store: Arc<dyn Store> = Arc::new(sqlite);
     let tokens =
         TokenKeys::load_or_create(&config.tokens, store.as_ref(), &master, clock.now_ms()).await?;
     let hasher = HashPool::start(&config.passwords)?;
     let revocations = RevocationList::new(config.tokens.access_ttl.as_millis_i64());
-    Ok(AuthService::new(
-        config,
-        store,
-        master,
-        hasher,
-        tokens,
-        revocations,
-        clock,
-    ))
+    let auth = AuthService::new(config, store, master, hasher, tokens, revocations, clock);
+    Ok((auth, writer))
 }
 
 /// A bound, ready-to-run server.
@@ -83,7 +85,7 @@ impl Application {
         signals: Signals,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let auth = build_auth(&config, clock.clone()).await?;
+        let (auth, writer) = open(&config, clock.clone()).await?;
         let cursor = auth.revocations().initial_cursor(auth.now());
         let cursor = auth
             .sync_revocations(cursor)
@@ -97,12 +99,13 @@ impl Application {
             .context("cannot load saved rate-limit windows")?;
 
         let metrics = Arc::new(Metrics::new()?);
-        let audit = AuditLog::start(
+        let audit = AuditLog::with_writer(
+            writer,
             &config.database_path(),
             clock.clone(),
             config.audit.coalesce_window.as_millis_i64(),
             metrics.clone(),
-        )?;
+        );
 
         let mailer = Mailer::from_config(&config.mail, &config.storage.data_dir)?;
 

@@ -14,13 +14,9 @@ pub mod writer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-
-use crossbeam_channel::Sender;
-use tokio::sync::oneshot;
 
 pub use event::{Action, EventRow, NewEvent, Origin};
-use writer::Msg;
+use writer::Writer;
 
 use crate::clock::{Millis, SharedClock};
 use crate::metrics::Metrics;
@@ -44,8 +40,7 @@ struct Fold {
 
 /// The audit log handle shared by every handler.
 pub struct AuditLog {
-    sender: Mutex<Option<Sender<Msg>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    writer: Writer,
     folds: Mutex<HashMap<(RuleName, String), Fold>>,
     clock: SharedClock,
     coalesce_ms: Millis,
@@ -53,41 +48,47 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer on the database at `db_path` (the schema must exist).
+    /// Starts a writer of its own on the database at `db_path` (the schema
+    /// must exist). The server shares the store's writer instead
+    /// ([`AuditLog::with_writer`]).
     pub fn start(
         db_path: &Path,
         clock: SharedClock,
         coalesce_ms: Millis,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let conn = writer::open_writer(db_path)?;
-        let (sender, thread) = writer::spawn(conn, clock.clone(), metrics)?;
-        Ok(Self {
-            sender: Mutex::new(Some(sender)),
-            thread: Mutex::new(Some(thread)),
+        Ok(Self::with_writer(
+            Writer::start(db_path)?,
+            db_path,
+            clock,
+            coalesce_ms,
+            metrics,
+        ))
+    }
+
+    /// The audit log on an existing writer (the one that also commits the
+    /// store's changes, so that a change and its rows commit together).
+    pub fn with_writer(
+        writer: Writer,
+        db_path: &Path,
+        clock: SharedClock,
+        coalesce_ms: Millis,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        writer.attach_metrics(metrics);
+        Self {
+            writer,
             folds: Mutex::new(HashMap::new()),
             clock,
             coalesce_ms,
             db_path: db_path.to_path_buf(),
-        })
+        }
     }
 
     /// Appends an event; resolves once its row is committed.
     pub async fn record(&self, mut event: NewEvent) -> Result<i64, AuditError> {
         event.at.get_or_insert_with(|| self.clock.now_ms());
-        let (ack, done) = oneshot::channel();
-        {
-            let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
-            let sender = sender
-                .as_ref()
-                .ok_or_else(|| AuditError("audit writer stopped".into()))?;
-            sender
-                .send(Msg::Append(Box::new(event), Some(ack)))
-                .map_err(|_| AuditError("audit writer stopped".into()))?;
-        }
-        done.await
-            .map_err(|_| AuditError("audit writer stopped".into()))?
-            .map_err(AuditError)
+        self.writer.append(event).await
     }
 
     /// Records a refused attempt. The first per (rule, key) in a coalescing
@@ -171,11 +172,7 @@ impl AuditLog {
         if let Err(e) = self.flush_folds(true).await {
             tracing::error!(error = %e, "cannot flush folded audit rows");
         }
-        drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        self.writer.stop().await;
     }
 
     /// Runs `f` with a fresh read connection on a blocking thread.

@@ -406,3 +406,63 @@ fn filters_use_the_indexes() {
         assert!(plan.contains(index), "{filter}: {plan}");
     }
 }
+
+/// Units commit a change with its rows, or neither; a failing unit does not
+/// take the others of its batch with it, and the chain stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_commit_a_change_with_its_rows_or_neither() {
+    let f = fixture();
+    let writer = f.log.writer.clone();
+    let change = |email: &'static str, fail: bool| {
+        let writer = writer.clone();
+        async move {
+            writer
+                .unit(move |conn| {
+                    conn.execute(
+                        "INSERT INTO users (id, email, password_hash, is_admin, created_at, updated_at)
+                         VALUES (?1, ?2, 'x', 0, 0, 0)",
+                        rusqlite::params![uuid::Uuid::new_v4().to_string(), email],
+                    )?;
+                    if fail {
+                        return Err(crate::store::StoreError::EmailTaken);
+                    }
+                    let row = NewEvent::new(Action::RegistrationSuccess, &origin())
+                        .extra("email", email);
+                    Ok((email, vec![row]))
+                })
+                .await
+        }
+    };
+    // Sent together, so that they share batches.
+    let (a, b, c, d) = tokio::join!(
+        change("a@example.com", false),
+        change("b@example.com", true),
+        change("c@example.com", false),
+        change("a@example.com", false), // the email is unique: the insert fails
+    );
+    assert_eq!(a.unwrap(), "a@example.com");
+    assert!(matches!(b, Err(crate::store::StoreError::EmailTaken)));
+    assert_eq!(c.unwrap(), "c@example.com");
+    assert!(d.is_err());
+
+    let db = conn(&f);
+    let users: Vec<String> = db
+        .prepare("SELECT email FROM users ORDER BY email")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(users, ["a@example.com", "c@example.com"]);
+    let rows: Vec<String> = db
+        .prepare("SELECT json_extract(extra_data, '$.email') FROM audit_log ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut sorted = rows.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["a@example.com", "c@example.com"]);
+    assert!(verify(&db).unwrap().ok);
+}

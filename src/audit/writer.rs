@@ -1,34 +1,47 @@
-//! The one audit writer: a thread that owns a SQLite connection and appends
-//! queued events in batches, one transaction (and one fsync) per batch. Every
-//! event's sender learns when its row is committed.
+//! The one writer: a thread that owns the database's only write connection
+//! and commits in batches, one transaction (and one fsync) per batch. A batch
+//! holds audit events and *units*: a state change together with the audit
+//! rows that describe it, each unit in its own savepoint, so that a change and
+//! its rows commit together or not at all. Every sender learns the outcome
+//! once its batch is committed (or failed).
 
+use std::any::Any;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context};
 use crossbeam_channel::{Receiver, Sender};
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::chain::{row_hash, RowFields, GENESIS};
 use super::event::NewEvent;
-use std::sync::Arc;
+use super::AuditError;
 
-use crate::clock::{Millis, SharedClock};
+use crate::clock::{Clock, Millis, SystemClock};
 use crate::metrics::Metrics;
-use crate::store::sqlite::configure_connection;
+use crate::store::sqlite::{classify, configure_connection};
+use crate::store::{StoreError, StoreResult};
 use crate::time_fmt::rfc3339_ms;
 
-/// Most events committed in one transaction.
+/// Most messages committed in one transaction.
 pub const MAX_BATCH: usize = 4096;
 const MAX_IP_CHARS: usize = 45;
 const MAX_UA_CHARS: usize = 512;
 
-/// Delivered to the sender once its batch is committed (or failed).
+/// Delivered to the sender of an event once its batch is committed (or failed).
 pub type Ack = oneshot::Sender<Result<i64, String>>;
 
-pub(super) enum Msg {
+type Value = Box<dyn Any + Send>;
+/// A state change: runs inside the batch's transaction and returns its value
+/// and the audit rows that commit with it.
+type UnitFn = Box<dyn FnOnce(&mut Connection) -> StoreResult<(Value, Vec<NewEvent>)> + Send>;
+
+pub(crate) enum Msg {
     Append(Box<NewEvent>, Option<Ack>),
+    Unit(UnitFn, oneshot::Sender<StoreResult<Value>>),
+    Stop,
 }
 
 /// Opens the writer's connection: the pool's pragmas, plus `synchronous=FULL`
@@ -45,65 +58,260 @@ pub fn open_writer(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-/// Starts the writer thread.
-pub(super) fn spawn(
-    mut conn: Connection,
-    clock: SharedClock,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<(Sender<Msg>, JoinHandle<()>)> {
-    let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
-    let handle = std::thread::Builder::new()
-        .name("portcullis-audit".into())
-        .spawn(move || run(&mut conn, &rx, clock.as_ref(), &metrics))
-        .map_err(|e| anyhow!("cannot start the audit writer: {e}"))?;
-    Ok((tx, handle))
+/// A handle on the writer thread; clones share it.
+#[derive(Clone)]
+pub struct Writer {
+    inner: Arc<Inner>,
 }
 
-fn run(
-    conn: &mut Connection,
-    rx: &Receiver<Msg>,
-    clock: &dyn crate::clock::Clock,
-    metrics: &Metrics,
-) {
-    let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
-    let mut acks: Vec<Option<Ack>> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        let Msg::Append(event, ack) = first;
-        events.push(*event);
-        acks.push(ack);
-        while events.len() < MAX_BATCH {
+struct Inner {
+    sender: Sender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    metrics: Arc<OnceLock<Arc<Metrics>>>,
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable(anyhow!("the database writer has stopped"))
+}
+
+impl Writer {
+    /// Opens the write connection on `path` and starts the thread.
+    pub fn start(path: &Path) -> anyhow::Result<Self> {
+        let mut conn = open_writer(path)?;
+        let (sender, rx) = crossbeam_channel::unbounded::<Msg>();
+        let metrics: Arc<OnceLock<Arc<Metrics>>> = Arc::default();
+        let seen = metrics.clone();
+        let thread = std::thread::Builder::new()
+            .name("portcullis-writer".into())
+            .spawn(move || run(&mut conn, &rx, &seen))
+            .map_err(|e| anyhow!("cannot start the database writer: {e}"))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                sender,
+                thread: Mutex::new(Some(thread)),
+                metrics,
+            }),
+        })
+    }
+
+    /// Reports batch latency and rows written to `metrics` from now on.
+    pub fn attach_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.inner.metrics.set(metrics);
+    }
+
+    /// Appends an event (its `at` set); resolves once its row is committed.
+    pub async fn append(&self, event: NewEvent) -> Result<i64, AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.inner
+            .sender
+            .send(Msg::Append(Box::new(event), Some(ack)))
+            .map_err(|_| AuditError("audit writer stopped".into()))?;
+        done.await
+            .map_err(|_| AuditError("audit writer stopped".into()))?
+            .map_err(AuditError)
+    }
+
+    /// Runs `change` in the writer's transaction and commits it with the audit
+    /// rows it returns: both or neither. Resolves once committed.
+    pub async fn unit<T, F>(&self, change: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<(T, Vec<NewEvent>)> + Send + 'static,
+    {
+        let (ack, done) = oneshot::channel();
+        let unit: UnitFn = Box::new(move |conn| {
+            change(conn).map(|(value, events)| (Box::new(value) as Value, events))
+        });
+        self.inner
+            .sender
+            .send(Msg::Unit(unit, ack))
+            .map_err(|_| stopped())?;
+        let value = done.await.map_err(|_| stopped())??;
+        value
+            .downcast::<T>()
+            .map(|v| *v)
+            .map_err(|_| StoreError::Other(anyhow!("a unit returned a value of another type")))
+    }
+
+    /// Writes what is queued, then stops the thread and waits for it.
+    pub async fn stop(&self) {
+        let _ = self.inner.sender.send(Msg::Stop);
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// What a message of a batch was, and what its sender will be told.
+enum Outcome {
+    Event(Option<Ack>, Option<i64>),
+    Unit(oneshot::Sender<StoreResult<Value>>, StoreResult<Value>),
+}
+
+fn run(conn: &mut Connection, rx: &Receiver<Msg>, metrics: &OnceLock<Arc<Metrics>>) {
+    let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
+    let mut stop = false;
+    while !stop {
+        let Ok(mut next) = rx.recv() else { break };
+        loop {
+            if matches!(next, Msg::Stop) {
+                stop = true;
+                break;
+            }
+            batch.push(next);
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
             match rx.try_recv() {
-                Ok(Msg::Append(event, ack)) => {
-                    events.push(*event);
-                    acks.push(ack);
-                }
+                Ok(msg) => next = msg,
                 Err(_) => break,
             }
         }
+        if batch.is_empty() {
+            continue;
+        }
         let started = std::time::Instant::now();
-        let result = append(conn, &events, clock.now_ms());
-        metrics
-            .audit_write_seconds
-            .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(ids) => {
-                metrics.audit_rows.inc_by(ids.len() as u64);
-                for (ack, id) in acks.drain(..).zip(ids) {
-                    if let Some(ack) = ack {
+        let (outcomes, rows, failure) = commit(conn, batch.drain(..));
+        if let Some(m) = metrics.get() {
+            m.audit_write_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if failure.is_none() {
+                m.audit_rows.inc_by(rows);
+            }
+        }
+        if let Some(e) = &failure {
+            tracing::error!(error = %e, messages = outcomes.len(), "batch not written");
+        }
+        for outcome in outcomes {
+            match (outcome, &failure) {
+                (Outcome::Event(ack, id), None) => {
+                    if let (Some(ack), Some(id)) = (ack, id) {
                         let _ = ack.send(Ok(id));
                     }
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, events = events.len(), "audit batch not written");
-                let message = e.to_string();
-                for ack in acks.drain(..).flatten() {
-                    let _ = ack.send(Err(message.clone()));
+                (Outcome::Event(ack, _), Some(e)) => {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err(e.clone()));
+                    }
+                }
+                (Outcome::Unit(ack, result), None) => {
+                    let _ = ack.send(result);
+                }
+                (Outcome::Unit(ack, _), Some(e)) => {
+                    let _ = ack.send(Err(StoreError::Unavailable(anyhow!("{e}"))));
                 }
             }
         }
-        events.clear();
-        acks.clear();
+    }
+}
+
+/// Writes one batch in one transaction. Returns each message's outcome, the
+/// rows appended, and the error that failed the whole batch, if one did.
+fn commit(
+    conn: &mut Connection,
+    batch: impl Iterator<Item = Msg>,
+) -> (Vec<Outcome>, u64, Option<String>) {
+    let mut outcomes = Vec::with_capacity(MAX_BATCH);
+    let mut rows = 0u64;
+    let now = SystemClock.now_ms();
+    let mut failure: Option<String> = None;
+    let mut pending: Vec<Msg> = batch.collect();
+    let begun = conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| e.to_string());
+    let mut head = match begun.and_then(|()| chain_head(conn).map_err(|e| e.to_string())) {
+        Ok(head) => Some(head),
+        Err(e) => {
+            failure = Some(e);
+            None
+        }
+    };
+    for msg in pending.drain(..) {
+        match msg {
+            Msg::Append(event, ack) => {
+                let id = head.take().and_then(|h| {
+                    match append_after(conn, h, std::slice::from_ref(&*event), now) {
+                        Ok((ids, next)) => {
+                            head = Some(next);
+                            rows += 1;
+                            ids.first().copied()
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e.to_string());
+                            None
+                        }
+                    }
+                });
+                outcomes.push(Outcome::Event(ack, id));
+            }
+            Msg::Unit(change, ack) => {
+                let Some(h) = head.take() else {
+                    outcomes.push(Outcome::Unit(ack, Err(stopped())));
+                    continue;
+                };
+                let (result, next) = unit(conn, change, h.clone(), now, &mut rows);
+                if conn.is_autocommit() {
+                    // SQLite gave up the whole transaction (an I/O error, a
+                    // full disk): nothing of this batch is written.
+                    failure.get_or_insert_with(|| match &result {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "the transaction was rolled back".into(),
+                    });
+                } else {
+                    head = Some(next.unwrap_or(h));
+                }
+                outcomes.push(Outcome::Unit(ack, result));
+            }
+            Msg::Stop => {}
+        }
+    }
+    if failure.is_none() {
+        if let Err(e) = conn.execute_batch("COMMIT") {
+            failure = Some(e.to_string());
+        }
+    }
+    if failure.is_some() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    (outcomes, rows, failure)
+}
+
+/// One unit in its own savepoint: the change, then its audit rows. On any
+/// error the savepoint is rolled back and the batch goes on without it.
+fn unit(
+    conn: &mut Connection,
+    change: UnitFn,
+    head: (i64, String),
+    now: Millis,
+    rows: &mut u64,
+) -> (StoreResult<Value>, Option<(i64, String)>) {
+    if let Err(e) = conn.execute_batch("SAVEPOINT unit") {
+        return (Err(classify(e)), None);
+    }
+    let result = change(conn).and_then(|(value, events)| {
+        let appended = append_after(conn, head, &events, now)?;
+        Ok((value, appended.1, events.len()))
+    });
+    match result {
+        Ok((value, next, n)) => match conn.execute_batch("RELEASE unit") {
+            Ok(()) => {
+                *rows += n as u64;
+                (Ok(value), Some(next))
+            }
+            Err(e) => (Err(classify(e)), None),
+        },
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK TO unit; RELEASE unit");
+            }
+            (Err(e), None)
+        }
     }
 }
 
@@ -112,7 +320,8 @@ fn cut(text: Option<&str>, max: usize) -> Option<String> {
 }
 
 /// Appends `events` in one transaction, chaining each to the row before.
-/// Returns their ids. Used by the writer thread and by the CLI.
+/// Returns their ids. For the CLI and the benchmarks (the server's rows go
+/// through [`Writer`]).
 pub fn append(
     conn: &mut Connection,
     events: &[NewEvent],
@@ -125,8 +334,8 @@ pub fn append(
 }
 
 /// The newest row's id and hash: what the next row chains to.
-pub fn chain_head(tx: &Transaction<'_>) -> rusqlite::Result<(i64, String)> {
-    tx.query_row(
+pub fn chain_head(conn: &Connection) -> rusqlite::Result<(i64, String)> {
+    conn.query_row(
         "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -139,25 +348,26 @@ pub fn chain_head(tx: &Transaction<'_>) -> rusqlite::Result<(i64, String)> {
 
 /// [`append`] inside a transaction the caller commits.
 pub fn append_in(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     events: &[NewEvent],
     now: Millis,
 ) -> rusqlite::Result<Vec<i64>> {
-    let head = chain_head(tx)?;
-    append_after(tx, head, events, now)
+    let head = chain_head(conn)?;
+    append_after(conn, head, events, now).map(|(ids, _)| ids)
 }
 
 /// Appends `events` after `head`, the `(id, hash)` of the row they follow.
+/// Returns their ids and the new head.
 pub fn append_after(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     head: (i64, String),
     events: &[NewEvent],
     now: Millis,
-) -> rusqlite::Result<Vec<i64>> {
+) -> rusqlite::Result<(Vec<i64>, (i64, String))> {
     let (mut last_id, mut last_hash) = head;
     let mut ids = Vec::with_capacity(events.len());
     {
-        let mut insert = tx.prepare_cached(
+        let mut insert = conn.prepare_cached(
             "INSERT INTO audit_log (id, created_at, action, user_id, resource_type, resource_id,
                                     ip_address, user_agent, extra_data, request_id, prev_hash, hash)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -201,5 +411,5 @@ pub fn append_after(
             last_hash = hash;
         }
     }
-    Ok(ids)
+    Ok((ids, (last_id, last_hash)))
 }

@@ -9,7 +9,7 @@ use super::service::{AuthError, AuthResult, AuthService, ClientInfo, TokenPair};
 use super::tokens::AccessClaims;
 use super::totp;
 use crate::clock::Millis;
-use crate::store::{MfaChallenge, User};
+use crate::store::{Audit, MfaChallenge, User};
 
 /// How long an `mfa_token` lives.
 pub const MFA_TOKEN_TTL_MS: Millis = 300_000;
@@ -54,7 +54,12 @@ impl AuthService {
     }
 
     /// Confirms the pending secret with a code; returns ten backup codes.
-    pub async fn totp_enable(&self, claims: &AccessClaims, code: &str) -> AuthResult<Vec<String>> {
+    pub async fn totp_enable(
+        &self,
+        claims: &AccessClaims,
+        code: &str,
+        audit: Audit,
+    ) -> AuthResult<Vec<String>> {
         let user = self.current_user(claims).await?;
         let row = self.store().totp(user.id).await?.unwrap_or_default();
         if row.secret.is_some() {
@@ -76,7 +81,7 @@ impl AuthService {
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         if !self
             .store()
-            .enable_totp(user.id, step, hashes, self.now())
+            .enable_totp(user.id, step, hashes, self.now(), audit)
             .await?
         {
             return Err(AuthError::MfaState("mfa_not_set_up"));
@@ -91,6 +96,7 @@ impl AuthService {
         claims: &AccessClaims,
         password: SecretString,
         code: &str,
+        audit: Audit,
     ) -> AuthResult<()> {
         let user = self.current_user(claims).await?;
         if !self.mfa_enabled(user.id).await? {
@@ -106,7 +112,15 @@ impl AuthService {
         if !self.check_second_factor(user.id, code).await? {
             return Err(AuthError::InvalidMfaCode);
         }
-        self.store().disable_totp(user.id).await?;
+        let now = self.now();
+        let audit = audit
+            .into_iter()
+            .map(|mut e| {
+                e.at.get_or_insert(now);
+                e
+            })
+            .collect();
+        self.store().disable_totp(user.id, audit).await?;
         self.forget_profile(user.id);
         Ok(())
     }
@@ -116,6 +130,7 @@ impl AuthService {
         &self,
         claims: &AccessClaims,
         code: &str,
+        audit: Audit,
     ) -> AuthResult<Vec<String>> {
         let user = self.current_user(claims).await?;
         if !self.mfa_enabled(user.id).await? {
@@ -130,7 +145,7 @@ impl AuthService {
             .map(|c| totp::backup_hash(user.id, c))
             .collect();
         self.store()
-            .replace_backup_codes(user.id, hashes, self.now())
+            .replace_backup_codes(user.id, hashes, self.now(), audit)
             .await?;
         Ok(codes)
     }
@@ -204,6 +219,7 @@ impl AuthService {
         pending: &PendingLogin,
         code: &str,
         client: &ClientInfo,
+        audit: Audit,
     ) -> AuthResult<TokenPair> {
         if !self.check_second_factor(pending.user.id, code).await? {
             self.store()
@@ -214,7 +230,7 @@ impl AuthService {
         if !self.store().spend_mfa_challenge(pending.token_hash).await? {
             return Err(AuthError::InvalidMfaCode);
         }
-        self.open_session(&pending.user, pending.challenge.remember_me, client)
+        self.open_session(&pending.user, pending.challenge.remember_me, client, audit)
             .await
     }
 }

@@ -10,10 +10,15 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::service::{AuthError, AuthService, ClientInfo};
+use crate::audit::{Action, NewEvent, Origin};
 use crate::clock::{Clock, ManualClock, Millis};
 use crate::config::Config;
 use crate::startup::build_auth;
-use crate::store::{NewUser, User};
+use crate::store::{NewUser, RotationAudit, User};
+
+fn event(action: Action) -> NewEvent {
+    NewEvent::new(action, &Origin::default())
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -91,14 +96,17 @@ impl World {
         for i in 0..2 {
             let user = server
                 .store()
-                .create_user(NewUser {
-                    id: Uuid::new_v4(),
-                    email: format!("user{i}@example.com"),
-                    name: None,
-                    password_hash: "unused".into(),
-                    is_admin: false,
-                    created_at: clock.now_ms(),
-                })
+                .create_user(
+                    NewUser {
+                        id: Uuid::new_v4(),
+                        email: format!("user{i}@example.com"),
+                        name: None,
+                        password_hash: "unused".into(),
+                        is_admin: false,
+                        created_at: clock.now_ms(),
+                    },
+                    Vec::new(),
+                )
                 .await
                 .expect("user");
             users.push(user);
@@ -129,7 +137,12 @@ impl World {
             Op::Login { user } => {
                 let pair = self
                     .server
-                    .open_session(&self.users[user], false, &client)
+                    .open_session(
+                        &self.users[user],
+                        false,
+                        &client,
+                        vec![event(Action::LoginSuccess)],
+                    )
                     .await
                     .expect("login");
                 self.sessions.push(ModelSession {
@@ -152,7 +165,11 @@ impl World {
                     _ => s.current.clone(),
                 };
                 let reuse = presented != s.current;
-                match self.server.refresh(&presented).await {
+                let audit = RotationAudit {
+                    refreshed: event(Action::TokenRefreshed),
+                    reused: event(Action::RefreshTokenReused),
+                };
+                match self.server.refresh(&presented, audit).await {
                     Ok((_, pair)) => {
                         assert!(!s.revoked, "a revoked session was refreshed");
                         assert!(!reuse, "a retired refresh token was accepted");
@@ -186,10 +203,16 @@ impl World {
                 };
                 let session = t.session;
                 if matches!(op, Op::Logout { .. }) {
-                    self.server.logout(&claims).await.expect("logout");
+                    self.server
+                        .logout(&claims, vec![event(Action::Logout)])
+                        .await
+                        .expect("logout");
                     self.sessions[session].revoked = true;
                 } else {
-                    self.server.logout_all(&claims).await.expect("logout-all");
+                    self.server
+                        .logout_all(&claims, vec![event(Action::LogoutAll)])
+                        .await
+                        .expect("logout-all");
                     let user = self.sessions[session].user;
                     for s in self.sessions.iter_mut().filter(|s| s.user == user) {
                         s.revoked = true;

@@ -15,7 +15,7 @@ use super::tokens::{AccessClaims, TokenError, TokenKeys, TokenSubject};
 use crate::clock::{Millis, SharedClock};
 use crate::config::Config;
 use crate::error::FieldErrors;
-use crate::store::{NewUser, Rotation, Session, Store, StoreError, User};
+use crate::store::{Audit, NewUser, Rotation, RotationAudit, Session, Store, StoreError, User};
 
 /// Longest accepted display name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -225,6 +225,7 @@ impl AuthService {
         password: SecretString,
         name: Option<&str>,
         is_admin: bool,
+        audit: Audit,
     ) -> AuthResult<User> {
         let mut errors = FieldErrors::new();
         let parsed = Email::parse(email)
@@ -252,15 +253,20 @@ impl AuthService {
         let hash = self
             .strong_hash(password, &email, name.as_deref(), "password")
             .await?;
+        let id = Uuid::new_v4();
         let user = NewUser {
-            id: Uuid::new_v4(),
+            id,
             email: email.into_string(),
             name,
             password_hash: hash,
             is_admin,
             created_at: self.now(),
         };
-        match self.store.create_user(user).await {
+        let audit = audit
+            .into_iter()
+            .map(|e| e.user(id).resource("user", id))
+            .collect();
+        match self.store.create_user(user, audit).await {
             Err(StoreError::EmailTaken) => Err(AuthError::EmailTaken),
             other => Ok(other?),
         }
@@ -351,6 +357,7 @@ impl AuthService {
         user: &User,
         remember_me: bool,
         client: &ClientInfo,
+        audit: Audit,
     ) -> AuthResult<TokenPair> {
         let now = self.now();
         let ttl = if remember_me {
@@ -371,7 +378,13 @@ impl AuthService {
         };
         let refresh = new_opaque_token();
         let hash = refresh_hash(&refresh)?;
-        self.store.create_session(session.clone(), hash).await?;
+        let audit = audit
+            .into_iter()
+            .map(|e| e.user(user.id).resource("session", session.id))
+            .collect();
+        self.store
+            .create_session(session.clone(), hash, audit)
+            .await?;
         self.pair(user, &session, refresh, now)
     }
 
@@ -402,13 +415,17 @@ impl AuthService {
 
     /// Exchanges a refresh token for a new pair, retiring it. A retired token
     /// revokes its whole session.
-    pub async fn refresh(&self, refresh_token: &str) -> AuthResult<(User, TokenPair)> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        audit: RotationAudit,
+    ) -> AuthResult<(User, TokenPair)> {
         let presented = refresh_hash(refresh_token).map_err(|_| AuthError::InvalidRefreshToken)?;
         let replacement = new_opaque_token();
         let now = self.now();
         match self
             .store
-            .rotate_refresh(presented, refresh_hash(&replacement)?, now)
+            .rotate_refresh(presented, refresh_hash(&replacement)?, now, audit)
             .await?
         {
             Rotation::Invalid => Err(AuthError::InvalidRefreshToken),
@@ -481,18 +498,18 @@ impl AuthService {
     }
 
     /// Revokes the session the token belongs to.
-    pub async fn logout(&self, claims: &AccessClaims) -> AuthResult<()> {
+    pub async fn logout(&self, claims: &AccessClaims, audit: Audit) -> AuthResult<()> {
         let now = self.now();
         self.store
-            .revoke_session(claims.sub, claims.sid, "logout", now)
+            .revoke_session(claims.sub, claims.sid, "logout", now, audit)
             .await?;
         self.revocations.revoke(claims.sid, now);
         Ok(())
     }
 
     /// Revokes every session of the token's user; returns how many.
-    pub async fn logout_all(&self, claims: &AccessClaims) -> AuthResult<usize> {
-        self.revoke_all(claims.sub, None, "logout_all").await
+    pub async fn logout_all(&self, claims: &AccessClaims, audit: Audit) -> AuthResult<usize> {
+        self.revoke_all(claims.sub, None, "logout_all", audit).await
     }
 
     /// Revokes every live session of `user_id` except `keep`.
@@ -501,11 +518,12 @@ impl AuthService {
         user_id: Uuid,
         keep: Option<Uuid>,
         reason: &'static str,
+        audit: Audit,
     ) -> AuthResult<usize> {
         let now = self.now();
         let revoked = self
             .store
-            .revoke_user_sessions(user_id, keep, reason, now)
+            .revoke_user_sessions(user_id, keep, reason, now, audit)
             .await?;
         for sid in &revoked {
             self.revocations.revoke(*sid, now);
@@ -519,11 +537,16 @@ impl AuthService {
     }
 
     /// Revokes one of the token user's own sessions; others' are [`AuthError::NotFound`].
-    pub async fn revoke_session(&self, claims: &AccessClaims, session_id: Uuid) -> AuthResult<()> {
+    pub async fn revoke_session(
+        &self,
+        claims: &AccessClaims,
+        session_id: Uuid,
+        audit: Audit,
+    ) -> AuthResult<()> {
         let now = self.now();
         if !self
             .store
-            .revoke_session(claims.sub, session_id, "session_revoked", now)
+            .revoke_session(claims.sub, session_id, "session_revoked", now, audit)
             .await?
         {
             return Err(AuthError::NotFound);
@@ -538,6 +561,7 @@ impl AuthService {
         claims: &AccessClaims,
         current: SecretString,
         new: SecretString,
+        audit: Audit,
     ) -> AuthResult<usize> {
         let user = self.current_user(claims).await?;
         let verdict = self
@@ -557,11 +581,15 @@ impl AuthService {
         let hash = self
             .strong_hash(new, &email, user.name.as_deref(), "new_password")
             .await?;
-        self.store
-            .set_password_hash(user.id, hash, self.now())
+        let now = self.now();
+        let revoked = self
+            .store
+            .change_password(user.id, hash, Some(claims.sid), now, audit)
             .await?;
-        self.revoke_all(user.id, Some(claims.sid), "password_changed")
-            .await
+        for sid in &revoked {
+            self.revocations.revoke(*sid, now);
+        }
+        Ok(revoked.len())
     }
 
     /// Issues a reset token for an enabled account (voiding older ones).
@@ -593,6 +621,7 @@ impl AuthService {
         &self,
         token: &str,
         new_password: SecretString,
+        audit: Audit,
     ) -> AuthResult<(Uuid, usize)> {
         let hash = refresh_hash(token).map_err(|_| AuthError::InvalidResetToken)?;
         let now = self.now();
@@ -619,7 +648,7 @@ impl AuthService {
             .await?;
         let (user_id, revoked) = self
             .store
-            .reset_password(hash, password_hash, self.now())
+            .reset_password(hash, password_hash, self.now(), audit)
             .await?
             .ok_or(AuthError::InvalidResetToken)?;
         let now = self.now();
@@ -631,15 +660,25 @@ impl AuthService {
 
     /// Disables (revoking every session at once) or enables an account.
     /// Returns `false` when there is no such account.
-    pub async fn set_disabled(&self, user_id: Uuid, disabled: bool) -> AuthResult<bool> {
-        if disabled {
-            self.revoke_all(user_id, None, "user_disabled").await?;
-        }
+    pub async fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        audit: Audit,
+    ) -> AuthResult<bool> {
+        let now = self.now();
         let found = self
             .store
-            .set_disabled(user_id, disabled, self.now())
+            .set_disabled(user_id, disabled, now, audit)
             .await?;
         self.forget_profile(user_id);
+        if found && disabled {
+            // The store revoked them with the account; tokens stop at once.
+            for session in self.store.revoked_since(now).await? {
+                self.revocations
+                    .revoke(session.session_id, session.revoked_at);
+            }
+        }
         Ok(found)
     }
 

@@ -15,7 +15,7 @@ use crate::auth::email::normalize;
 use crate::auth::service::{AuthError, TokenPair};
 use crate::error::ApiError;
 use crate::ratelimit::Guarded;
-use crate::store::User;
+use crate::store::{RotationAudit, User};
 use crate::time_fmt::rfc3339_ms;
 
 #[derive(Debug, Deserialize)]
@@ -93,17 +93,16 @@ pub async fn register(
     guarded(&state, &caller, Guarded::Register, None, async {
         match state
             .auth
-            .register(&body.email, body.password, body.name.as_deref(), false)
+            .register(
+                &body.email,
+                body.password,
+                body.name.as_deref(),
+                false,
+                vec![caller.event(Action::RegistrationSuccess)],
+            )
             .await
         {
-            Ok(user) => {
-                let event = caller
-                    .event(Action::RegistrationSuccess)
-                    .user(user.id)
-                    .resource("user", user.id);
-                state.audit(event).await?;
-                Ok(HttpResponse::Created().json(UserView::from(&user)))
-            }
+            Ok(user) => Ok(HttpResponse::Created().json(UserView::from(&user))),
             Err(e) => {
                 let error = ApiError::from(e);
                 if error.status_code().is_client_error() {
@@ -163,20 +162,17 @@ pub async fn password_login(
             expires_in,
         });
     }
+    let event = caller
+        .event(Action::LoginSuccess)
+        .extra("remember_me", remember_me);
     let pair = state
         .auth
-        .open_session(&user, remember_me, &caller.client_info())
+        .open_session(&user, remember_me, &caller.client_info(), vec![event])
         .await?;
     state
         .limiter
         .login_succeeded(&state.limiter.ip_key(caller.ip), account)
         .await;
-    let event = caller
-        .event(Action::LoginSuccess)
-        .user(user.id)
-        .resource("session", pair.session_id)
-        .extra("remember_me", remember_me);
-    state.audit(event).await?;
     state.metrics.login("success");
     Ok(LoginOutcome::Tokens(pair))
 }
@@ -188,26 +184,13 @@ pub async fn rotate_refresh(
     caller: &Caller,
     refresh_token: &str,
 ) -> Result<TokenPair, ApiError> {
-    match state.auth.refresh(refresh_token).await {
-        Ok((user, pair)) => {
-            let event = caller
-                .event(Action::TokenRefreshed)
-                .user(user.id)
-                .resource("session", pair.session_id);
-            state.audit(event).await?;
-            Ok(pair)
-        }
-        Err(AuthError::RefreshTokenReused {
-            session_id,
-            user_id,
-        }) => {
-            let event = caller
-                .event(Action::RefreshTokenReused)
-                .user(user_id)
-                .resource("session", session_id);
-            state.audit(event).await?;
-            Err(ApiError::RefreshTokenReused)
-        }
+    let audit = RotationAudit {
+        refreshed: caller.event(Action::TokenRefreshed),
+        reused: caller.event(Action::RefreshTokenReused),
+    };
+    match state.auth.refresh(refresh_token, audit).await {
+        Ok((_, pair)) => Ok(pair),
+        Err(AuthError::RefreshTokenReused { .. }) => Err(ApiError::RefreshTokenReused),
         Err(e) => Err(e.into()),
     }
 }
@@ -272,16 +255,19 @@ pub async fn change_password(
     let body = body.into_inner();
     let account = normalize(&auth.0.email);
     guarded(&state, &caller, Guarded::Login, Some(&account), async {
-        let revoked = state
-            .auth
-            .change_password(&auth.0, body.current_password, body.new_password)
-            .await?;
         let event = caller
             .event(Action::PasswordChanged)
             .user(auth.0.sub)
-            .resource("user", auth.0.sub)
-            .extra("sessions_revoked", revoked);
-        state.audit(event).await?;
+            .resource("user", auth.0.sub);
+        state
+            .auth
+            .change_password(
+                &auth.0,
+                body.current_password,
+                body.new_password,
+                vec![event],
+            )
+            .await?;
         Ok(HttpResponse::NoContent().finish())
     })
     .await

@@ -196,9 +196,6 @@ pub async fn set_disabled(
             message: "an administrator cannot disable their own account".into(),
         });
     }
-    if !state.auth.set_disabled(user_id, disabled).await? {
-        return Err(ApiError::NotFound("no such user"));
-    }
     let action = if disabled {
         Action::UserDisabled
     } else {
@@ -209,6 +206,12 @@ pub async fn set_disabled(
         .user(user_id)
         .resource("user", user_id)
         .extra("actor_id", admin.user.id.to_string());
-    state.audit(event).await?;
+    if !state
+        .auth
+        .set_disabled(user_id, disabled, vec![event])
+        .await?
+    {
+        return Err(ApiError::NotFound("no such user"));
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -79,12 +79,13 @@ pub async fn enable(
     guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
         let codes = state
             .auth
-            .totp_enable(&auth.0, body.0.code.expose_secret())
+            .totp_enable(
+                &auth.0,
+                body.0.code.expose_secret(),
+                vec![caller.event(Action::MfaEnabled).user(auth.0.sub)],
+            )
             .await
             .map_err(on_bearer_route)?;
-        state
-            .audit(caller.event(Action::MfaEnabled).user(auth.0.sub))
-            .await?;
         Ok(codes_response(&codes))
     })
     .await
@@ -102,12 +103,14 @@ pub async fn disable(
     guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
         state
             .auth
-            .totp_disable(&auth.0, body.password, body.code.expose_secret())
+            .totp_disable(
+                &auth.0,
+                body.password,
+                body.code.expose_secret(),
+                vec![caller.event(Action::MfaDisabled).user(auth.0.sub)],
+            )
             .await
             .map_err(on_bearer_route)?;
-        state
-            .audit(caller.event(Action::MfaDisabled).user(auth.0.sub))
-            .await?;
         Ok(HttpResponse::NoContent().finish())
     })
     .await
@@ -124,16 +127,15 @@ pub async fn backup_codes(
     guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
         let codes = state
             .auth
-            .regenerate_backup_codes(&auth.0, body.0.code.expose_secret())
+            .regenerate_backup_codes(
+                &auth.0,
+                body.0.code.expose_secret(),
+                vec![caller
+                    .event(Action::BackupCodesRegenerated)
+                    .user(auth.0.sub)],
+            )
             .await
             .map_err(on_bearer_route)?;
-        state
-            .audit(
-                caller
-                    .event(Action::BackupCodesRegenerated)
-                    .user(auth.0.sub),
-            )
-            .await?;
         Ok(codes_response(&codes))
     })
     .await
@@ -156,23 +158,23 @@ pub async fn login(
     guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
         match state
             .auth
-            .finish_mfa(&pending, body.code.expose_secret(), &caller.client_info())
+            .finish_mfa(
+                &pending,
+                body.code.expose_secret(),
+                &caller.client_info(),
+                vec![
+                    caller.event(Action::MfaSuccess),
+                    caller
+                        .event(Action::LoginSuccess)
+                        .extra("mfa", true)
+                        .extra("remember_me", pending.challenge.remember_me),
+                ],
+            )
             .await
         {
             Ok(pair) => {
                 let ip_key = state.limiter.ip_key(caller.ip);
                 state.limiter.login_succeeded(&ip_key, &account).await;
-                let user = pending.user.id;
-                state
-                    .audit(caller.event(Action::MfaSuccess).user(user))
-                    .await?;
-                let event = caller
-                    .event(Action::LoginSuccess)
-                    .user(user)
-                    .resource("session", pair.session_id)
-                    .extra("mfa", true)
-                    .extra("remember_me", pending.challenge.remember_me);
-                state.audit(event).await?;
                 state.metrics.login("mfa_success");
                 Ok(token_response(&pair))
             }

@@ -95,20 +95,16 @@ pub async fn confirm(
     guarded(&state, &caller, Guarded::ResetConfirm, None, async {
         match state
             .auth
-            .confirm_reset(body.token.expose_secret(), body.new_password)
+            .confirm_reset(
+                body.token.expose_secret(),
+                body.new_password,
+                vec![caller.event(Action::PasswordResetSuccess)],
+            )
             .await
         {
-            Ok((user_id, revoked)) => {
-                let event = caller
-                    .event(Action::PasswordResetSuccess)
-                    .user(user_id)
-                    .resource("user", user_id)
-                    .extra("sessions_revoked", revoked);
-                state.audit(event).await?;
-                Ok(HttpResponse::Ok().json(json!({
-                    "message": "Your password has been reset. Every session was signed out."
-                })))
-            }
+            Ok(_) => Ok(HttpResponse::Ok().json(json!({
+                "message": "Your password has been reset. Every session was signed out."
+            }))),
             Err(e) => {
                 let error = ApiError::from(e);
                 if error.status_code().is_client_error() {

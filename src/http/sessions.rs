@@ -28,12 +28,11 @@ pub async fn logout(
     caller: Caller,
     auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    state.auth.logout(&auth.0).await?;
     let event = caller
         .event(Action::Logout)
         .user(auth.0.sub)
         .resource("session", auth.0.sid);
-    state.audit(event).await?;
+    state.auth.logout(&auth.0, vec![event]).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -43,13 +42,11 @@ pub async fn logout_all(
     caller: Caller,
     auth: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let revoked = state.auth.logout_all(&auth.0).await?;
     let event = caller
         .event(Action::LogoutAll)
         .user(auth.0.sub)
-        .resource("user", auth.0.sub)
-        .extra("sessions_revoked", revoked);
-    state.audit(event).await?;
+        .resource("user", auth.0.sub);
+    state.auth.logout_all(&auth.0, vec![event]).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -82,11 +79,10 @@ pub async fn revoke(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("no such session"))?;
-    state.auth.revoke_session(&auth.0, id).await?;
     let event = caller
         .event(Action::SessionRevoked)
         .user(auth.0.sub)
         .resource("session", id);
-    state.audit(event).await?;
+    state.auth.revoke_session(&auth.0, id, vec![event]).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -7,7 +7,20 @@ pub mod sqlite;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::audit::NewEvent;
 use crate::clock::Millis;
+
+/// Audit rows that describe a change: they commit in the same transaction as
+/// the change, or neither does.
+pub type Audit = Vec<NewEvent>;
+
+/// The rows for a refresh: which one is written depends on what the token was.
+/// The store fills in the user and the session.
+#[derive(Debug, Clone)]
+pub struct RotationAudit {
+    pub refreshed: NewEvent,
+    pub reused: NewEvent,
+}
 
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,11 +153,13 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Accounts, sessions, refresh tokens and keys.
+/// Accounts, sessions, refresh tokens and keys. A change that is audited
+/// takes its audit rows and commits them with itself: a request that fails
+/// leaves neither the change nor a row describing it.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates an account; [`StoreError::EmailTaken`] when the email exists.
-    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    async fn create_user(&self, user: NewUser, audit: Audit) -> StoreResult<User>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
     /// The account and whether its second factor is on, in one read.
@@ -154,10 +169,31 @@ pub trait Store: Send + Sync + 'static {
     async fn set_password_hash(&self, user_id: Uuid, hash: String, now: Millis) -> StoreResult<()>;
     /// Disables or enables an account; disabling revokes all its sessions.
     /// Returns `false` when the account does not exist.
-    async fn set_disabled(&self, user_id: Uuid, disabled: bool, now: Millis) -> StoreResult<bool>;
+    async fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Millis,
+        audit: Audit,
+    ) -> StoreResult<bool>;
+    /// Sets a new password hash and revokes every live session but `keep`;
+    /// returns the sessions revoked.
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        hash: String,
+        keep: Option<Uuid>,
+        now: Millis,
+        audit: Audit,
+    ) -> StoreResult<Vec<Uuid>>;
 
     /// Stores a new session and its first refresh token hash.
-    async fn create_session(&self, session: Session, refresh_hash: [u8; 32]) -> StoreResult<()>;
+    async fn create_session(
+        &self,
+        session: Session,
+        refresh_hash: [u8; 32],
+        audit: Audit,
+    ) -> StoreResult<()>;
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     /// Live sessions of a user, newest first.
     async fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>>;
@@ -167,6 +203,7 @@ pub trait Store: Send + Sync + 'static {
         presented: [u8; 32],
         replacement: [u8; 32],
         now: Millis,
+        audit: RotationAudit,
     ) -> StoreResult<Rotation>;
     /// Revokes one live session of `user_id`. Returns `false` when there is none.
     async fn revoke_session(
@@ -175,6 +212,7 @@ pub trait Store: Send + Sync + 'static {
         session_id: Uuid,
         reason: &'static str,
         now: Millis,
+        audit: Audit,
     ) -> StoreResult<bool>;
     /// Revokes every live session of a user except `keep`; returns the ones revoked.
     async fn revoke_user_sessions(
@@ -183,6 +221,7 @@ pub trait Store: Send + Sync + 'static {
         keep: Option<Uuid>,
         reason: &'static str,
         now: Millis,
+        audit: Audit,
     ) -> StoreResult<Vec<Uuid>>;
     /// Sessions revoked at or after `since`, for the in-memory revocation view.
     async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<Revoked>>;
@@ -213,6 +252,7 @@ pub trait Store: Send + Sync + 'static {
         token_hash: [u8; 32],
         password_hash: String,
         now: Millis,
+        audit: Audit,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;
 
     async fn totp(&self, user_id: Uuid) -> StoreResult<Option<TotpRow>>;
@@ -226,9 +266,10 @@ pub trait Store: Send + Sync + 'static {
         step: i64,
         backup_hashes: Vec<[u8; 32]>,
         now: Millis,
+        audit: Audit,
     ) -> StoreResult<bool>;
     /// Removes TOTP and backup codes.
-    async fn disable_totp(&self, user_id: Uuid) -> StoreResult<()>;
+    async fn disable_totp(&self, user_id: Uuid, audit: Audit) -> StoreResult<()>;
     /// Records `step` as used if it is newer than the last one; false for a replay.
     async fn use_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool>;
     /// Uses a backup code; false when unknown or already used.
@@ -244,6 +285,7 @@ pub trait Store: Send + Sync + 'static {
         user_id: Uuid,
         hashes: Vec<[u8; 32]>,
         now: Millis,
+        audit: Audit,
     ) -> StoreResult<()>;
     async fn create_mfa_challenge(
         &self,

@@ -12,9 +12,10 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use uuid::Uuid;
 
 use super::{
-    MfaChallenge, NewUser, RateLimitRow, RecentLogin, Revoked, Rotation, Session, SigningKeyRow,
-    Store, StoreError, StoreResult, TotpRow, User,
+    Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin, Revoked, Rotation, RotationAudit,
+    Session, SigningKeyRow, Store, StoreError, StoreResult, TotpRow, User,
 };
+use crate::audit::writer::Writer;
 use crate::clock::Millis;
 
 /// The whole schema, applied at every start-up.
@@ -25,10 +26,13 @@ pub const SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_SIZE: u32 = 8;
 
-/// SQLite-backed storage.
+/// SQLite-backed storage: reads on a small pool of connections; audited
+/// changes on the one writer (see [`Writer`]), in the same transaction as
+/// their audit rows.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
+    writer: Writer,
 }
 
 /// Sets the per-connection pragmas every connection needs.
@@ -57,7 +61,41 @@ impl SqliteStore {
             .connection_timeout(BUSY_TIMEOUT)
             .build(manager)
             .with_context(|| format!("cannot open database {}", path.display()))?;
-        Ok(Self { pool })
+        let writer = Writer::start(path)?;
+        Ok(Self { pool, writer })
+    }
+
+    /// [`SqliteStore::audited`] for a change that may find nothing to do:
+    /// the rows are written only when it reports that it did something.
+    async fn audited_when<F>(&self, audit: Audit, now: Millis, change: F) -> StoreResult<bool>
+    where
+        F: FnOnce(&mut Connection) -> StoreResult<bool> + Send + 'static,
+    {
+        let audit = stamped(audit, now);
+        self.writer
+            .unit(move |conn| {
+                let done = change(conn)?;
+                Ok((done, if done { audit } else { Vec::new() }))
+            })
+            .await
+    }
+
+    /// The writer that commits audited changes; the audit log shares it.
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Runs `change` on the writer and commits it with `audit` (each row's
+    /// time defaulting to `now`): both, or neither.
+    async fn audited<T, F>(&self, audit: Audit, now: Millis, change: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let audit = stamped(audit, now);
+        self.writer
+            .unit(move |conn| change(conn).map(|value| (value, audit)))
+            .await
     }
 
     /// Runs `f` with a pooled connection on a blocking thread.
@@ -172,6 +210,83 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
     })
 }
 
+/// The body of a refresh: retire `presented` and make `replacement` current,
+/// or revoke the session when `presented` was already retired.
+fn rotate(
+    conn: &mut Connection,
+    presented: [u8; 32],
+    replacement: [u8; 32],
+    now: Millis,
+) -> StoreResult<Rotation> {
+    let tx = conn.savepoint()?;
+    let found: Option<(Uuid, Option<Millis>)> = tx
+        .query_row(
+            "SELECT session_id, retired_at FROM refresh_tokens WHERE token_hash = ?1",
+            [&presented[..]],
+            |r| Ok((uuid_col(r, 0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((session_id, retired_at)) = found else {
+        return Ok(Rotation::Invalid);
+    };
+    let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1");
+    let Some(session) = tx
+        .query_row(&sql, [session_id.to_string()], session_row)
+        .optional()?
+    else {
+        return Ok(Rotation::Invalid);
+    };
+    if retired_at.is_some() {
+        tx.execute(
+            "UPDATE sessions SET revoked_at = ?1, revoke_reason = 'refresh_token_reused'
+             WHERE id = ?2 AND revoked_at IS NULL",
+            params![now, session_id.to_string()],
+        )?;
+        tx.commit()?;
+        return Ok(Rotation::Reused {
+            session_id,
+            user_id: session.user_id,
+        });
+    }
+    if !session.is_live(now) {
+        return Ok(Rotation::Invalid);
+    }
+    tx.execute(
+        "UPDATE refresh_tokens SET retired_at = ?1 WHERE token_hash = ?2",
+        params![now, &presented[..]],
+    )?;
+    tx.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES (?1, ?2, ?3)",
+        params![&replacement[..], session_id.to_string(), now],
+    )?;
+    tx.execute(
+        "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2",
+        params![now, session_id.to_string()],
+    )?;
+    tx.commit()?;
+    Ok(Rotation::Rotated(Session {
+        last_used_at: now,
+        ..session
+    }))
+}
+
+/// The rows of a change that revoked sessions say how many.
+fn with_revoked(audit: Audit, revoked: usize, now: Millis) -> Audit {
+    let audit = audit
+        .into_iter()
+        .map(|e| e.extra("sessions_revoked", revoked))
+        .collect();
+    stamped(audit, now)
+}
+
+/// Gives every row without a time the time of its change.
+fn stamped(mut audit: Audit, now: Millis) -> Audit {
+    for event in &mut audit {
+        event.at.get_or_insert(now);
+    }
+    audit
+}
+
 fn replace_codes(
     conn: &Connection,
     user_id: Uuid,
@@ -214,8 +329,9 @@ fn revoke_all(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_user(&self, user: NewUser) -> StoreResult<User> {
-        self.run(move |conn| {
+    async fn create_user(&self, user: NewUser, audit: Audit) -> StoreResult<User> {
+        let now = user.created_at;
+        self.audited(audit, now, move |conn| {
             let inserted = conn.execute(
                 "INSERT INTO users (id, email, name, password_hash, is_admin, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
@@ -322,9 +438,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_disabled(&self, user_id: Uuid, disabled: bool, now: Millis) -> StoreResult<bool> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    async fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Millis,
+        audit: Audit,
+    ) -> StoreResult<bool> {
+        self.audited_when(audit, now, move |conn| {
+            let tx = conn.savepoint()?;
             let changed = if disabled {
                 tx.execute(
                     "UPDATE users SET disabled_at = COALESCE(disabled_at, ?1), updated_at = ?1 WHERE id = ?2",
@@ -345,9 +467,37 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_session(&self, session: Session, refresh_hash: [u8; 32]) -> StoreResult<()> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    async fn change_password(
+        &self,
+        user_id: Uuid,
+        hash: String,
+        keep: Option<Uuid>,
+        now: Millis,
+        audit: Audit,
+    ) -> StoreResult<Vec<Uuid>> {
+        let revoked = self.writer.unit(move |conn| {
+            let tx = conn.savepoint()?;
+            tx.execute(
+                "UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3",
+                params![hash, now, user_id.to_string()],
+            )?;
+            let revoked = revoke_all(&tx, user_id, keep, "password_changed", now)?;
+            tx.commit()?;
+            let events = with_revoked(audit, revoked.len(), now);
+            Ok((revoked, events))
+        });
+        revoked.await
+    }
+
+    async fn create_session(
+        &self,
+        session: Session,
+        refresh_hash: [u8; 32],
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let now = session.created_at;
+        self.audited(audit, now, move |conn| {
+            let tx = conn.savepoint()?;
             tx.execute(
                 "INSERT INTO sessions (id, user_id, remember_me, created_at, last_used_at, expires_at, ip_address, user_agent)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -404,60 +554,24 @@ impl Store for SqliteStore {
         presented: [u8; 32],
         replacement: [u8; 32],
         now: Millis,
+        audit: RotationAudit,
     ) -> StoreResult<Rotation> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let found: Option<(Uuid, Option<Millis>)> = tx
-                .query_row(
-                    "SELECT session_id, retired_at FROM refresh_tokens WHERE token_hash = ?1",
-                    [&presented[..]],
-                    |r| Ok((uuid_col(r, 0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((session_id, retired_at)) = found else {
-                return Ok(Rotation::Invalid);
-            };
-            let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1");
-            let Some(session) = tx
-                .query_row(&sql, [session_id.to_string()], session_row)
-                .optional()?
-            else {
-                return Ok(Rotation::Invalid);
-            };
-            if retired_at.is_some() {
-                tx.execute(
-                    "UPDATE sessions SET revoked_at = ?1, revoke_reason = 'refresh_token_reused'
-                     WHERE id = ?2 AND revoked_at IS NULL",
-                    params![now, session_id.to_string()],
-                )?;
-                tx.commit()?;
-                return Ok(Rotation::Reused {
+        let rotation = self.writer.unit(move |conn| {
+            let rotation = rotate(conn, presented, replacement, now)?;
+            let events = match &rotation {
+                Rotation::Rotated(session) => vec![audit
+                    .refreshed
+                    .user(session.user_id)
+                    .resource("session", session.id)],
+                Rotation::Reused {
                     session_id,
-                    user_id: session.user_id,
-                });
-            }
-            if !session.is_live(now) {
-                return Ok(Rotation::Invalid);
-            }
-            tx.execute(
-                "UPDATE refresh_tokens SET retired_at = ?1 WHERE token_hash = ?2",
-                params![now, &presented[..]],
-            )?;
-            tx.execute(
-                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES (?1, ?2, ?3)",
-                params![&replacement[..], session_id.to_string(), now],
-            )?;
-            tx.execute(
-                "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2",
-                params![now, session_id.to_string()],
-            )?;
-            tx.commit()?;
-            Ok(Rotation::Rotated(Session {
-                last_used_at: now,
-                ..session
-            }))
-        })
-        .await
+                    user_id,
+                } => vec![audit.reused.user(*user_id).resource("session", *session_id)],
+                Rotation::Invalid => Vec::new(),
+            };
+            Ok((rotation, stamped(events, now)))
+        });
+        rotation.await
     }
 
     async fn revoke_session(
@@ -466,8 +580,9 @@ impl Store for SqliteStore {
         session_id: Uuid,
         reason: &'static str,
         now: Millis,
+        audit: Audit,
     ) -> StoreResult<bool> {
-        self.run(move |conn| {
+        self.audited_when(audit, now, move |conn| {
             let changed = conn.execute(
                 "UPDATE sessions SET revoked_at = ?1, revoke_reason = ?2
                  WHERE id = ?3 AND user_id = ?4 AND revoked_at IS NULL AND expires_at > ?1",
@@ -484,9 +599,14 @@ impl Store for SqliteStore {
         keep: Option<Uuid>,
         reason: &'static str,
         now: Millis,
+        audit: Audit,
     ) -> StoreResult<Vec<Uuid>> {
-        self.run(move |conn| Ok(revoke_all(conn, user_id, keep, reason, now)?))
-            .await
+        let revoked = self.writer.unit(move |conn| {
+            let revoked = revoke_all(conn, user_id, keep, reason, now)?;
+            let events = with_revoked(audit, revoked.len(), now);
+            Ok((revoked, events))
+        });
+        revoked.await
     }
 
     async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<Revoked>> {
@@ -593,9 +713,10 @@ impl Store for SqliteStore {
         token_hash: [u8; 32],
         password_hash: String,
         now: Millis,
+        audit: Audit,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let reset = self.writer.unit(move |conn| {
+            let tx = conn.savepoint()?;
             let user: Option<Uuid> = tx
                 .query_row(
                     "UPDATE password_reset_tokens SET used_at = ?1
@@ -606,7 +727,7 @@ impl Store for SqliteStore {
                 )
                 .optional()?;
             let Some(user_id) = user else {
-                return Ok(None);
+                return Ok((None, Vec::new()));
             };
             tx.execute(
                 "UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3",
@@ -614,9 +735,14 @@ impl Store for SqliteStore {
             )?;
             let revoked = revoke_all(&tx, user_id, None, "password_reset", now)?;
             tx.commit()?;
-            Ok(Some((user_id, revoked)))
-        })
-        .await
+            let events = audit
+                .into_iter()
+                .map(|e| e.user(user_id).resource("user", user_id))
+                .collect();
+            let events = with_revoked(events, revoked.len(), now);
+            Ok((Some((user_id, revoked)), events))
+        });
+        reset.await
     }
 
     async fn totp(&self, user_id: Uuid) -> StoreResult<Option<TotpRow>> {
@@ -656,9 +782,10 @@ impl Store for SqliteStore {
         step: i64,
         backup_hashes: Vec<[u8; 32]>,
         now: Millis,
+        audit: Audit,
     ) -> StoreResult<bool> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.audited_when(audit, now, move |conn| {
+            let tx = conn.savepoint()?;
             let changed = tx.execute(
                 "UPDATE totp SET secret = pending_secret, pending_secret = NULL, enabled_at = ?1, last_step = ?2
                  WHERE user_id = ?3 AND pending_secret IS NOT NULL",
@@ -674,9 +801,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn disable_totp(&self, user_id: Uuid) -> StoreResult<()> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    async fn disable_totp(&self, user_id: Uuid, audit: Audit) -> StoreResult<()> {
+        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+        self.audited(audit, now, move |conn| {
+            let tx = conn.savepoint()?;
             tx.execute("DELETE FROM totp WHERE user_id = ?1", [user_id.to_string()])?;
             tx.execute(
                 "DELETE FROM backup_codes WHERE user_id = ?1",
@@ -721,9 +849,10 @@ impl Store for SqliteStore {
         user_id: Uuid,
         hashes: Vec<[u8; 32]>,
         now: Millis,
+        audit: Audit,
     ) -> StoreResult<()> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.audited(audit, now, move |conn| {
+            let tx = conn.savepoint()?;
             replace_codes(&tx, user_id, &hashes, now)?;
             tx.commit()?;
             Ok(())
@@ -878,6 +1007,14 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    fn no_audit() -> crate::store::RotationAudit {
+        use crate::audit::{Action, NewEvent, Origin};
+        crate::store::RotationAudit {
+            refreshed: NewEvent::new(Action::TokenRefreshed, &Origin::default()),
+            reused: NewEvent::new(Action::RefreshTokenReused, &Origin::default()),
+        }
+    }
+
     fn user(email: &str) -> NewUser {
         NewUser {
             id: Uuid::new_v4(),
@@ -928,8 +1065,14 @@ mod tests {
     async fn duplicate_email_is_email_taken() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        store.create_user(user("a@example.com")).await.unwrap();
-        let err = store.create_user(user("a@example.com")).await.unwrap_err();
+        store
+            .create_user(user("a@example.com"), Vec::new())
+            .await
+            .unwrap();
+        let err = store
+            .create_user(user("a@example.com"), Vec::new())
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::EmailTaken));
     }
 
@@ -937,19 +1080,34 @@ mod tests {
     async fn rotation_retires_and_detects_reuse() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        let u = store.create_user(user("a@example.com")).await.unwrap();
+        let u = store
+            .create_user(user("a@example.com"), Vec::new())
+            .await
+            .unwrap();
         let s = session(u.id, 10);
-        store.create_session(s.clone(), [1; 32]).await.unwrap();
+        store
+            .create_session(s.clone(), [1; 32], Vec::new())
+            .await
+            .unwrap();
 
-        let r = store.rotate_refresh([1; 32], [2; 32], 20).await.unwrap();
+        let r = store
+            .rotate_refresh([1; 32], [2; 32], 20, no_audit())
+            .await
+            .unwrap();
         assert!(
             matches!(r, Rotation::Rotated(ref got) if got.id == s.id && got.last_used_at == 20)
         );
         assert_eq!(
-            store.rotate_refresh([9; 32], [3; 32], 21).await.unwrap(),
+            store
+                .rotate_refresh([9; 32], [3; 32], 21, no_audit())
+                .await
+                .unwrap(),
             Rotation::Invalid
         );
-        let r = store.rotate_refresh([1; 32], [3; 32], 22).await.unwrap();
+        let r = store
+            .rotate_refresh([1; 32], [3; 32], 22, no_audit())
+            .await
+            .unwrap();
         assert_eq!(
             r,
             Rotation::Reused {
@@ -959,7 +1117,10 @@ mod tests {
         );
         // The whole session is revoked: the current token no longer works either.
         assert_eq!(
-            store.rotate_refresh([2; 32], [4; 32], 23).await.unwrap(),
+            store
+                .rotate_refresh([2; 32], [4; 32], 23, no_audit())
+                .await
+                .unwrap(),
             Rotation::Invalid
         );
         let revoked = store.revoked_since(0).await.unwrap();
@@ -976,11 +1137,17 @@ mod tests {
     async fn expired_session_does_not_rotate() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        let u = store.create_user(user("a@example.com")).await.unwrap();
+        let u = store
+            .create_user(user("a@example.com"), Vec::new())
+            .await
+            .unwrap();
         let s = session(u.id, 10);
-        store.create_session(s.clone(), [1; 32]).await.unwrap();
+        store
+            .create_session(s.clone(), [1; 32], Vec::new())
+            .await
+            .unwrap();
         let r = store
-            .rotate_refresh([1; 32], [2; 32], s.expires_at)
+            .rotate_refresh([1; 32], [2; 32], s.expires_at, no_audit())
             .await
             .unwrap();
         assert_eq!(r, Rotation::Invalid);
@@ -990,30 +1157,48 @@ mod tests {
     async fn disabling_revokes_sessions() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        let u = store.create_user(user("a@example.com")).await.unwrap();
-        store
-            .create_session(session(u.id, 10), [1; 32])
+        let u = store
+            .create_user(user("a@example.com"), Vec::new())
             .await
             .unwrap();
         store
-            .create_session(session(u.id, 10), [2; 32])
+            .create_session(session(u.id, 10), [1; 32], Vec::new())
             .await
             .unwrap();
-        assert!(store.set_disabled(u.id, true, 50).await.unwrap());
+        store
+            .create_session(session(u.id, 10), [2; 32], Vec::new())
+            .await
+            .unwrap();
+        assert!(store
+            .set_disabled(u.id, true, 50, Vec::new())
+            .await
+            .unwrap());
         assert!(store.live_sessions(u.id, 60).await.unwrap().is_empty());
         assert_eq!(store.revoked_since(50).await.unwrap().len(), 2);
         assert!(store.user_by_id(u.id).await.unwrap().unwrap().is_disabled());
-        assert!(store.set_disabled(u.id, false, 70).await.unwrap());
+        assert!(store
+            .set_disabled(u.id, false, 70, Vec::new())
+            .await
+            .unwrap());
         assert!(!store.user_by_id(u.id).await.unwrap().unwrap().is_disabled());
-        assert!(!store.set_disabled(Uuid::new_v4(), true, 80).await.unwrap());
+        assert!(!store
+            .set_disabled(Uuid::new_v4(), true, 80, Vec::new())
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
     async fn list_users_filters_literally() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        store.create_user(user("a_b@example.com")).await.unwrap();
-        store.create_user(user("axb@example.com")).await.unwrap();
+        store
+            .create_user(user("a_b@example.com"), Vec::new())
+            .await
+            .unwrap();
+        store
+            .create_user(user("axb@example.com"), Vec::new())
+            .await
+            .unwrap();
         let found = store.list_users(Some("A_B".into())).await.unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(store.list_users(None).await.unwrap().len(), 2);

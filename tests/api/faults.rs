@@ -84,6 +84,23 @@ async fn login(app: &TestApp, email: &str) -> reqwest::Response {
         .expect("request")
 }
 
+/// Every change has its row and every row its change: sessions against
+/// `login_success` rows, retired refresh tokens against `token_refreshed` rows.
+fn assert_each_change_has_its_row(app: &TestApp) {
+    let conn = app.db();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM sessions"),
+        count("SELECT COUNT(*) FROM audit_log WHERE action = 'login_success'"),
+        "sessions and login_success rows"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM refresh_tokens WHERE retired_at IS NOT NULL"),
+        count("SELECT COUNT(*) FROM audit_log WHERE action = 'token_refreshed'"),
+        "rotations and token_refreshed rows"
+    );
+}
+
 /// Sessions of the account and `login_success` rows, read without writing.
 fn counts(app: &TestApp, email: &str) -> (i64, i64) {
     let conn = rusqlite::Connection::open_with_flags(
@@ -140,13 +157,24 @@ async fn a_full_disk_fails_closed_and_recovers_when_space_returns() {
     );
     assert_eq!(login(&app, email).await.status(), StatusCode::OK);
 
+    let pair: Value = login(&app, email).await.json().await.expect("pair");
+    let mut refresh = token(&pair, "refresh_token");
     let ballast = disk.fill();
-    // Logins until the disk refuses: each one is either whole (200, a session
-    // and its audit row) or absent (503, neither).
+    // Refreshes and logins until the disk refuses: each one is either whole
+    // (200, the change and its audit row) or absent (503, neither).
     let (sessions_before, rows_before) = counts(&app, email);
     let mut ok = 0;
     let mut refused = 0;
     for _ in 0..400 {
+        let res = app
+            .post("/auth/refresh", &json!({ "refresh_token": refresh }))
+            .await;
+        if res.status() == StatusCode::OK {
+            let pair: Value = res.json().await.expect("pair");
+            refresh = token(&pair, "refresh_token");
+        } else {
+            assert_unavailable(res).await;
+        }
         let res = login(&app, email).await;
         match res.status() {
             StatusCode::OK => ok += 1,
@@ -171,6 +199,7 @@ async fn a_full_disk_fails_closed_and_recovers_when_space_returns() {
         ok,
         "audit rows without a 200, or 200s without a row"
     );
+    assert_each_change_has_its_row(&app);
     // Reads still work.
     assert_eq!(
         app.client
@@ -190,6 +219,15 @@ async fn a_full_disk_fails_closed_and_recovers_when_space_returns() {
         (sessions - sessions_before, rows - rows_before),
         (ok + 1, ok + 1)
     );
+    let res = app
+        .post("/auth/refresh", &json!({ "refresh_token": refresh }))
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the last refresh token is current"
+    );
+    assert_each_change_has_its_row(&app);
     assert_sound(&app, email).await;
 }
 
@@ -352,6 +390,7 @@ async fn a_read_only_disk_fails_closed_and_recovers_when_writable() {
         before,
         "nothing was written while read-only"
     );
+    assert_each_change_has_its_row(&app);
     // The session is as it was: its token works and its refresh token rotates once.
     assert_eq!(
         app.get_auth("/auth/me", &access).await.status(),
