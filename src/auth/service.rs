@@ -592,8 +592,9 @@ impl AuthService {
         Ok(revoked.len())
     }
 
-    /// Issues a reset token for an enabled account (voiding older ones).
-    pub async fn request_reset(&self, email: &str) -> AuthResult<ResetRequest> {
+    /// Issues a reset token for an enabled account (voiding older ones),
+    /// committed with `audit` (given the user).
+    pub async fn request_reset(&self, email: &str, audit: Audit) -> AuthResult<ResetRequest> {
         let email = Email::parse(email)
             .map_err(|r| AuthError::Validation(FieldErrors::from([("email", r.to_owned())])))?;
         let Some(user) = self.store.user_by_email(email.as_str()).await? else {
@@ -610,6 +611,7 @@ impl AuthService {
                 refresh_hash(&token)?,
                 now,
                 now + RESET_TOKEN_TTL_MS,
+                audit.into_iter().map(|e| e.user(user.id)).collect(),
             )
             .await?;
         Ok(ResetRequest::Issued { user, token })

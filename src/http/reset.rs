@@ -38,16 +38,22 @@ pub async fn request(
     let body = body.into_inner();
     let account = normalize(&body.email);
     guarded(&state, &caller, Guarded::ResetRequest, Some(&account), async {
-        let mut event = caller.event(Action::PasswordResetRequested);
-        match state.auth.request_reset(&body.email).await? {
+        let issued = caller
+            .event(Action::PasswordResetRequested)
+            .extra("account_exists", true);
+        match state.auth.request_reset(&body.email, vec![issued]).await? {
             ResetRequest::NoAccount { disabled } => {
-                event = event.extra("account_exists", disabled);
+                let mut event = caller
+                    .event(Action::PasswordResetRequested)
+                    .extra("account_exists", disabled);
                 if disabled {
                     event = event.extra("account_disabled", true);
                 }
+                state.audit(event).await?;
             }
+            // The token and its row are committed; the mail goes out now, and
+            // a mail that cannot go out is one more row.
             ResetRequest::Issued { user, token } => {
-                event = event.user(user.id).extra("account_exists", true);
                 let link = state.config.mail.reset_url.replace("{token}", &token);
                 let text = format!(
                     "Someone asked to reset the password of your account {}.\n\n\
@@ -58,7 +64,12 @@ pub async fn request(
                 if state.mailer.is_local() {
                     if let Err(e) = state.mailer.send(&user.email, "Reset your password", text).await {
                         tracing::error!(error = %e, recipient = %user.email, "reset mail not written");
-                        event = event.extra("mail_error", e.to_string());
+                        let event = caller
+                            .event(Action::PasswordResetRequested)
+                            .user(user.id)
+                            .extra("account_exists", true)
+                            .extra("mail_error", e.to_string());
+                        state.audit(event).await?;
                     }
                 } else {
                     // A relay can be slow: send after answering, so the answer's
@@ -79,7 +90,6 @@ pub async fn request(
                 }
             }
         }
-        state.audit(event).await?;
         Ok(HttpResponse::Accepted().json(json!({ "message": REQUESTED })))
     })
     .await

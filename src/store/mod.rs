@@ -237,6 +237,7 @@ pub trait Store: Send + Sync + 'static {
         token_hash: [u8; 32],
         now: Millis,
         expires_at: Millis,
+        audit: Audit,
     ) -> StoreResult<()>;
     /// The user of an unused, unexpired reset token, without using it.
     async fn reset_token_user(

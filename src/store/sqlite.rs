@@ -673,9 +673,10 @@ impl Store for SqliteStore {
         token_hash: [u8; 32],
         now: Millis,
         expires_at: Millis,
+        audit: Audit,
     ) -> StoreResult<()> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.audited(audit, now, move |conn| {
+            let tx = conn.savepoint()?;
             tx.execute(
                 "UPDATE password_reset_tokens SET used_at = ?1 WHERE user_id = ?2 AND used_at IS NULL",
                 params![now, user_id.to_string()],
