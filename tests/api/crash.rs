@@ -30,6 +30,16 @@ fn start(dir: &std::path::Path) -> ServerProcess {
     )
 }
 
+/// The values of a one-column query.
+fn column(conn: &rusqlite::Connection, sql: &str) -> HashSet<String> {
+    conn.prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 /// xorshift64*: the run's randomness, replayable from its seed.
 struct Rng(u64);
 
@@ -220,25 +230,16 @@ async fn crash_drill() {
         let verdict = portcullis::audit::chain::verify(&conn).unwrap();
         assert!(verdict.ok, "round {round}: {verdict:?}");
         let a = acked.lock().unwrap();
-        let users: HashSet<String> = conn
-            .prepare("SELECT email FROM users")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let users = column(&conn, "SELECT email FROM users");
         let lost: Vec<&String> = a.accounts.iter().filter(|e| !users.contains(*e)).collect();
         assert!(
             lost.is_empty(),
             "round {round}: acknowledged accounts missing: {lost:?}"
         );
-        let ids: HashSet<String> = conn
-            .prepare("SELECT request_id FROM audit_log WHERE request_id IS NOT NULL")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let ids = column(
+            &conn,
+            "SELECT request_id FROM audit_log WHERE request_id IS NOT NULL",
+        );
         let lost: Vec<&String> = a.requests.iter().filter(|id| !ids.contains(*id)).collect();
         assert!(
             lost.is_empty(),
