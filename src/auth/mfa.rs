@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::crypto::{decode_opaque_token, new_opaque_token, sha256};
-use super::service::{AuthError, AuthResult, AuthService, ClientInfo, TokenPair};
+use super::service::{about_session, AuthError, AuthResult, AuthService, ClientInfo, TokenPair};
 use super::tokens::AccessClaims;
 use super::totp;
 use crate::clock::Millis;
@@ -112,14 +112,7 @@ impl AuthService {
         if !self.check_second_factor(user.id, code).await? {
             return Err(AuthError::InvalidMfaCode);
         }
-        let now = self.now();
-        let audit = audit
-            .into_iter()
-            .map(|mut e| {
-                e.at.get_or_insert(now);
-                e
-            })
-            .collect();
+        let audit = stamped(audit, self.now());
         self.store().disable_totp(user.id, audit).await?;
         self.forget_profile(user.id);
         Ok(())
@@ -212,27 +205,52 @@ impl AuthService {
         })
     }
 
-    /// The second step: a right code spends the challenge and opens the session;
-    /// a wrong one counts towards the challenge's five.
+    /// The second step: a right code spends the challenge and opens the session
+    /// (with `success`); a wrong one counts towards the challenge's five (with
+    /// `failed`), as does a right one for a challenge spent meanwhile.
     pub async fn finish_mfa(
         &self,
         pending: &PendingLogin,
         code: &str,
         client: &ClientInfo,
-        audit: Audit,
+        success: Audit,
+        failed: Audit,
     ) -> AuthResult<TokenPair> {
+        let failed: Audit = failed
+            .into_iter()
+            .map(|e| e.user(pending.user.id))
+            .collect();
         if !self.check_second_factor(pending.user.id, code).await? {
+            let failed = stamped(failed, self.now());
             self.store()
-                .fail_mfa_challenge(pending.token_hash, MFA_MAX_FAILURES)
+                .fail_mfa_challenge(pending.token_hash, MFA_MAX_FAILURES, failed)
                 .await?;
             return Err(AuthError::InvalidMfaCode);
         }
-        if !self.store().spend_mfa_challenge(pending.token_hash).await? {
+        let user = &pending.user;
+        let (session, refresh, hash) =
+            self.new_session(user, pending.challenge.remember_me, client)?;
+        let success = about_session(success, &session);
+        if !self
+            .store()
+            .complete_mfa_challenge(pending.token_hash, session.clone(), hash, success, failed)
+            .await?
+        {
             return Err(AuthError::InvalidMfaCode);
         }
-        self.open_session(&pending.user, pending.challenge.remember_me, client, audit)
-            .await
+        self.pair(user, &session, refresh, session.created_at)
     }
+}
+
+/// Gives every row without a time the time `now`.
+fn stamped(audit: Audit, now: Millis) -> Audit {
+    audit
+        .into_iter()
+        .map(|mut e| {
+            e.at.get_or_insert(now);
+            e
+        })
+        .collect()
 }
 
 fn token_hash(token: &str) -> anyhow::Result<[u8; 32]> {

@@ -351,7 +351,8 @@ impl AuthService {
         Ok(user)
     }
 
-    /// Starts a session for an authenticated user and issues its first token pair.
+    /// Starts a session for an authenticated user and issues its first token
+    /// pair; `audit` (given the user and the session) commits with it.
     pub async fn open_session(
         &self,
         user: &User,
@@ -359,6 +360,21 @@ impl AuthService {
         client: &ClientInfo,
         audit: Audit,
     ) -> AuthResult<TokenPair> {
+        let (session, refresh, hash) = self.new_session(user, remember_me, client)?;
+        let audit = about_session(audit, &session);
+        self.store
+            .create_session(session.clone(), hash, audit)
+            .await?;
+        self.pair(user, &session, refresh, session.created_at)
+    }
+
+    /// A session not yet stored, with its refresh token and the token's hash.
+    pub(crate) fn new_session(
+        &self,
+        user: &User,
+        remember_me: bool,
+        client: &ClientInfo,
+    ) -> AuthResult<(Session, String, [u8; 32])> {
         let now = self.now();
         let ttl = if remember_me {
             self.refresh_ttl_ms
@@ -378,17 +394,10 @@ impl AuthService {
         };
         let refresh = new_opaque_token();
         let hash = refresh_hash(&refresh)?;
-        let audit = audit
-            .into_iter()
-            .map(|e| e.user(user.id).resource("session", session.id))
-            .collect();
-        self.store
-            .create_session(session.clone(), hash, audit)
-            .await?;
-        self.pair(user, &session, refresh, now)
+        Ok((session, refresh, hash))
     }
 
-    fn pair(
+    pub(crate) fn pair(
         &self,
         user: &User,
         session: &Session,
@@ -700,6 +709,14 @@ fn refresh_hash(token: &str) -> anyhow::Result<[u8; 32]> {
     let raw =
         decode_opaque_token(token).ok_or_else(|| anyhow::anyhow!("malformed refresh token"))?;
     Ok(sha256(&raw))
+}
+
+/// Rows about a session name its user and the session.
+pub(crate) fn about_session(audit: Audit, session: &Session) -> Audit {
+    audit
+        .into_iter()
+        .map(|e| e.user(session.user_id).resource("session", session.id))
+        .collect()
 }
 
 /// Trims a display name; empty means none.

@@ -169,6 +169,7 @@ pub async fn login(
                         .extra("mfa", true)
                         .extra("remember_me", pending.challenge.remember_me),
                 ],
+                vec![caller.event(Action::MfaFailed)],
             )
             .await
         {
@@ -178,11 +179,9 @@ pub async fn login(
                 state.metrics.login("mfa_success");
                 Ok(token_response(&pair))
             }
+            // Its `mfa_failed` row was committed with the failure count.
             Err(AuthError::InvalidMfaCode) => {
                 state.metrics.login("mfa_failure");
-                state
-                    .audit(caller.event(Action::MfaFailed).user(pending.user.id))
-                    .await?;
                 Err(ApiError::InvalidMfaCode)
             }
             Err(e) => Err(e.into()),

@@ -301,9 +301,24 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Option<MfaChallenge>>;
     /// Counts a wrong code; the challenge is spent at `max_failures`.
-    async fn fail_mfa_challenge(&self, token_hash: [u8; 32], max_failures: u32) -> StoreResult<()>;
+    async fn fail_mfa_challenge(
+        &self,
+        token_hash: [u8; 32],
+        max_failures: u32,
+        audit: Audit,
+    ) -> StoreResult<()>;
     /// Spends a challenge; false if it was already spent.
-    async fn spend_mfa_challenge(&self, token_hash: [u8; 32]) -> StoreResult<bool>;
+    /// Spends a challenge and stores the session it opens, with `success`;
+    /// when the challenge was already spent, stores nothing but `failed`.
+    /// Returns whether the session was stored.
+    async fn complete_mfa_challenge(
+        &self,
+        token_hash: [u8; 32],
+        session: Session,
+        refresh_hash: [u8; 32],
+        success: Audit,
+        failed: Audit,
+    ) -> StoreResult<bool>;
 
     /// Replaces every saved rate-limit window with `rows`.
     async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()>;

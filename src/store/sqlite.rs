@@ -270,6 +270,38 @@ fn rotate(
     }))
 }
 
+/// Stores a new session and its first refresh token.
+fn insert_session(
+    conn: &mut Connection,
+    session: &Session,
+    refresh_hash: &[u8; 32],
+) -> rusqlite::Result<()> {
+    let tx = conn.savepoint()?;
+    tx.execute(
+        "INSERT INTO sessions (id, user_id, remember_me, created_at, last_used_at, expires_at, ip_address, user_agent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            session.id.to_string(),
+            session.user_id.to_string(),
+            session.remember_me,
+            session.created_at,
+            session.last_used_at,
+            session.expires_at,
+            session.ip_address,
+            session.user_agent
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES (?1, ?2, ?3)",
+        params![
+            &refresh_hash[..],
+            session.id.to_string(),
+            session.created_at
+        ],
+    )?;
+    tx.commit()
+}
+
 /// The rows of a change that revoked sessions say how many.
 fn with_revoked(audit: Audit, revoked: usize, now: Millis) -> Audit {
     let audit = audit
@@ -497,27 +529,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let now = session.created_at;
         self.audited(audit, now, move |conn| {
-            let tx = conn.savepoint()?;
-            tx.execute(
-                "INSERT INTO sessions (id, user_id, remember_me, created_at, last_used_at, expires_at, ip_address, user_agent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    session.id.to_string(),
-                    session.user_id.to_string(),
-                    session.remember_me,
-                    session.created_at,
-                    session.last_used_at,
-                    session.expires_at,
-                    session.ip_address,
-                    session.user_agent
-                ],
-            )?;
-            tx.execute(
-                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES (?1, ?2, ?3)",
-                params![&refresh_hash[..], session.id.to_string(), session.created_at],
-            )?;
-            tx.commit()?;
-            Ok(())
+            Ok(insert_session(conn, &session, &refresh_hash)?)
         })
         .await
     }
@@ -907,9 +919,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn fail_mfa_challenge(&self, token_hash: [u8; 32], max_failures: u32) -> StoreResult<()> {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    async fn fail_mfa_challenge(
+        &self,
+        token_hash: [u8; 32],
+        max_failures: u32,
+        audit: Audit,
+    ) -> StoreResult<()> {
+        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+        self.audited(audit, now, move |conn| {
+            let tx = conn.savepoint()?;
             tx.execute(
                 "UPDATE mfa_challenges SET failures = failures + 1 WHERE token_hash = ?1",
                 [&token_hash[..]],
@@ -924,15 +942,29 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn spend_mfa_challenge(&self, token_hash: [u8; 32]) -> StoreResult<bool> {
-        self.run(move |conn| {
-            let changed = conn.execute(
-                "DELETE FROM mfa_challenges WHERE token_hash = ?1",
-                [&token_hash[..]],
-            )?;
-            Ok(changed == 1)
-        })
-        .await
+    async fn complete_mfa_challenge(
+        &self,
+        token_hash: [u8; 32],
+        session: Session,
+        refresh_hash: [u8; 32],
+        success: Audit,
+        failed: Audit,
+    ) -> StoreResult<bool> {
+        let now = session.created_at;
+        let (success, failed) = (stamped(success, now), stamped(failed, now));
+        self.writer
+            .unit(move |conn| {
+                let spent = conn.execute(
+                    "DELETE FROM mfa_challenges WHERE token_hash = ?1",
+                    [&token_hash[..]],
+                )? == 1;
+                if !spent {
+                    return Ok((false, failed));
+                }
+                insert_session(conn, &session, &refresh_hash)?;
+                Ok((true, success))
+            })
+            .await
     }
 
     async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()> {
