@@ -872,6 +872,18 @@ mod tests {
             ),
             ("[passwords]\nmin_strength = 9\n", "passwords.min_strength"),
             ("[mail]\nreset_url = \"http://x/\"\n", "mail.reset_url"),
+            (
+                "[server]\nheader_timeout = \"0s\"\n",
+                "server.header_timeout",
+            ),
+            ("[server]\nbody_timeout = \"2h\"\n", "server.body_timeout"),
+            ("[server]\nkeep_alive = \"never\"\n", "server.keep_alive"),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            (
+                "[server]\nmax_header_bytes = 100\n",
+                "server.max_header_bytes",
+            ),
+            ("[server]\nmax_headers = 200\n", "server.max_headers"),
         ];
         for (file, key) in cases {
             let err = load(Some(file), &[]).unwrap_err().to_string();
