@@ -76,6 +76,20 @@ async fn login_from(
         .await
 }
 
+/// A wrong password for the target account from the address being locked out.
+async fn guess_from_locked_ip(client: &reqwest::Client, base: &str, id: &str) -> reqwest::Response {
+    login_from(
+        client,
+        base,
+        LOCKED_IP,
+        "target@example.com",
+        "guess guess guess",
+        id,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_drill() {
     let rounds: u64 = std::env::var("PORTCULLIS_CRASH_ROUNDS")
@@ -100,16 +114,7 @@ async fn crash_drill() {
     let mut server = start(dir.path());
     let base = format!("http://{}", server.address);
     for n in 0..6 {
-        let res = login_from(
-            &client,
-            &base,
-            LOCKED_IP,
-            "target@example.com",
-            "guess guess guess",
-            &format!("lock-{n}"),
-        )
-        .await
-        .unwrap();
+        let res = guess_from_locked_ip(&client, &base, &format!("lock-{n}")).await;
         let expected = if n < 5 {
             StatusCode::UNAUTHORIZED
         } else {
@@ -123,16 +128,7 @@ async fn crash_drill() {
     for round in 0..rounds {
         let mut server = start(dir.path());
         let base = format!("http://{}", server.address);
-        let res = login_from(
-            &client,
-            &base,
-            LOCKED_IP,
-            "target@example.com",
-            "guess guess guess",
-            &format!("check-{round}"),
-        )
-        .await
-        .unwrap();
+        let res = guess_from_locked_ip(&client, &base, &format!("check-{round}")).await;
         assert_eq!(
             res.status(),
             StatusCode::TOO_MANY_REQUESTS,
