@@ -5,7 +5,7 @@
 
 use portcullis::config::Config;
 use portcullis::ratelimit::memory::MemoryStore;
-use portcullis::ratelimit::store::{LimitStore, Slot};
+use portcullis::ratelimit::store::Slot;
 use portcullis::ratelimit::{RuleName, Rules};
 
 fn rss_bytes() -> u64 {

@@ -112,9 +112,24 @@ pub struct PasswordsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
+    /// Where windows live: in this process, or in Redis shared by every instance.
+    pub store: LimitStoreKind,
+    /// `redis://[user:password@]host:port[/db]`; used with `store = "redis"`.
+    pub redis_url: String,
     pub max_keys: u64,
     pub ipv6_prefix: u8,
     pub rules: BTreeMap<String, RuleConfig>,
+}
+
+/// Where rate-limit windows live.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitStoreKind {
+    /// A moka cache in this process (one instance).
+    #[default]
+    Memory,
+    /// Redis, shared by every instance (needs the `redis` cargo feature).
+    Redis,
 }
 
 /// One tunable rate-limit rule (`[rate_limit.rules.<name>]`).
@@ -239,6 +254,8 @@ impl Default for RateLimitConfig {
             })
             .collect();
         Self {
+            store: LimitStoreKind::Memory,
+            redis_url: String::new(),
             max_keys: 1_000_000,
             ipv6_prefix: 64,
             rules,
@@ -514,6 +531,23 @@ impl Config {
             }
         }
 
+        let r = &self.rate_limit;
+        if r.store == LimitStoreKind::Redis {
+            if !cfg!(feature = "redis") {
+                return Err(invalid(
+                    "rate_limit.store",
+                    "\"redis\" needs portcullis built with the `redis` feature \
+                     (cargo build --release --features redis)",
+                ));
+            }
+            if !r.redis_url.starts_with("redis://") {
+                return Err(invalid(
+                    "rate_limit.redis_url",
+                    "store = \"redis\" needs a redis://[user:password@]host:port[/db] URL",
+                ));
+            }
+        }
+
         if self.audit.coalesce_window.as_secs() < 1 {
             return Err(invalid("audit.coalesce_window", "must be at least 1s"));
         }
@@ -540,6 +574,7 @@ impl Config {
             &mut masked.storage.encryption_key,
             &mut masked.tokens.secret,
             &mut masked.mail.smtp_url,
+            &mut masked.rate_limit.redis_url,
         ] {
             if !secret.is_empty() {
                 *secret = "***".into();
@@ -904,6 +939,44 @@ mod tests {
         let plain = Config::default().to_masked_toml();
         let back: Config = toml::from_str(&plain).unwrap();
         assert_eq!(back, Config::default());
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn a_redis_limiter_without_the_feature_names_the_feature() {
+        let file = "[rate_limit]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n";
+        let err = load(Some(file), &[]).unwrap_err().to_string();
+        assert!(err.contains("rate_limit.store"), "{err}");
+        assert!(err.contains("`redis` feature"), "{err}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_redis_limiter_needs_a_redis_url_and_masks_it() {
+        let err = load(Some("[rate_limit]\nstore = \"redis\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rate_limit.redis_url"), "{err}");
+        let url = "redis://:hunter2hunter2@10.0.0.5:6379/2";
+        let cfg = load(
+            None,
+            &[
+                ("PORTCULLIS_RATE_LIMIT__STORE", "redis"),
+                ("PORTCULLIS_RATE_LIMIT__REDIS_URL", url),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.rate_limit.store, LimitStoreKind::Redis);
+        assert_eq!(cfg.rate_limit.redis_url, url);
+        assert!(!cfg.to_masked_toml().contains("hunter2"));
+    }
+
+    #[test]
+    fn an_unknown_limit_store_is_refused() {
+        let err = load(Some("[rate_limit]\nstore = \"memcached\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rate_limit.store"), "{err}");
     }
 }
 

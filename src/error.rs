@@ -7,8 +7,12 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::ratelimit::{Blocked, RateHeaders};
+use crate::ratelimit::{Blocked, LimitError, RateHeaders};
 use crate::store::StoreError;
+
+/// `Retry-After` of a refusal because the shared rate-limit store is down: an
+/// outage of a service lasts longer than a busy moment, so clients wait longer.
+pub const LIMITER_RETRY_AFTER: HeaderValue = HeaderValue::from_static("5");
 
 /// Adds `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy`.
 pub fn insert_rate_headers(headers: &mut HeaderMap, h: &RateHeaders) {
@@ -66,6 +70,9 @@ pub enum ApiError {
     TooManyRequests(Box<Blocked>),
     #[error("the server is busy; retry shortly")]
     Overloaded,
+    /// The shared rate-limit store cannot be reached: guarded routes fail closed.
+    #[error("rate limiting is unavailable, so this request cannot be checked; retry shortly")]
+    LimiterUnavailable(#[source] LimitError),
     #[error("storage is unavailable; retry shortly")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -93,6 +100,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::TooManyRequests(_) => "too_many_requests",
             Self::Overloaded => "overloaded",
+            Self::LimiterUnavailable(_) => "rate_limiter_unavailable",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -147,7 +155,9 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::Unavailable(_) | Self::LimiterUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -156,6 +166,9 @@ impl ResponseError for ApiError {
         match self {
             Self::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
             Self::Unavailable(e) => tracing::warn!(error = format!("{e:#}"), "storage unavailable"),
+            Self::LimiterUnavailable(e) => {
+                tracing::warn!(error = %e, "rate limiter unavailable; request refused");
+            }
             _ => {}
         }
         let mut body = ErrorBody {
@@ -178,6 +191,9 @@ impl ResponseError for ApiError {
             }
             Self::Overloaded | Self::Unavailable(_) => {
                 res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            Self::LimiterUnavailable(_) => {
+                res.insert_header((header::RETRY_AFTER, LIMITER_RETRY_AFTER));
             }
             // The rest of the body may still be on its way: the connection ends here.
             Self::RequestTimeout => {

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub logins: IntCounterVec,
     pub rate_limit_rejections: IntCounterVec,
+    pub rate_limit_unavailable: IntCounter,
     pub audit_rows: IntCounter,
     pub audit_write_seconds: Histogram,
     pub hash_queue_depth: IntGauge,
@@ -41,6 +42,10 @@ impl Metrics {
             ),
             &["rule"],
         )?;
+        let rate_limit_unavailable = IntCounter::new(
+            "rate_limit_unavailable_total",
+            "Guarded requests refused with 503 because the rate-limit store could not be reached",
+        )?;
         let audit_rows = IntCounter::new("audit_rows_written_total", "Audit rows committed")?;
         let audit_write_seconds = Histogram::with_opts(
             HistogramOpts::new("audit_write_seconds", "Time to commit one audit batch").buckets(
@@ -53,6 +58,7 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(logins.clone()))?;
         registry.register(Box::new(rate_limit_rejections.clone()))?;
+        registry.register(Box::new(rate_limit_unavailable.clone()))?;
         registry.register(Box::new(audit_rows.clone()))?;
         registry.register(Box::new(audit_write_seconds.clone()))?;
         let rate_limit_keys = IntGauge::new(
@@ -66,6 +72,7 @@ impl Metrics {
             http_requests,
             logins,
             rate_limit_rejections,
+            rate_limit_unavailable,
             audit_rows,
             audit_write_seconds,
             hash_queue_depth,

@@ -61,6 +61,59 @@ async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthServic
     Ok((auth, writer))
 }
 
+/// What instances share beyond storage: the Redis that holds the limiter's
+/// windows also carries revocation announcements.
+enum Shared {
+    #[cfg(feature = "redis")]
+    Redis { url: String },
+}
+
+/// Connects this instance to the others, when the configuration shares state.
+async fn shared_state(config: &Config, auth: &mut AuthService) -> anyhow::Result<Option<Shared>> {
+    match config.rate_limit.store {
+        crate::config::LimitStoreKind::Memory => {
+            let _ = auth;
+            Ok(None)
+        }
+        #[cfg(feature = "redis")]
+        crate::config::LimitStoreKind::Redis => {
+            let url = config.rate_limit.redis_url.clone();
+            let bus = crate::auth::redis_bus::RedisBus::connect(&url)
+                .await
+                .context("revocation announcements")?;
+            auth.set_revocation_bus(Arc::new(bus));
+            Ok(Some(Shared::Redis { url }))
+        }
+        #[cfg(not(feature = "redis"))]
+        crate::config::LimitStoreKind::Redis => {
+            anyhow::bail!(
+                "rate_limit.store = \"redis\" needs portcullis built with the `redis` feature"
+            )
+        }
+    }
+}
+
+impl Shared {
+    /// Subscribes to other instances' revocations (before serving, so none
+    /// made after start-up is missed) and returns the task that applies them.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    async fn listen(self, state: web::Data<AppState>) -> anyhow::Result<JoinHandle<()>> {
+        match self {
+            #[cfg(feature = "redis")]
+            Self::Redis { url } => {
+                let listening = crate::auth::redis_bus::listen(&url, move |revoked| {
+                    for r in revoked {
+                        state.auth.revocations().revoke(r.session_id, r.revoked_at);
+                    }
+                })
+                .await
+                .context("revocation announcements")?;
+                Ok(tokio::spawn(listening))
+            }
+        }
+    }
+}
+
 /// A bound, ready-to-run server.
 pub struct Application {
     server: Server,
@@ -85,14 +138,15 @@ impl Application {
         signals: Signals,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let (auth, writer) = open(&config, clock.clone()).await?;
+        let (mut auth, writer) = open(&config, clock.clone()).await?;
+        let shared = shared_state(&config, &mut auth).await?;
         let cursor = auth.revocations().initial_cursor(auth.now());
         let cursor = auth
             .sync_revocations(cursor)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-        let limiter = Limiter::in_memory(&config, clock.clone());
+        let limiter = Limiter::from_config(&config, clock.clone()).await?;
         limiter
             .load(auth.store().as_ref())
             .await
@@ -156,8 +210,13 @@ impl Application {
         let server = server.run();
         let handle = server.handle();
 
+        let mut background = Vec::new();
+        if let Some(shared) = shared {
+            background.push(shared.listen(state.clone()).await?);
+        }
+
         let poller = state.clone();
-        let mut background = vec![tokio::spawn(async move {
+        background.push(tokio::spawn(async move {
             let mut cursor = cursor;
             let mut tick = tokio::time::interval(REVOCATION_POLL);
             loop {
@@ -167,7 +226,7 @@ impl Application {
                     Err(e) => tracing::warn!(error = %e, "cannot read revocations"),
                 }
             }
-        })];
+        }));
         let folds = state.clone();
         background.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(FOLD_FLUSH);

@@ -5,6 +5,8 @@ pub mod crypto;
 pub mod email;
 pub mod mfa;
 pub mod password;
+#[cfg(feature = "redis")]
+pub mod redis_bus;
 pub mod revocation;
 pub mod service;
 pub mod tokens;

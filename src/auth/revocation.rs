@@ -11,10 +11,44 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::clock::Millis;
-use crate::store::{Store, StoreResult};
+use crate::store::{Revoked, Store, StoreResult};
+
+/// How instances tell each other of revocations the moment they commit
+/// (Redis pub/sub when the limiter is shared there). Each instance feeds
+/// what it hears into its own [`RevocationList`]; the poll of storage stays
+/// as the fallback for anything missed while the bus was down.
+#[async_trait]
+pub trait RevocationBus: Send + Sync + 'static {
+    /// Hands `revoked` to every listening instance.
+    async fn publish(&self, revoked: &[Revoked]) -> anyhow::Result<()>;
+}
+
+/// The wire form of a revocation announcement: `[["<session id>", <revoked_at ms>], ...]`.
+pub fn encode_announcement(revoked: &[Revoked]) -> String {
+    let pairs: Vec<(Uuid, Millis)> = revoked
+        .iter()
+        .map(|r| (r.session_id, r.revoked_at))
+        .collect();
+    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
+}
+
+/// Reads an announcement; `None` for anything malformed (it is ignored).
+pub fn decode_announcement(text: &str) -> Option<Vec<Revoked>> {
+    let pairs: Vec<(Uuid, Millis)> = serde_json::from_str(text).ok()?;
+    Some(
+        pairs
+            .into_iter()
+            .map(|(session_id, revoked_at)| Revoked {
+                session_id,
+                revoked_at,
+            })
+            .collect(),
+    )
+}
 
 /// How far back each poll looks, so that a revocation committed late by another
 /// process is still seen.
@@ -80,6 +114,26 @@ impl RevocationList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announcements_round_trip_and_garbage_is_ignored() {
+        let revoked = vec![
+            Revoked {
+                session_id: Uuid::new_v4(),
+                revoked_at: 1_700_000_000_123,
+            },
+            Revoked {
+                session_id: Uuid::new_v4(),
+                revoked_at: 1,
+            },
+        ];
+        assert_eq!(
+            decode_announcement(&encode_announcement(&revoked)),
+            Some(revoked)
+        );
+        assert_eq!(decode_announcement("not json"), None);
+        assert_eq!(decode_announcement("[[\"not-a-uuid\", 1]]"), None);
+    }
 
     #[test]
     fn remembers_then_forgets_after_token_lifetime() {

@@ -10,12 +10,14 @@ use uuid::Uuid;
 use super::crypto::{decode_opaque_token, new_opaque_token, sha256, MasterKey};
 use super::email::{normalize, Email};
 use super::password::{HashError, HashPool, PasswordPolicy};
-use super::revocation::RevocationList;
+use super::revocation::{RevocationBus, RevocationList};
 use super::tokens::{AccessClaims, TokenError, TokenKeys, TokenSubject};
 use crate::clock::{Millis, SharedClock};
 use crate::config::Config;
 use crate::error::FieldErrors;
-use crate::store::{Audit, NewUser, Rotation, RotationAudit, Session, Store, StoreError, User};
+use crate::store::{
+    Audit, NewUser, Revoked, Rotation, RotationAudit, Session, Store, StoreError, User,
+};
 
 /// Longest accepted display name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -139,6 +141,8 @@ pub struct AuthService {
     policy: PasswordPolicy,
     tokens: TokenKeys,
     revocations: RevocationList,
+    /// Tells other instances of this process's revocations at once.
+    bus: Option<Arc<dyn RevocationBus>>,
     clock: SharedClock,
     session_ttl_ms: Millis,
     refresh_ttl_ms: Millis,
@@ -178,6 +182,7 @@ impl AuthService {
             policy: PasswordPolicy::from_config(&config.passwords),
             tokens,
             revocations,
+            bus: None,
             clock,
             session_ttl_ms: config.tokens.session_ttl.as_millis_i64(),
             refresh_ttl_ms: config.tokens.refresh_ttl.as_millis_i64(),
@@ -190,6 +195,41 @@ impl AuthService {
 
     pub fn now(&self) -> Millis {
         self.clock.now_ms()
+    }
+
+    /// Announces this process's revocations on `bus` from now on, so that
+    /// other instances refuse those sessions' tokens at once rather than at
+    /// their next poll of storage.
+    pub fn set_revocation_bus(&mut self, bus: Arc<dyn RevocationBus>) {
+        self.bus = Some(bus);
+    }
+
+    /// Records committed revocations in the in-memory view and announces them.
+    /// The answer waits for the announcement; if the bus is down, other
+    /// instances still learn them from storage within a poll.
+    async fn revoked(&self, revoked: &[Revoked]) {
+        for r in revoked {
+            self.revocations.revoke(r.session_id, r.revoked_at);
+        }
+        if let (Some(bus), false) = (&self.bus, revoked.is_empty()) {
+            if let Err(e) = bus.publish(revoked).await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot announce revocations; other instances will read them from storage"
+                );
+            }
+        }
+    }
+
+    async fn revoked_now(&self, sessions: &[Uuid], now: Millis) {
+        let revoked: Vec<Revoked> = sessions
+            .iter()
+            .map(|&session_id| Revoked {
+                session_id,
+                revoked_at: now,
+            })
+            .collect();
+        self.revoked(&revoked).await;
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -442,7 +482,7 @@ impl AuthService {
                 session_id,
                 user_id,
             } => {
-                self.revocations.revoke(session_id, now);
+                self.revoked_now(&[session_id], now).await;
                 Err(AuthError::RefreshTokenReused {
                     session_id,
                     user_id,
@@ -512,7 +552,7 @@ impl AuthService {
         self.store
             .revoke_session(claims.sub, claims.sid, "logout", now, audit)
             .await?;
-        self.revocations.revoke(claims.sid, now);
+        self.revoked_now(&[claims.sid], now).await;
         Ok(())
     }
 
@@ -534,9 +574,7 @@ impl AuthService {
             .store
             .revoke_user_sessions(user_id, keep, reason, now, audit)
             .await?;
-        for sid in &revoked {
-            self.revocations.revoke(*sid, now);
-        }
+        self.revoked_now(&revoked, now).await;
         Ok(revoked.len())
     }
 
@@ -560,7 +598,7 @@ impl AuthService {
         {
             return Err(AuthError::NotFound);
         }
-        self.revocations.revoke(session_id, now);
+        self.revoked_now(&[session_id], now).await;
         Ok(())
     }
 
@@ -595,9 +633,7 @@ impl AuthService {
             .store
             .change_password(user.id, hash, Some(claims.sid), now, audit)
             .await?;
-        for sid in &revoked {
-            self.revocations.revoke(*sid, now);
-        }
+        self.revoked_now(&revoked, now).await;
         Ok(revoked.len())
     }
 
@@ -663,9 +699,7 @@ impl AuthService {
             .await?
             .ok_or(AuthError::InvalidResetToken)?;
         let now = self.now();
-        for sid in &revoked {
-            self.revocations.revoke(*sid, now);
-        }
+        self.revoked_now(&revoked, now).await;
         Ok((user_id, revoked.len()))
     }
 
@@ -685,10 +719,8 @@ impl AuthService {
         self.forget_profile(user_id);
         if found && disabled {
             // The store revoked them with the account; tokens stop at once.
-            for session in self.store.revoked_since(now).await? {
-                self.revocations
-                    .revoke(session.session_id, session.revoked_at);
-            }
+            let revoked = self.store.revoked_since(now).await?;
+            self.revoked(&revoked).await;
         }
         Ok(found)
     }

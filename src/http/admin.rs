@@ -36,6 +36,7 @@ pub async fn rate_limits(
         .limiter
         .inspect(key)
         .await
+        .map_err(ApiError::LimiterUnavailable)?
         .into_iter()
         .map(|v| {
             json!({
@@ -72,7 +73,11 @@ pub async fn clear_rate_limits(
                 .ok_or_else(|| ApiError::field("rule", format!("`{name:.64}` is not a rule")))?,
         ),
     };
-    state.limiter.clear(key, rule).await;
+    state
+        .limiter
+        .clear(key, rule)
+        .await
+        .map_err(ApiError::LimiterUnavailable)?;
     let event = caller
         .event(Action::RateLimitCleared)
         .resource("rate_limit", key)

@@ -10,7 +10,7 @@ use super::context::Caller;
 use super::AppState;
 use crate::audit::Action;
 use crate::error::{insert_rate_headers, ApiError};
-use crate::ratelimit::{Guarded, Outcome};
+use crate::ratelimit::{Guarded, Outcome, Refused};
 
 /// Marks a 4xx answer that is not the client's failure (the password grant of
 /// an account with two-factor on: the password was right), so its slots are
@@ -34,7 +34,11 @@ where
     let ip_key = state.limiter.ip_key(caller.ip);
     let reservation = match state.limiter.reserve(group, &ip_key, account).await {
         Ok(r) => r,
-        Err(blocked) => {
+        Err(Refused::Unavailable(e)) => {
+            state.metrics.rate_limit_unavailable.inc();
+            return Err(ApiError::LimiterUnavailable(e));
+        }
+        Err(Refused::Blocked(blocked)) => {
             state
                 .metrics
                 .rate_limit_rejections

@@ -77,6 +77,18 @@ fn to_oauth(e: &ApiError) -> HttpResponse {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             res
         }
+        ApiError::LimiterUnavailable(_) => {
+            // Logs the cause.
+            let _ = actix_web::ResponseError::error_response(e);
+            let mut res = oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                &e.to_string(),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, crate::error::LIMITER_RETRY_AFTER);
+            res
+        }
         ApiError::Validation(_)
         | ApiError::BadRequest { .. }
         | ApiError::PayloadTooLarge { .. } => {

@@ -32,11 +32,12 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let depth = i64::try_from(state.auth.hasher().queue_depth()).unwrap_or(i64::MAX);
     state.metrics.hash_queue_depth.set(depth);
-    let keys = state.limiter.store().tracked_keys();
-    state
-        .metrics
-        .rate_limit_keys
-        .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    if let Some(keys) = state.limiter.store().tracked_keys() {
+        state
+            .metrics
+            .rate_limit_keys
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

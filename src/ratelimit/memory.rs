@@ -26,7 +26,7 @@ use moka::Expiry;
 use smallvec::SmallVec;
 
 use super::rules::{Rule, RuleName, Rules};
-use super::store::{Acquired, LimitStore, Slot, SlotUsage, WindowState};
+use super::store::{Acquired, LimitResult, LimitStore, Slot, SlotUsage, WindowState};
 use super::window::{Event, Usage, Window};
 use crate::clock::Millis;
 
@@ -188,6 +188,12 @@ impl MemoryStore {
         }
     }
 
+    /// How many windows are tracked (pending cache maintenance done first).
+    pub fn tracked_keys(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.weighted_size()
+    }
+
     fn bucket_id(&self, rule: RuleName, key: &str) -> BucketId {
         self.hasher.hash_one((rule, key)) & self.mask
     }
@@ -295,27 +301,30 @@ fn live(rule: &Rule, key: &str, window: &mut Window, now: Millis) -> Option<Wind
 
 #[async_trait]
 impl LimitStore for MemoryStore {
-    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> Acquired {
-        self.acquire_now(slots, now)
+    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> LimitResult<Acquired> {
+        Ok(self.acquire_now(slots, now))
     }
 
-    async fn release(&self, rule: &Rule, key: &str, event: Event) {
+    async fn release(&self, rule: &Rule, key: &str, event: Event) -> LimitResult<()> {
         self.with_window(rule.name, key, |w| w.remove(event));
+        Ok(())
     }
 
-    async fn usage(&self, rule: &Rule, key: &str, now: Millis) -> Usage {
-        self.with_window(rule.name, key, |w| {
-            w.prune(now, rule.window_ms);
-            w.usage(now, rule.window_ms)
-        })
-        .unwrap_or(Usage {
-            count: 0,
-            reset_ms: 0,
-        })
+    async fn usage(&self, rule: &Rule, key: &str, now: Millis) -> LimitResult<Usage> {
+        Ok(self
+            .with_window(rule.name, key, |w| {
+                w.prune(now, rule.window_ms);
+                w.usage(now, rule.window_ms)
+            })
+            .unwrap_or(Usage {
+                count: 0,
+                reset_ms: 0,
+            }))
     }
 
-    async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>) {
+    async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>) -> LimitResult<()> {
         self.with_window(rule.name, key, |w| w.clear(tag));
+        Ok(())
     }
 
     async fn windows(
@@ -324,7 +333,7 @@ impl LimitStore for MemoryStore {
         key: Option<&str>,
         now: Millis,
         max: usize,
-    ) -> Vec<WindowState> {
+    ) -> LimitResult<Vec<WindowState>> {
         let mut out: Vec<WindowState> = match key {
             Some(key) => rules
                 .enabled()
@@ -352,7 +361,7 @@ impl LimitStore for MemoryStore {
         };
         out.truncate(max);
         out.sort_by(|a, b| (a.rule, &a.key).cmp(&(b.rule, &b.key)));
-        out
+        Ok(out)
     }
 
     async fn import(&self, rules: &Rules, windows: Vec<WindowState>, now: Millis) {
@@ -385,9 +394,8 @@ impl LimitStore for MemoryStore {
         }
     }
 
-    fn tracked_keys(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.weighted_size()
+    fn tracked_keys(&self) -> Option<u64> {
+        Some(MemoryStore::tracked_keys(self))
     }
 }
 
@@ -472,7 +480,7 @@ mod tests {
         ));
         let rule = *rules.get(RuleName::LoginIp).unwrap();
         for key in &keys[1..] {
-            assert_eq!(store.usage(&rule, key, 5).await.count, 1, "{key}");
+            assert_eq!(store.usage(&rule, key, 5).await.unwrap().count, 1, "{key}");
         }
         // A window that has passed is dropped and its key starts afresh.
         let later = rule.window_ms + 10;
@@ -480,7 +488,7 @@ mod tests {
             store.acquire_now(&[slot(&rules, RuleName::LoginIp, &keys[0])], later),
             Acquired::Granted
         );
-        assert_eq!(store.usage(&rule, &keys[0], later).await.count, 1);
+        assert_eq!(store.usage(&rule, &keys[0], later).await.unwrap().count, 1);
         assert!(store.tracked_keys() <= 1_000);
     }
 
@@ -494,19 +502,29 @@ mod tests {
             &[slot(&rules, RuleName::ResetRequestAccount, "b@x.io")],
             600_000,
         );
-        let saved = store.windows(&rules, None, 600_000, 1000).await;
+        let saved = store.windows(&rules, None, 600_000, 1000).await.unwrap();
         assert_eq!(saved.len(), 2);
 
         let fresh = MemoryStore::new(&rules, 1000);
         fresh.import(&rules, saved, 900_000).await;
-        let back = fresh.windows(&rules, Some("a"), 900_000, 1000).await;
+        let back = fresh
+            .windows(&rules, Some("a"), 900_000, 1000)
+            .await
+            .unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(
             back[0].events.len(),
             1,
             "the event at 0 left its 15m window"
         );
-        assert_eq!(fresh.windows(&rules, None, 900_000, 1000).await.len(), 2);
+        assert_eq!(
+            fresh
+                .windows(&rules, None, 900_000, 1000)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }
 
@@ -629,7 +647,7 @@ mod model_tests {
                             continue;
                         }
                         let (rule, key, event) = granted.swap_remove(index.index(granted.len()));
-                        store.release(&rule, &key, event).now_or_never().expect("synchronous");
+                        store.release(&rule, &key, event).now_or_never().expect("synchronous").expect("in memory");
                         if let Some(events) = model.get_mut(&(rule.name, key.clone())) {
                             if let Some(i) = events.iter().position(|e| *e == event) {
                                 events.remove(i);
@@ -642,7 +660,7 @@ mod model_tests {
                         } else {
                             (ip_rule, format!("198.51.100.{key}"))
                         };
-                        store.clear(&rule, &key, *tag).now_or_never().expect("synchronous");
+                        store.clear(&rule, &key, *tag).now_or_never().expect("synchronous").expect("in memory");
                         if let Some(events) = model.get_mut(&(rule.name, key.clone())) {
                             events.retain(|e| tag.is_some_and(|t| e.tag != t));
                         }
@@ -653,7 +671,7 @@ mod model_tests {
                 // Every usage the store reports is the model's.
                 for n in 0..3 {
                     for (rule, key) in [(ip_rule, format!("198.51.100.{n}")), (account_rule, format!("user{n}@example.com"))] {
-                        let usage = store.usage(&rule, &key, now).now_or_never().expect("synchronous");
+                        let usage = store.usage(&rule, &key, now).now_or_never().expect("synchronous").expect("in memory");
                         prop_assert_eq!(usage.count as usize, live(&model, &rule, &key, now), "step {}: {} {}", step, rule.name.as_str(), key);
                     }
                 }

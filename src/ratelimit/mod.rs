@@ -8,6 +8,8 @@
 //! cancelling a request cannot dodge a limit.
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis_store;
 pub mod rules;
 pub mod store;
 pub mod window;
@@ -19,10 +21,11 @@ use ipnet::Ipv6Net;
 use moka::sync::Cache;
 
 use crate::clock::{Millis, SharedClock};
-use crate::config::Config;
+use crate::config::{Config, LimitStoreKind};
 use crate::store::{RateLimitRow, Store, StoreResult};
 pub use rules::{Counts, Guarded, KeyKind, Rule, RuleName, Rules};
-use store::{Acquired, LimitStore, Slot, WindowState};
+pub use store::LimitError;
+use store::{Acquired, LimitResult, LimitStore, Slot, WindowState};
 use window::Event;
 
 /// How many (account, address) pairs of recent successful logins are kept.
@@ -108,6 +111,25 @@ impl Blocked {
     }
 }
 
+/// Why a guarded request may not go ahead.
+#[derive(Debug)]
+pub enum Refused {
+    /// A rule is full: 429.
+    Blocked(Blocked),
+    /// The limiter could not check: the request is refused (503), never let through.
+    Unavailable(LimitError),
+}
+
+#[cfg(test)]
+impl Refused {
+    fn blocked(self) -> Blocked {
+        match self {
+            Self::Blocked(b) => b,
+            Self::Unavailable(e) => panic!("expected a full rule, got {e}"),
+        }
+    }
+}
+
 fn ceil_secs(ms: Millis) -> u64 {
     u64::try_from(ms.max(0)).unwrap_or(0).div_ceil(1000)
 }
@@ -147,6 +169,23 @@ impl Limiter {
         }
     }
 
+    /// The limiter the configuration asks for: windows in this process, or in
+    /// the shared Redis of `rate_limit.redis_url`.
+    pub async fn from_config(config: &Config, clock: SharedClock) -> anyhow::Result<Self> {
+        match config.rate_limit.store {
+            LimitStoreKind::Memory => Ok(Self::in_memory(config, clock)),
+            #[cfg(feature = "redis")]
+            LimitStoreKind::Redis => {
+                let store = redis_store::RedisStore::connect(&config.rate_limit.redis_url).await?;
+                Ok(Self::new(config, Arc::new(store), clock))
+            }
+            #[cfg(not(feature = "redis"))]
+            LimitStoreKind::Redis => anyhow::bail!(
+                "rate_limit.store = \"redis\" needs portcullis built with the `redis` feature"
+            ),
+        }
+    }
+
     /// The in-memory limiter of a default deployment.
     pub fn in_memory(config: &Config, clock: SharedClock) -> Self {
         let rules = Rules::from_config(&config.rate_limit);
@@ -174,7 +213,7 @@ impl Limiter {
         group: Guarded,
         ip_key: &str,
         account: Option<&str>,
-    ) -> Result<Reservation, Blocked> {
+    ) -> Result<Reservation, Refused> {
         let now = self.clock.now_ms();
         let mut slots: Vec<Slot<'_>> = Vec::with_capacity(2);
         for name in group.rules() {
@@ -206,7 +245,12 @@ impl Limiter {
         if slots.is_empty() {
             return Ok(Reservation { held: Vec::new() });
         }
-        match self.store.acquire(&slots, now).await {
+        match self
+            .store
+            .acquire(&slots, now)
+            .await
+            .map_err(Refused::Unavailable)?
+        {
             Acquired::Granted => Ok(Reservation {
                 held: slots
                     .iter()
@@ -230,37 +274,47 @@ impl Limiter {
                     .iter()
                     .find(|s| s.rule.name == worst.rule.name)
                     .map_or_else(String::new, |s| s.key.to_owned());
-                Err(Blocked {
+                Err(Refused::Blocked(Blocked {
                     group,
                     rule: worst.rule,
                     key,
                     count: worst.usage.count,
                     retry_after: ceil_secs(worst.usage.reset_ms).max(1),
-                })
+                }))
             }
         }
     }
 
     /// Settles a reservation: `failures` rules give their slot back unless the
-    /// request failed.
+    /// request failed. A slot that cannot be given back stays counted (the
+    /// safe side) until its window passes.
     pub async fn settle(&self, reservation: &Reservation, outcome: Outcome) {
         if outcome == Outcome::Failure {
             return;
         }
         for held in &reservation.held {
             if held.rule.name.counts() == Counts::Failures {
-                self.store.release(&held.rule, &held.key, held.event).await;
+                if let Err(e) = self.store.release(&held.rule, &held.key, held.event).await {
+                    tracing::warn!(error = %e, rule = held.rule.name.as_str(), "cannot give back a rate-limit slot");
+                }
             }
         }
     }
 
     /// The `RateLimit-*` values after the request settled: the rule with the
     /// fewest remaining slots (ties: the longest wait) among those it held.
+    /// `None` when the store cannot say (the answer goes out without them).
     pub async fn headers(&self, reservation: &Reservation) -> Option<RateHeaders> {
         let now = self.clock.now_ms();
         let mut best: Option<RateHeaders> = None;
         for held in &reservation.held {
-            let usage = self.store.usage(&held.rule, &held.key, now).await;
+            let usage = match self.store.usage(&held.rule, &held.key, now).await {
+                Ok(usage) => usage,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read rate-limit usage for headers");
+                    return None;
+                }
+            };
             let h = RateHeaders {
                 limit: held.rule.limit,
                 remaining: held.rule.limit.saturating_sub(usage.count),
@@ -282,11 +336,16 @@ impl Limiter {
     /// failures against this account (not its failures against others), and
     /// remembers the address as a known device of the account.
     pub async fn login_succeeded(&self, ip_key: &str, account: &str) {
+        let mut cleared = Ok(());
         if let Some(rule) = self.rules.get(RuleName::LoginAccount) {
-            self.store.clear(rule, account, None).await;
+            cleared = cleared.and(self.store.clear(rule, account, None).await);
         }
         if let Some(rule) = self.rules.get(RuleName::LoginIp) {
-            self.store.clear(rule, ip_key, Some(tag_of(account))).await;
+            cleared = cleared.and(self.store.clear(rule, ip_key, Some(tag_of(account))).await);
+        }
+        if let Err(e) = cleared {
+            // The failures stay counted until their window passes: the safe side.
+            tracing::warn!(error = %e, "cannot clear failures after a successful login");
         }
         self.remember_device(account, ip_key, self.clock.now_ms());
     }
@@ -304,11 +363,12 @@ impl Limiter {
     }
 
     /// Tracked keys with counted events (at most 1000), or only `key`'s.
-    pub async fn inspect(&self, key: Option<&str>) -> Vec<LimitView> {
+    pub async fn inspect(&self, key: Option<&str>) -> LimitResult<Vec<LimitView>> {
         let now = self.clock.now_ms();
-        self.store
+        Ok(self
+            .store
             .windows(&self.rules, key, now, 1000)
-            .await
+            .await?
             .into_iter()
             .filter_map(|w| {
                 let rule = self.rules.get(w.rule)?;
@@ -327,20 +387,21 @@ impl Limiter {
                     retry_after,
                 })
             })
-            .collect()
+            .collect())
     }
 
     /// Clears `key` under one rule or every rule.
-    pub async fn clear(&self, key: &str, rule: Option<RuleName>) {
+    pub async fn clear(&self, key: &str, rule: Option<RuleName>) -> LimitResult<()> {
         for r in self.rules.enabled() {
             if rule.is_none_or(|only| only == r.name) {
-                self.store.clear(r, key, None).await;
+                self.store.clear(r, key, None).await?;
             }
         }
+        Ok(())
     }
 
     /// Every live window, for saving at shutdown.
-    pub async fn export(&self) -> Vec<WindowState> {
+    pub async fn export(&self) -> LimitResult<Vec<WindowState>> {
         self.store
             .windows(&self.rules, None, self.clock.now_ms(), usize::MAX)
             .await
@@ -353,11 +414,15 @@ impl Limiter {
             .await;
     }
 
-    /// Saves every live window to storage (at graceful shutdown). Returns how many.
-    pub async fn save(&self, store: &dyn Store) -> StoreResult<usize> {
+    /// Saves every live window to storage (at graceful shutdown). Returns how
+    /// many; none for a shared store, whose windows outlive this process anyway.
+    pub async fn save(&self, store: &dyn Store) -> anyhow::Result<usize> {
+        if self.store.is_shared() {
+            return Ok(0);
+        }
         let rows: Vec<RateLimitRow> = self
             .export()
-            .await
+            .await?
             .into_iter()
             .map(|w| RateLimitRow {
                 rule: w.rule.as_str().to_owned(),
@@ -373,6 +438,19 @@ impl Limiter {
     /// Loads the windows saved at the last graceful stop and the known devices
     /// (successful logins within `refresh_ttl`) at start-up.
     pub async fn load(&self, store: &dyn Store) -> StoreResult<()> {
+        if !self.store.is_shared() {
+            self.load_windows(store).await?;
+        }
+        let since = self.clock.now_ms().saturating_sub(self.known_ttl_ms);
+        for login in store.recent_logins(since).await? {
+            if let Ok(ip) = login.ip_address.parse::<IpAddr>() {
+                self.remember_device(&login.email, &self.ip_key(ip), login.at);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_windows(&self, store: &dyn Store) -> StoreResult<()> {
         let windows: Vec<WindowState> = store
             .load_rate_limits()
             .await?
@@ -388,12 +466,6 @@ impl Limiter {
             })
             .collect();
         self.import(windows).await;
-        let since = self.clock.now_ms().saturating_sub(self.known_ttl_ms);
-        for login in store.recent_logins(since).await? {
-            if let Ok(ip) = login.ip_address.parse::<IpAddr>() {
-                self.remember_device(&login.email, &self.ip_key(ip), login.at);
-            }
-        }
         Ok(())
     }
 }
@@ -439,7 +511,8 @@ mod tests {
         let b = l
             .reserve(Guarded::Login, "1.1.1.1", Some("a@x.io"))
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .blocked();
         assert_eq!(b.rule.name, RuleName::LoginIp);
         assert_eq!(b.retry_after, 900 - 5);
         assert_eq!(
@@ -482,7 +555,8 @@ mod tests {
         let b = l
             .reserve(Guarded::Register, "3.3.3.3", None)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .blocked();
         assert_eq!(b.rule.name, RuleName::RegisterIpHourly);
         assert_eq!(
             b.message(),
@@ -531,7 +605,8 @@ mod tests {
         let b = l
             .reserve(Guarded::Login, "10.0.1.1", Some("owner@x.io"))
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .blocked();
         assert_eq!(b.rule.name, RuleName::LoginAccount);
         // The owner's device still gets in.
         assert!(l

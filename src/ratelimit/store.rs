@@ -40,18 +40,27 @@ pub struct WindowState {
     pub events: Vec<Event>,
 }
 
-/// Where rate-limit windows live.
+/// The store could not be reached or did not answer in time. The limiter
+/// fails closed on it: a guarded request that cannot be checked is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("rate-limit store unavailable: {0}")]
+pub struct LimitError(pub String);
+
+pub type LimitResult<T> = Result<T, LimitError>;
+
+/// Where rate-limit windows live. The in-process store never fails; a shared
+/// one (Redis) can, and then says so instead of guessing.
 #[async_trait]
 pub trait LimitStore: Send + Sync + 'static {
     /// Checks every slot and, only if all have room, records one event at `now`
     /// in each — one atomic step for all the slots' keys.
-    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> Acquired;
+    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> LimitResult<Acquired>;
     /// Gives back an event recorded by `acquire`.
-    async fn release(&self, rule: &Rule, key: &str, event: Event);
+    async fn release(&self, rule: &Rule, key: &str, event: Event) -> LimitResult<()>;
     /// A key's usage under a rule at `now`, without reserving.
-    async fn usage(&self, rule: &Rule, key: &str, now: Millis) -> Usage;
+    async fn usage(&self, rule: &Rule, key: &str, now: Millis) -> LimitResult<Usage>;
     /// Forgets a key's events under a rule, or only those with `tag`.
-    async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>);
+    async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>) -> LimitResult<()>;
     /// Live windows (at most `max`), only `key`'s when given, pruned to `now`.
     async fn windows(
         &self,
@@ -59,9 +68,15 @@ pub trait LimitStore: Send + Sync + 'static {
         key: Option<&str>,
         now: Millis,
         max: usize,
-    ) -> Vec<WindowState>;
+    ) -> LimitResult<Vec<WindowState>>;
     /// Replaces windows with saved ones (events outside their window are dropped).
     async fn import(&self, rules: &Rules, windows: Vec<WindowState>, now: Millis);
-    /// How many keys are tracked, for tests and metrics.
-    fn tracked_keys(&self) -> u64;
+    /// Whether the windows outlive this process by themselves (a shared store):
+    /// then they are neither saved at shutdown nor imported at start-up.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// How many keys this process tracks; `None` for a shared store, whose
+    /// keys are counted where they live.
+    fn tracked_keys(&self) -> Option<u64>;
 }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
 use portcullis::clock::ManualClock;
-use portcullis::config::Config;
+use portcullis::config::{Config, LimitStoreKind};
 use portcullis::http::AppState;
 use portcullis::startup::{Application, Signals};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
+
+use crate::backends::{limiter_in_redis, RedisServer};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -21,6 +23,8 @@ pub struct TestApp {
     pub dir: Arc<TempDir>,
     pub config: Config,
     pub state: actix_web::web::Data<AppState>,
+    /// The Redis of this server's limiter, under `PORTCULLIS_TEST_LIMITER=redis`.
+    redis: Option<Arc<RedisServer>>,
     handle: ServerHandle,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -57,6 +61,24 @@ impl TestApp {
 
     /// Starts a server on an existing data directory and clock.
     pub async fn start(config: Config, dir: Arc<TempDir>, clock: ManualClock) -> Self {
+        let mut config = config;
+        let redis = if limiter_in_redis() && config.rate_limit.store == LimitStoreKind::Memory {
+            let redis = RedisServer::start().expect("redis-server for PORTCULLIS_TEST_LIMITER");
+            config.rate_limit.store = LimitStoreKind::Redis;
+            config.rate_limit.redis_url = redis.url();
+            Some(Arc::new(redis))
+        } else {
+            None
+        };
+        Self::start_beside(config, dir, clock, redis).await
+    }
+
+    async fn start_beside(
+        config: Config,
+        dir: Arc<TempDir>,
+        clock: ManualClock,
+        redis: Option<Arc<RedisServer>>,
+    ) -> Self {
         let app = Application::build(config.clone(), Arc::new(clock.clone()), Signals::Ignore)
             .await
             .expect("server builds");
@@ -71,6 +93,7 @@ impl TestApp {
             dir,
             config,
             state,
+            redis,
             handle,
             running,
         }
@@ -84,7 +107,13 @@ impl TestApp {
             .await
             .expect("server task")
             .expect("clean shutdown");
-        Self::start(self.config.clone(), self.dir.clone(), self.clock.clone()).await
+        Self::start_beside(
+            self.config.clone(),
+            self.dir.clone(),
+            self.clock.clone(),
+            self.redis.clone(),
+        )
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {

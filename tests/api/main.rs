@@ -4,6 +4,7 @@ mod abuse;
 mod accounts;
 mod admin;
 mod audit;
+mod backends;
 mod cli;
 mod crash;
 mod errors;
@@ -16,4 +17,6 @@ mod openapi;
 mod ratelimit;
 mod reset;
 mod sessions;
+#[cfg(feature = "redis")]
+mod several;
 mod tokens;
