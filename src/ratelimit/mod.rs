@@ -228,7 +228,10 @@ impl Limiter {
                 },
                 (KeyKind::Account, Some(account)) => {
                     if rule.name == RuleName::LoginAccount
-                        && self.is_known_device(account, ip_key, now)
+                        && self
+                            .is_known_device(account, ip_key, now)
+                            .await
+                            .map_err(Refused::Unavailable)?
                     {
                         continue;
                     }
@@ -347,7 +350,18 @@ impl Limiter {
             // The failures stay counted until their window passes: the safe side.
             tracing::warn!(error = %e, "cannot clear failures after a successful login");
         }
-        self.remember_device(account, ip_key, self.clock.now_ms());
+        let now = self.clock.now_ms();
+        self.remember_device(account, ip_key, now);
+        if self.store.is_shared() {
+            let until = now.saturating_add(self.known_ttl_ms);
+            if let Err(e) = self
+                .store
+                .remember_device(account, ip_key, until, now)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot share a known device with other instances");
+            }
+        }
     }
 
     /// Records that `account` logged in from `ip_key` at `at`.
@@ -356,10 +370,16 @@ impl Limiter {
             .insert((account.into(), ip_key.into()), at);
     }
 
-    fn is_known_device(&self, account: &str, ip_key: &str, now: Millis) -> bool {
-        self.known_devices
+    /// Known here, or (with a shared store) made known by another instance.
+    async fn is_known_device(&self, account: &str, ip_key: &str, now: Millis) -> LimitResult<bool> {
+        let here = self
+            .known_devices
             .get(&(account.into(), ip_key.into()))
-            .is_some_and(|at| at.saturating_add(self.known_ttl_ms) > now)
+            .is_some_and(|at| at.saturating_add(self.known_ttl_ms) > now);
+        if here || !self.store.is_shared() {
+            return Ok(here);
+        }
+        self.store.known_device(account, ip_key, now).await
     }
 
     /// Tracked keys with counted events (at most 1000), or only `key`'s.

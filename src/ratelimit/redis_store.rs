@@ -30,6 +30,9 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Prefix of every window's key.
 const PREFIX: &str = "portcullis:rl:";
+/// Prefix of the known devices: `portcullis:kd:<ip key>|<account>`, holding
+/// the time until which the device is known.
+const DEVICES: &str = "portcullis:kd:";
 
 /// Check and reserve. KEYS: the windows. ARGV: now, nonce, then per key its
 /// limit, window (ms) and tag. Returns `{}` when every key had room (one event
@@ -138,6 +141,10 @@ async fn bounded<T>(
             OP_TIMEOUT.as_millis()
         ))),
     }
+}
+
+fn device_key(account: &str, ip_key: &str) -> String {
+    format!("{DEVICES}{ip_key}|{account}")
 }
 
 fn window_key(rule: RuleName, key: &str) -> String {
@@ -349,6 +356,24 @@ impl LimitStore for RedisStore {
         out.truncate(max);
         out.sort_by(|a, b| (a.rule, &a.key).cmp(&(b.rule, &b.key)));
         Ok(out)
+    }
+
+    async fn remember_device(
+        &self,
+        account: &str,
+        ip_key: &str,
+        until: Millis,
+        now: Millis,
+    ) -> LimitResult<()> {
+        let ttl = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1);
+        let mut conn = self.conn.clone();
+        bounded(conn.pset_ex::<_, _, ()>(device_key(account, ip_key), until, ttl)).await
+    }
+
+    async fn known_device(&self, account: &str, ip_key: &str, now: Millis) -> LimitResult<bool> {
+        let mut conn = self.conn.clone();
+        let until: Option<Millis> = bounded(conn.get(device_key(account, ip_key))).await?;
+        Ok(until.is_some_and(|until| until > now))
     }
 
     /// Windows in Redis outlive every instance: nothing to import.

@@ -71,6 +71,23 @@ pub trait LimitStore: Send + Sync + 'static {
     ) -> LimitResult<Vec<WindowState>>;
     /// Replaces windows with saved ones (events outside their window are dropped).
     async fn import(&self, rules: &Rules, windows: Vec<WindowState>, now: Millis);
+    /// Records that `account` logged in from `ip_key`, known until `until`
+    /// (for the `login_account` exemption). A shared store tells every
+    /// instance; the in-process one leaves it to the limiter's own cache.
+    async fn remember_device(
+        &self,
+        _account: &str,
+        _ip_key: &str,
+        _until: Millis,
+        _now: Millis,
+    ) -> LimitResult<()> {
+        Ok(())
+    }
+    /// Whether another instance recorded `account` from `ip_key` and it is
+    /// still known at `now`.
+    async fn known_device(&self, _account: &str, _ip_key: &str, _now: Millis) -> LimitResult<bool> {
+        Ok(false)
+    }
     /// Whether the windows outlive this process by themselves (a shared store):
     /// then they are neither saved at shutdown nor imported at start-up.
     fn is_shared(&self) -> bool {

@@ -154,6 +154,25 @@ async fn two_instances_share_one_budget_one_lockout_and_one_view_of_revocations(
     }
     eprintln!("a logout on one instance was refused on the other within {slowest:?} (every round)");
 
+    // Round 0 logged in on B from 198.51.100.10: A knows that device too. Twenty
+    // failures from twenty strangers lock the account for strangers on both...
+    for i in 0..20 {
+        let base = if i % 2 == 0 { &a.address } else { &b.address };
+        let (status, _) = login(&client, base, &format!("192.0.2.{i}"), email, "not it").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    for base in [&a.address, &b.address] {
+        let (status, body) = login(&client, base, "192.0.2.99", email, PASSWORD).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    }
+    // ...but not for the owner's device, on the instance that never saw it log in.
+    let (status, body) = login(&client, &a.address, "198.51.100.10", email, PASSWORD).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a known device on B is known on A: {body}"
+    );
+
     a.signal("-TERM");
     b.signal("-TERM");
 }
