@@ -8,6 +8,10 @@
 //! the first kept row and the hash it must chain to.
 
 use rusqlite::{Connection, Row};
+
+use super::event::NewEvent;
+use crate::clock::Millis;
+use crate::time_fmt::rfc3339_ms;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -65,6 +69,79 @@ pub fn row_hash(prev_hash: &str, row: &RowFields<'_>) -> String {
     hex::encode(hasher.finalize())
 }
 
+const MAX_IP_CHARS: usize = 45;
+const MAX_UA_CHARS: usize = 512;
+
+/// An audit row as it is stored: its fields and its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedRow {
+    pub id: i64,
+    pub created_at: String,
+    pub action: &'static str,
+    pub user_id: Option<String>,
+    pub resource_type: Option<&'static str>,
+    pub resource_id: Option<String>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub extra_data: String,
+    pub request_id: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+fn cut(text: Option<&str>, max: usize) -> Option<String> {
+    text.map(|t| t.chars().take(max).collect())
+}
+
+/// The rows of `events` chained after `head`, the `(id, hash)` of the row
+/// they follow: ids count on from it, and each hash covers the one before.
+/// Whatever database stores them, a row is the same row with the same hash.
+pub fn chained(head: (i64, String), events: &[NewEvent], now: Millis) -> Vec<ChainedRow> {
+    let (mut last_id, mut last_hash) = head;
+    events
+        .iter()
+        .map(|event| {
+            let id = last_id + 1;
+            let created_at = rfc3339_ms(event.at.unwrap_or(now));
+            let user_id = event.user_id.map(|u| u.to_string());
+            let ip_address = cut(event.origin.ip_address.as_deref(), MAX_IP_CHARS);
+            let user_agent = cut(event.origin.user_agent.as_deref(), MAX_UA_CHARS);
+            let extra_data = serde_json::to_string(&event.extra).unwrap_or_else(|_| "{}".into());
+            let hash = row_hash(
+                &last_hash,
+                &RowFields {
+                    id,
+                    created_at: &created_at,
+                    action: event.action.as_str(),
+                    user_id: user_id.as_deref(),
+                    resource_type: event.resource_type,
+                    resource_id: event.resource_id.as_deref(),
+                    ip_address: ip_address.as_deref(),
+                    user_agent: user_agent.as_deref(),
+                    extra_data: &extra_data,
+                    request_id: event.origin.request_id.as_deref(),
+                },
+            );
+            let row = ChainedRow {
+                id,
+                created_at,
+                action: event.action.as_str(),
+                user_id,
+                resource_type: event.resource_type,
+                resource_id: event.resource_id.clone(),
+                ip_address,
+                user_agent,
+                extra_data,
+                request_id: event.origin.request_id.clone(),
+                prev_hash: std::mem::replace(&mut last_hash, hash.clone()),
+                hash,
+            };
+            last_id = id;
+            row
+        })
+        .collect()
+}
+
 /// The result of a verification (`GET /admin/audit/verify`, `audit verify`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
@@ -73,22 +150,28 @@ pub struct Verdict {
     pub first_bad_id: Option<i64>,
 }
 
-struct Stored {
-    id: i64,
-    created_at: String,
-    action: String,
-    user_id: Option<String>,
-    resource_type: Option<String>,
-    resource_id: Option<String>,
-    ip_address: Option<String>,
-    user_agent: Option<String>,
-    extra_data: String,
-    request_id: Option<String>,
-    prev_hash: String,
-    hash: String,
+/// A stored row with every field the hash covers, as read back.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    pub id: i64,
+    pub created_at: String,
+    pub action: String,
+    pub user_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub extra_data: String,
+    pub request_id: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
 }
 
-impl Stored {
+/// The columns of [`StoredRow`], in its order.
+pub const STORED_COLS: &str = "id, created_at, action, user_id, resource_type, resource_id, \
+    ip_address, user_agent, extra_data, request_id, prev_hash, hash";
+
+impl StoredRow {
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
@@ -125,61 +208,81 @@ impl Stored {
     }
 }
 
-/// Where the chain must start: `(first id, hash it chains to)`.
-fn anchor(conn: &Connection) -> rusqlite::Result<(i64, String)> {
-    let pruned: Option<String> = conn
-        .query_row(
-            "SELECT extra_data FROM audit_log WHERE action = 'audit_pruned' ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    let from_pruned = pruned
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+/// The SQL that finds the newest `audit_pruned` row's `extra_data`.
+pub const NEWEST_PRUNED: &str =
+    "SELECT extra_data FROM audit_log WHERE action = 'audit_pruned' ORDER BY id DESC LIMIT 1";
+
+/// Where the chain must start, `(first id, hash it chains to)`, given the
+/// `extra_data` of the newest `audit_pruned` row (if any).
+pub fn anchor_from(pruned_extra: Option<&str>) -> (i64, String) {
+    pruned_extra
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
         .and_then(|v| {
             let id = v.get("first_kept_id")?.as_i64()?;
             let hash = v.get("anchor_hash")?.as_str()?.to_owned();
             Some((id, hash))
-        });
-    Ok(from_pruned.unwrap_or((1, GENESIS.to_owned())))
+        })
+        .unwrap_or((1, GENESIS.to_owned()))
+}
+
+/// Checks rows fed in id order against the chain, whatever stores them.
+#[derive(Debug)]
+pub struct Walk {
+    checked: u64,
+    expected: (i64, String),
+}
+
+impl Walk {
+    /// A walk from `anchor` (see [`anchor_from`]).
+    pub fn from(anchor: (i64, String)) -> Self {
+        Self {
+            checked: 0,
+            expected: anchor,
+        }
+    }
+
+    /// Checks the next row; the verdict when it is the first bad one: the
+    /// edited or inserted row itself, or the row after a gap.
+    pub fn check(&mut self, row: StoredRow) -> Option<Verdict> {
+        self.checked += 1;
+        let (want_id, want_prev) = (&self.expected.0, self.expected.1.as_str());
+        if row.id != *want_id || row.prev_hash != want_prev || row.computed_hash() != row.hash {
+            return Some(Verdict {
+                ok: false,
+                checked: self.checked,
+                first_bad_id: Some(row.id),
+            });
+        }
+        self.expected = (row.id + 1, row.hash);
+        None
+    }
+
+    /// Every row was sound.
+    pub fn finish(self) -> Verdict {
+        Verdict {
+            ok: true,
+            checked: self.checked,
+            first_bad_id: None,
+        }
+    }
 }
 
 /// Walks the whole chain and reports the first edited, inserted or deleted row:
 /// the edited or inserted row itself, or the row after a gap.
 pub fn verify(conn: &Connection) -> rusqlite::Result<Verdict> {
-    let (first_id, anchor_hash) = anchor(conn)?;
-    let mut stmt = conn.prepare(
-        "SELECT id, created_at, action, user_id, resource_type, resource_id, ip_address,
-                user_agent, extra_data, request_id, prev_hash, hash
-         FROM audit_log ORDER BY id",
-    )?;
+    let pruned: Option<String> = conn
+        .query_row(NEWEST_PRUNED, [], |r| r.get(0))
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let mut walk = Walk::from(anchor_from(pruned.as_deref()));
+    let mut stmt = conn.prepare(&format!("SELECT {STORED_COLS} FROM audit_log ORDER BY id"))?;
     let mut rows = stmt.query([])?;
-    let mut checked = 0u64;
-    let mut expected: Option<(i64, String)> = None;
     while let Some(row) = rows.next()? {
-        let row = Stored::from_row(row)?;
-        checked += 1;
-        let (want_id, want_prev) = match &expected {
-            Some((id, hash)) => (id + 1, hash.as_str()),
-            None => (first_id, anchor_hash.as_str()),
-        };
-        let bad =
-            row.id != want_id || row.prev_hash != want_prev || row.computed_hash() != row.hash;
-        if bad {
-            return Ok(Verdict {
-                ok: false,
-                checked,
-                first_bad_id: Some(row.id),
-            });
+        if let Some(bad) = walk.check(StoredRow::from_row(row)?) {
+            return Ok(bad);
         }
-        expected = Some((row.id, row.hash));
     }
-    Ok(Verdict {
-        ok: true,
-        checked,
-        first_bad_id: None,
-    })
+    Ok(walk.finish())
 }

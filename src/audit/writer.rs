@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::chain::{row_hash, RowFields, GENESIS};
+use super::chain::{chained, GENESIS};
 use super::event::NewEvent;
 use super::AuditError;
 
@@ -23,12 +23,9 @@ use crate::clock::{Clock, Millis, SystemClock};
 use crate::metrics::Metrics;
 use crate::store::sqlite::{classify, configure_connection};
 use crate::store::{StoreError, StoreResult};
-use crate::time_fmt::rfc3339_ms;
 
 /// Most messages committed in one transaction.
 pub const MAX_BATCH: usize = 4096;
-const MAX_IP_CHARS: usize = 45;
-const MAX_UA_CHARS: usize = 512;
 
 /// Delivered to the sender of an event once its batch is committed (or failed).
 pub type Ack = oneshot::Sender<Result<i64, String>>;
@@ -315,10 +312,6 @@ fn unit(
     }
 }
 
-fn cut(text: Option<&str>, max: usize) -> Option<String> {
-    text.map(|t| t.chars().take(max).collect())
-}
-
 /// Appends `events` in one transaction, chaining each to the row before.
 /// Returns their ids. For the CLI and the benchmarks (the server's rows go
 /// through [`Writer`]).
@@ -364,52 +357,30 @@ pub fn append_after(
     events: &[NewEvent],
     now: Millis,
 ) -> rusqlite::Result<(Vec<i64>, (i64, String))> {
-    let (mut last_id, mut last_hash) = head;
     let mut ids = Vec::with_capacity(events.len());
-    {
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO audit_log (id, created_at, action, user_id, resource_type, resource_id,
-                                    ip_address, user_agent, extra_data, request_id, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
-        for event in events {
-            let id = last_id + 1;
-            let created_at = rfc3339_ms(event.at.unwrap_or(now));
-            let user_id = event.user_id.map(|u| u.to_string());
-            let ip = cut(event.origin.ip_address.as_deref(), MAX_IP_CHARS);
-            let ua = cut(event.origin.user_agent.as_deref(), MAX_UA_CHARS);
-            let extra = serde_json::to_string(&event.extra).unwrap_or_else(|_| "{}".into());
-            let fields = RowFields {
-                id,
-                created_at: &created_at,
-                action: event.action.as_str(),
-                user_id: user_id.as_deref(),
-                resource_type: event.resource_type,
-                resource_id: event.resource_id.as_deref(),
-                ip_address: ip.as_deref(),
-                user_agent: ua.as_deref(),
-                extra_data: &extra,
-                request_id: event.origin.request_id.as_deref(),
-            };
-            let hash = row_hash(&last_hash, &fields);
-            insert.execute(params![
-                id,
-                created_at,
-                fields.action,
-                fields.user_id,
-                fields.resource_type,
-                fields.resource_id,
-                fields.ip_address,
-                fields.user_agent,
-                fields.extra_data,
-                fields.request_id,
-                last_hash,
-                hash,
-            ])?;
-            ids.push(id);
-            last_id = id;
-            last_hash = hash;
-        }
+    let mut head = head;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO audit_log (id, created_at, action, user_id, resource_type, resource_id,
+                                ip_address, user_agent, extra_data, request_id, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    for row in chained(head.clone(), events, now) {
+        insert.execute(params![
+            row.id,
+            row.created_at,
+            row.action,
+            row.user_id,
+            row.resource_type,
+            row.resource_id,
+            row.ip_address,
+            row.user_agent,
+            row.extra_data,
+            row.request_id,
+            row.prev_hash,
+            row.hash,
+        ])?;
+        ids.push(row.id);
+        head = (row.id, row.hash);
     }
-    Ok((ids, (last_id, last_hash)))
+    Ok((ids, head))
 }
