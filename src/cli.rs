@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
+use rusqlite::OptionalExtension;
 use secrecy::SecretString;
 
 use crate::audit::chain::verify;
@@ -16,7 +17,7 @@ use crate::audit::{Action, EventRow, NewEvent, Origin};
 use crate::auth::email::normalize;
 use crate::auth::service::AuthService;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, LogFormat, Overrides};
+use crate::config::{Config, LogFormat, Overrides, StorageBackend};
 use crate::startup::{build_auth, Application, Signals};
 use crate::store::sqlite::{configure_connection, SqliteStore};
 use crate::telemetry;
@@ -275,16 +276,85 @@ fn describe(err: crate::auth::service::AuthError) -> anyhow::Error {
     }
 }
 
-/// Opens the database (applying the schema), for the `audit` commands.
-fn open_db(config: &Config) -> anyhow::Result<rusqlite::Connection> {
-    let path = config.database_path();
-    if !path.exists() {
-        bail!("no database at {}", path.display());
+/// The database of the `audit` commands.
+enum AuditDb {
+    Sqlite(rusqlite::Connection),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::store::postgres::PgStore, tokio::runtime::Runtime),
+}
+
+impl AuditDb {
+    /// Opens the configured database (applying the schema).
+    fn open(config: &Config) -> anyhow::Result<Self> {
+        match config.storage.backend {
+            StorageBackend::Sqlite => {
+                let path = config.database_path();
+                if !path.exists() {
+                    bail!("no database at {}", path.display());
+                }
+                drop(SqliteStore::open(&path)?);
+                let conn = rusqlite::Connection::open(&path)?;
+                configure_connection(&conn)?;
+                Ok(Self::Sqlite(conn))
+            }
+            #[cfg(feature = "postgres")]
+            StorageBackend::Postgres => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let store = rt.block_on(crate::store::postgres::PgStore::connect(
+                    &config.storage.postgres_url,
+                ))?;
+                Ok(Self::Postgres(store, rt))
+            }
+            #[cfg(not(feature = "postgres"))]
+            StorageBackend::Postgres => {
+                bail!("storage.backend = \"postgres\" needs portcullis built with the `postgres` feature")
+            }
+        }
     }
-    drop(SqliteStore::open(&path)?);
-    let conn = rusqlite::Connection::open(&path)?;
-    configure_connection(&conn)?;
-    Ok(conn)
+
+    fn user_id_by_email(&self, email: &str) -> anyhow::Result<Option<String>> {
+        match self {
+            Self::Sqlite(conn) => Ok(conn
+                .query_row("SELECT id FROM users WHERE email = ?1", [email], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()?),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store, rt) => {
+                let user = rt.block_on(crate::store::Store::user_by_email(store, email))?;
+                Ok(user.map(|u| u.id.to_string()))
+            }
+        }
+    }
+
+    fn list(&self, filter: &Filter) -> anyhow::Result<crate::audit::query::Page> {
+        match self {
+            Self::Sqlite(conn) => Ok(list(conn, filter)?),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store, rt) => Ok(rt.block_on(store.list(filter))?),
+        }
+    }
+
+    fn verify(&self) -> anyhow::Result<crate::audit::chain::Verdict> {
+        match self {
+            Self::Sqlite(conn) => Ok(verify(conn)?),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store, rt) => Ok(rt.block_on(store.verify())?),
+        }
+    }
+
+    fn prune(&mut self, cutoff: i64, now: i64) -> anyhow::Result<u64> {
+        let origin = Origin::default();
+        match self {
+            Self::Sqlite(conn) => Ok(prune(conn, cutoff, &origin, Some("cli"), now)?),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store, rt) => {
+                Ok(rt.block_on(store.prune(cutoff, &origin, Some("cli"), now))?)
+            }
+        }
+    }
 }
 
 fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
@@ -299,21 +369,18 @@ fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             limit,
             format,
         } => {
-            let conn = open_db(config)?;
+            let db = AuditDb::open(config)?;
             if let Some(a) = &action {
                 if Action::parse(a).is_none() {
                     bail!("--action: `{a}` is not an audit action");
                 }
             }
             let user_id = match user {
-                Some(u) if u.contains('@') => Some(
-                    conn.query_row(
-                        "SELECT id FROM users WHERE email = ?1",
-                        [normalize(&u)],
-                        |r| r.get::<_, String>(0),
-                    )
-                    .map_err(|_| anyhow!("--user: no account with email {}", normalize(&u)))?,
-                ),
+                Some(u) if u.contains('@') => {
+                    Some(db.user_id_by_email(&normalize(&u))?.ok_or_else(|| {
+                        anyhow!("--user: no account with email {}", normalize(&u))
+                    })?)
+                }
                 other => other,
             };
             let time = |flag: &str, value: Option<String>| -> anyhow::Result<Option<i64>> {
@@ -334,12 +401,11 @@ fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                 limit: Some(limit),
                 before_id: None,
             };
-            let page = list(&conn, &filter)?;
+            let page = db.list(&filter)?;
             print_events(&page.events, format)
         }
         AuditCommand::Verify => {
-            let conn = open_db(config)?;
-            let verdict = verify(&conn)?;
+            let verdict = AuditDb::open(config)?.verify()?;
             println!("{}", serde_json::to_string(&verdict)?);
             if verdict.ok {
                 Ok(())
@@ -361,14 +427,7 @@ fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                     .as_millis_i64(),
                 None => i64::from(config.audit.retention_days).saturating_mul(86_400_000),
             };
-            let mut conn = open_db(config)?;
-            let deleted = prune(
-                &mut conn,
-                now.saturating_sub(keep_ms),
-                &Origin::default(),
-                Some("cli"),
-                now,
-            )?;
+            let deleted = AuditDb::open(config)?.prune(now.saturating_sub(keep_ms), now)?;
             println!("pruned {deleted} audit events");
             Ok(())
         }

@@ -71,9 +71,24 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Where accounts, sessions and the audit log live.
+    pub backend: StorageBackend,
     pub data_dir: PathBuf,
     /// 64 hex characters; empty = `data_dir/encryption.key`.
     pub encryption_key: String,
+    /// `postgres://user:password@host:port/database`; used with `backend = "postgres"`.
+    pub postgres_url: String,
+}
+
+/// Where durable state lives.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// One SQLite file in `data_dir` (one host).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by every instance (needs the `postgres` cargo feature).
+    Postgres,
 }
 
 /// Signing algorithm of access tokens.
@@ -192,8 +207,10 @@ impl Default for ServerConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
+            backend: StorageBackend::Sqlite,
             data_dir: PathBuf::from("./data"),
             encryption_key: String::new(),
+            postgres_url: String::new(),
         }
     }
 }
@@ -440,6 +457,29 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
+        if self.storage.backend == StorageBackend::Postgres {
+            if !cfg!(feature = "postgres") {
+                return Err(invalid(
+                    "storage.backend",
+                    "\"postgres\" needs portcullis built with the `postgres` feature \
+                     (cargo build --release --features postgres)",
+                ));
+            }
+            let url = &self.storage.postgres_url;
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "storage.postgres_url",
+                    "backend = \"postgres\" needs a postgres://user:password@host:port/database URL",
+                ));
+            }
+            if key.is_empty() {
+                return Err(invalid(
+                    "storage.encryption_key",
+                    "backend = \"postgres\" needs the key set here (the same on every instance), \
+                     not a key file that each host would make its own",
+                ));
+            }
+        }
 
         let t = &self.tokens;
         if t.issuer.is_empty() {
@@ -575,6 +615,7 @@ impl Config {
             &mut masked.tokens.secret,
             &mut masked.mail.smtp_url,
             &mut masked.rate_limit.redis_url,
+            &mut masked.storage.postgres_url,
         ] {
             if !secret.is_empty() {
                 *secret = "***".into();
@@ -968,6 +1009,50 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.rate_limit.store, LimitStoreKind::Redis);
         assert_eq!(cfg.rate_limit.redis_url, url);
+        assert!(!cfg.to_masked_toml().contains("hunter2"));
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn a_postgres_store_without_the_feature_names_the_feature() {
+        let file = "[storage]\nbackend = \"postgres\"\npostgres_url = \"postgres://x@db/p\"\n";
+        let err = load(Some(file), &[]).unwrap_err().to_string();
+        assert!(err.contains("storage.backend"), "{err}");
+        assert!(err.contains("`postgres` feature"), "{err}");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn a_postgres_store_needs_its_url_and_a_shared_key() {
+        let key = "ab".repeat(32);
+        let url = "postgres://portcullis:hunter2hunter2@db:5432/auth";
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("PORTCULLIS_STORAGE__BACKEND", "postgres")],
+                "storage.postgres_url",
+            ),
+            (
+                &[
+                    ("PORTCULLIS_STORAGE__BACKEND", "postgres"),
+                    ("PORTCULLIS_STORAGE__POSTGRES_URL", url),
+                ],
+                "storage.encryption_key",
+            ),
+        ];
+        for (vars, key_named) in cases {
+            let err = load(None, vars).unwrap_err().to_string();
+            assert!(err.contains(key_named), "{vars:?} gave {err}");
+        }
+        let cfg = load(
+            None,
+            &[
+                ("PORTCULLIS_STORAGE__BACKEND", "postgres"),
+                ("PORTCULLIS_STORAGE__POSTGRES_URL", url),
+                ("PORTCULLIS_STORAGE__ENCRYPTION_KEY", &key),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.storage.backend, StorageBackend::Postgres);
         assert!(!cfg.to_masked_toml().contains("hunter2"));
     }
 

@@ -18,7 +18,7 @@ use crate::auth::revocation::RevocationList;
 use crate::auth::service::AuthService;
 use crate::auth::tokens::TokenKeys;
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, extract, limits, request_id, AppState};
 use crate::mail::Mailer;
@@ -40,9 +40,17 @@ pub async fn build_auth(config: &Config, clock: SharedClock) -> anyhow::Result<A
     Ok(open(config, clock).await?.0)
 }
 
-/// [`build_auth`], and the database writer that the audit log shares with
-/// the store (so that a change and its audit rows commit together).
-async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthService, Writer)> {
+/// The database the store opened, for the audit log to write into the same
+/// place (so that a change and its audit rows commit together).
+enum Opened {
+    /// The SQLite writer that the audit log shares with the store.
+    Sqlite(Writer),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::store::postgres::PgStore),
+}
+
+/// [`build_auth`], and what the audit log needs to share the store's database.
+async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthService, Opened)> {
     let dir = &config.storage.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -50,31 +58,57 @@ async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthServic
         &config.storage.encryption_key,
         dir,
     )?);
-    let sqlite = SqliteStore::open(&config.database_path())?;
-    let writer = sqlite.writer().clone();
-    let store: Arc<dyn Store> = Arc::new(sqlite);
+    let (store, opened): (Arc<dyn Store>, Opened) = match config.storage.backend {
+        StorageBackend::Sqlite => {
+            let sqlite = SqliteStore::open(&config.database_path())?;
+            let writer = sqlite.writer().clone();
+            (Arc::new(sqlite), Opened::Sqlite(writer))
+        }
+        #[cfg(feature = "postgres")]
+        StorageBackend::Postgres => {
+            let pg = crate::store::postgres::PgStore::connect(&config.storage.postgres_url).await?;
+            (Arc::new(pg.clone()), Opened::Postgres(pg))
+        }
+        #[cfg(not(feature = "postgres"))]
+        StorageBackend::Postgres => anyhow::bail!(
+            "storage.backend = \"postgres\" needs portcullis built with the `postgres` feature"
+        ),
+    };
     let tokens =
         TokenKeys::load_or_create(&config.tokens, store.as_ref(), &master, clock.now_ms()).await?;
     let hasher = HashPool::start(&config.passwords)?;
     let revocations = RevocationList::new(config.tokens.access_ttl.as_millis_i64());
     let auth = AuthService::new(config, store, master, hasher, tokens, revocations, clock);
-    Ok((auth, writer))
+    Ok((auth, opened))
 }
 
-/// What instances share beyond storage: the Redis that holds the limiter's
-/// windows also carries revocation announcements.
+/// How this instance hears of the others' revocations: the Redis that holds
+/// the limiter's windows, else the PostgreSQL database (LISTEN/NOTIFY).
 enum Shared {
     #[cfg(feature = "redis")]
     Redis { url: String },
+    #[cfg(feature = "postgres")]
+    Postgres { url: String },
 }
 
 /// Connects this instance to the others, when the configuration shares state.
-async fn shared_state(config: &Config, auth: &mut AuthService) -> anyhow::Result<Option<Shared>> {
+#[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
+async fn shared_state(
+    config: &Config,
+    auth: &mut AuthService,
+    opened: &Opened,
+) -> anyhow::Result<Option<Shared>> {
     match config.rate_limit.store {
-        crate::config::LimitStoreKind::Memory => {
-            let _ = auth;
-            Ok(None)
-        }
+        crate::config::LimitStoreKind::Memory => match opened {
+            Opened::Sqlite(_) => Ok(None),
+            #[cfg(feature = "postgres")]
+            Opened::Postgres(pg) => {
+                auth.set_revocation_bus(Arc::new(pg.clone()));
+                Ok(Some(Shared::Postgres {
+                    url: config.storage.postgres_url.clone(),
+                }))
+            }
+        },
         #[cfg(feature = "redis")]
         crate::config::LimitStoreKind::Redis => {
             let url = config.rate_limit.redis_url.clone();
@@ -96,12 +130,26 @@ async fn shared_state(config: &Config, auth: &mut AuthService) -> anyhow::Result
 impl Shared {
     /// Subscribes to other instances' revocations (before serving, so none
     /// made after start-up is missed) and returns the task that applies them.
-    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres")),
+        allow(unused_variables)
+    )]
     async fn listen(self, state: web::Data<AppState>) -> anyhow::Result<JoinHandle<()>> {
         match self {
             #[cfg(feature = "redis")]
             Self::Redis { url } => {
                 let listening = crate::auth::redis_bus::listen(&url, move |revoked| {
+                    for r in revoked {
+                        state.auth.revocations().revoke(r.session_id, r.revoked_at);
+                    }
+                })
+                .await
+                .context("revocation announcements")?;
+                Ok(tokio::spawn(listening))
+            }
+            #[cfg(feature = "postgres")]
+            Self::Postgres { url } => {
+                let listening = crate::store::postgres::listen(&url, move |revoked| {
                     for r in revoked {
                         state.auth.revocations().revoke(r.session_id, r.revoked_at);
                     }
@@ -138,8 +186,8 @@ impl Application {
         signals: Signals,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let (mut auth, writer) = open(&config, clock.clone()).await?;
-        let shared = shared_state(&config, &mut auth).await?;
+        let (mut auth, opened) = open(&config, clock.clone()).await?;
+        let shared = shared_state(&config, &mut auth, &opened).await?;
         let cursor = auth.revocations().initial_cursor(auth.now());
         let cursor = auth
             .sync_revocations(cursor)
@@ -153,13 +201,20 @@ impl Application {
             .context("cannot load saved rate-limit windows")?;
 
         let metrics = Arc::new(Metrics::new()?);
-        let audit = AuditLog::with_writer(
-            writer,
-            &config.database_path(),
-            clock.clone(),
-            config.audit.coalesce_window.as_millis_i64(),
-            metrics.clone(),
-        );
+        let coalesce_ms = config.audit.coalesce_window.as_millis_i64();
+        let audit = match opened {
+            Opened::Sqlite(writer) => AuditLog::with_writer(
+                writer,
+                &config.database_path(),
+                clock.clone(),
+                coalesce_ms,
+                metrics.clone(),
+            ),
+            #[cfg(feature = "postgres")]
+            Opened::Postgres(pg) => {
+                AuditLog::postgres(pg, clock.clone(), coalesce_ms, metrics.clone())
+            }
+        };
 
         let mailer = Mailer::from_config(&config.mail, &config.storage.data_dir)?;
 

@@ -38,13 +38,23 @@ struct Fold {
     template: NewEvent,
 }
 
+/// Where the rows go.
+enum Backend {
+    /// The SQLite writer thread, and the file the read side opens.
+    Sqlite { writer: Writer, db_path: PathBuf },
+    /// A PostgreSQL database shared by several instances.
+    #[cfg(feature = "postgres")]
+    Postgres {
+        store: crate::store::postgres::PgStore,
+    },
+}
+
 /// The audit log handle shared by every handler.
 pub struct AuditLog {
-    writer: Writer,
+    backend: Backend,
     folds: Mutex<HashMap<(RuleName, String), Fold>>,
     clock: SharedClock,
     coalesce_ms: Millis,
-    db_path: PathBuf,
 }
 
 impl AuditLog {
@@ -76,19 +86,64 @@ impl AuditLog {
         metrics: Arc<Metrics>,
     ) -> Self {
         writer.attach_metrics(metrics);
+        Self::on(
+            Backend::Sqlite {
+                writer,
+                db_path: db_path.to_path_buf(),
+            },
+            clock,
+            coalesce_ms,
+        )
+    }
+
+    /// The audit log in the PostgreSQL database of `store`.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(
+        store: crate::store::postgres::PgStore,
+        clock: SharedClock,
+        coalesce_ms: Millis,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        store.attach_metrics(metrics);
+        Self::on(Backend::Postgres { store }, clock, coalesce_ms)
+    }
+
+    /// The SQLite writer, for tests that drive it directly.
+    #[cfg(test)]
+    pub(crate) fn sqlite_writer(&self) -> Option<&Writer> {
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => Some(writer),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { .. } => None,
+        }
+    }
+
+    fn on(backend: Backend, clock: SharedClock, coalesce_ms: Millis) -> Self {
         Self {
-            writer,
+            backend,
             folds: Mutex::new(HashMap::new()),
             clock,
             coalesce_ms,
-            db_path: db_path.to_path_buf(),
         }
     }
 
     /// Appends an event; resolves once its row is committed.
     pub async fn record(&self, mut event: NewEvent) -> Result<i64, AuditError> {
-        event.at.get_or_insert_with(|| self.clock.now_ms());
-        self.writer.append(event).await
+        let now = self.clock.now_ms();
+        event.at.get_or_insert(now);
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => writer.append(event).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { store } => {
+                let ids = store
+                    .append(std::slice::from_ref(&event), now)
+                    .await
+                    .map_err(|e| AuditError(e.to_string()))?;
+                ids.first()
+                    .copied()
+                    .ok_or_else(|| AuditError("no row was written".into()))
+            }
+        }
     }
 
     /// Records a refused attempt. The first per (rule, key) in a coalescing
@@ -172,16 +227,50 @@ impl AuditLog {
         if let Err(e) = self.flush_folds(true).await {
             tracing::error!(error = %e, "cannot flush folded audit rows");
         }
-        self.writer.stop().await;
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => writer.stop().await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { .. } => {}
+        }
     }
 
-    /// Runs `f` with a fresh read connection on a blocking thread.
+    /// A page of events matching `filter`, newest first.
+    pub async fn list(&self, filter: query::Filter) -> Result<query::Page, AuditError> {
+        match &self.backend {
+            Backend::Sqlite { .. } => self.read(move |conn| query::list(conn, &filter)).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { store, .. } => store
+                .list(&filter)
+                .await
+                .map_err(|e| AuditError(e.to_string())),
+        }
+    }
+
+    /// Walks the whole chain.
+    pub async fn verify(&self) -> Result<chain::Verdict, AuditError> {
+        match &self.backend {
+            Backend::Sqlite { .. } => self.read(|conn| chain::verify(conn)).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { store, .. } => {
+                store.verify().await.map_err(|e| AuditError(e.to_string()))
+            }
+        }
+    }
+
+    /// Runs `f` with a fresh read connection on the SQLite file, on a blocking
+    /// thread (an error with another backend).
     pub async fn read<T, F>(&self, f: F) -> Result<T, AuditError>
     where
         T: Send + 'static,
         F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let path = self.db_path.clone();
+        let path = match &self.backend {
+            Backend::Sqlite { db_path, .. } => db_path.clone(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { .. } => {
+                return Err(AuditError("the audit log is not in SQLite".into()))
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let mut conn =
                 rusqlite::Connection::open(&path).map_err(|e| AuditError(e.to_string()))?;
@@ -201,8 +290,17 @@ impl AuditLog {
     ) -> Result<u64, AuditError> {
         let now = self.clock.now_ms();
         let cutoff = now.saturating_sub(older_than_ms);
-        self.read(move |conn| query::prune(conn, cutoff, &origin, actor.as_deref(), now))
-            .await
+        match &self.backend {
+            Backend::Sqlite { .. } => {
+                self.read(move |conn| query::prune(conn, cutoff, &origin, actor.as_deref(), now))
+                    .await
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { store, .. } => store
+                .prune(cutoff, &origin, actor.as_deref(), now)
+                .await
+                .map_err(|e| AuditError(e.to_string())),
+        }
     }
 }
 

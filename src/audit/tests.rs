@@ -412,7 +412,7 @@ fn filters_use_the_indexes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn units_commit_a_change_with_its_rows_or_neither() {
     let f = fixture();
-    let writer = f.log.writer.clone();
+    let writer = f.log.sqlite_writer().expect("a SQLite audit log").clone();
     let change = |email: &'static str, fail: bool| {
         let writer = writer.clone();
         async move {

@@ -7,8 +7,7 @@ use serde_json::json;
 use super::context::Caller;
 use super::extract::AdminUser;
 use super::AppState;
-use crate::audit::chain::verify;
-use crate::audit::query::{list, page_json, parse_time, Filter};
+use crate::audit::query::{page_json, parse_time, Filter};
 use crate::audit::Action;
 use crate::error::ApiError;
 use crate::ratelimit::RuleName;
@@ -134,7 +133,7 @@ pub async fn audit(
         limit: q.limit,
         before_id: q.before_id,
     };
-    let page = state.audit.read(move |conn| list(conn, &filter)).await?;
+    let page = state.audit.list(filter).await?;
     Ok(HttpResponse::Ok().json(page_json(&page)))
 }
 
@@ -143,7 +142,7 @@ pub async fn audit_verify(
     state: web::Data<AppState>,
     _admin: AdminUser,
 ) -> Result<HttpResponse, ApiError> {
-    let verdict = state.audit.read(|conn| verify(conn)).await?;
+    let verdict = state.audit.verify().await?;
     Ok(HttpResponse::Ok().json(verdict))
 }
 

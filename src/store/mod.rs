@@ -2,6 +2,8 @@
 //! [`Store`]; [`sqlite::SqliteStore`] is the implementation that ships, and a
 //! PostgreSQL one can be added beside it without touching them.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

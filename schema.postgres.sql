@@ -1,0 +1,133 @@
+-- portcullis schema for PostgreSQL (`[storage] backend = "postgres"`): the same
+-- tables, columns and meaning as schema.sql, in PostgreSQL's types. Applied at
+-- every start-up inside one transaction; every statement is idempotent.
+-- Times are Unix milliseconds (UTC) unless a column says otherwise. The
+-- version is the row of schema_version (see src/store/postgres.rs).
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    only_row       BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    version        INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    id             TEXT PRIMARY KEY,            -- UUID v4
+    email          TEXT NOT NULL UNIQUE,        -- trimmed, lower-cased
+    name           TEXT,
+    password_hash  TEXT NOT NULL,               -- argon2id PHC string
+    is_admin       BOOLEAN NOT NULL DEFAULT FALSE,
+    disabled_at    BIGINT,
+    created_at     BIGINT NOT NULL,
+    updated_at     BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS sessions (
+    id             TEXT PRIMARY KEY,            -- UUID v4, the `sid` claim
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    remember_me    BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at     BIGINT NOT NULL,
+    last_used_at   BIGINT NOT NULL,
+    expires_at     BIGINT NOT NULL,
+    revoked_at     BIGINT,
+    revoke_reason  TEXT,
+    ip_address     TEXT,
+    user_agent     TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions(user_id);
+CREATE INDEX IF NOT EXISTS sessions_revoked_at ON sessions(revoked_at) WHERE revoked_at IS NOT NULL;
+
+-- Every refresh token ever issued, by SHA-256 hash. A session has exactly one
+-- token with retired_at NULL; presenting a retired one is reuse.
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash     BYTEA PRIMARY KEY,
+    session_id     TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    created_at     BIGINT NOT NULL,
+    retired_at     BIGINT
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_session_id ON refresh_tokens(session_id);
+
+-- Password-reset tokens, by SHA-256 hash. Valid one hour, single use; a newer
+-- request voids the older unused ones.
+CREATE TABLE IF NOT EXISTS password_reset_tokens (
+    token_hash     BYTEA PRIMARY KEY,
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at     BIGINT NOT NULL,
+    expires_at     BIGINT NOT NULL,
+    used_at        BIGINT
+);
+CREATE INDEX IF NOT EXISTS password_reset_tokens_user_id ON password_reset_tokens(user_id);
+
+-- TOTP: secrets sealed like the signing key (context: user id). pending_secret
+-- is set up but not yet confirmed; last_step is the last accepted time step.
+CREATE TABLE IF NOT EXISTS totp (
+    user_id        TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    secret         BYTEA,
+    pending_secret BYTEA,
+    enabled_at     BIGINT,
+    last_step      BIGINT
+);
+
+-- Backup codes, by SHA-256 over (user id, code); single use.
+CREATE TABLE IF NOT EXISTS backup_codes (
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    code_hash      BYTEA NOT NULL,
+    created_at     BIGINT NOT NULL,
+    used_at        BIGINT,
+    PRIMARY KEY (user_id, code_hash)
+);
+
+-- Second-factor challenges of logins whose password was right (mfa_token, by
+-- SHA-256 hash). Five minutes, spent by one success or five wrong codes.
+CREATE TABLE IF NOT EXISTS mfa_challenges (
+    token_hash     BYTEA PRIMARY KEY,
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    remember_me    BOOLEAN NOT NULL,
+    created_at     BIGINT NOT NULL,
+    expires_at     BIGINT NOT NULL,
+    failures       INTEGER NOT NULL DEFAULT 0
+);
+
+-- JWT signing keys. private_key is sealed with the storage encryption key.
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid            TEXT PRIMARY KEY,
+    algorithm      TEXT NOT NULL,
+    private_key    BYTEA NOT NULL,
+    public_key     BYTEA NOT NULL,
+    created_at     BIGINT NOT NULL,
+    retired_at     BIGINT
+);
+
+-- Rate-limit windows saved at graceful shutdown of an instance whose limiter
+-- is in memory. events: JSON [[at_ms, tag], ...].
+CREATE TABLE IF NOT EXISTS rate_limit_windows (
+    rule           TEXT NOT NULL,
+    key            TEXT NOT NULL,
+    events         TEXT NOT NULL,
+    saved_at       BIGINT NOT NULL,
+    PRIMARY KEY (rule, key)
+);
+
+-- The audit log: append-only, hash-chained, exactly as in schema.sql (the
+-- same rows give the same hashes). Ids are given by the appender under a
+-- transaction-scoped advisory lock, never by a sequence: a rolled-back
+-- sequence value would leave a gap that verification reports as a deletion.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id             BIGINT PRIMARY KEY,
+    created_at     TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    user_id        TEXT,
+    resource_type  TEXT,
+    resource_id    TEXT,
+    ip_address     TEXT CHECK (ip_address IS NULL OR length(ip_address) <= 45),
+    user_agent     TEXT CHECK (user_agent IS NULL OR length(user_agent) <= 512),
+    extra_data     TEXT NOT NULL DEFAULT '{}',
+    request_id     TEXT,
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_user_id ON audit_log(user_id) WHERE user_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log(action);
+CREATE INDEX IF NOT EXISTS audit_log_created_at ON audit_log(created_at);
+CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log(resource_type, resource_id) WHERE resource_type IS NOT NULL;
+CREATE INDEX IF NOT EXISTS audit_log_ip_address ON audit_log(ip_address);
+
+INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (only_row) DO NOTHING;
