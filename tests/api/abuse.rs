@@ -150,10 +150,7 @@ async fn a_body_sent_byte_by_byte_gets_408_json() {
         assert_eq!(body["error"], code, "{path}: {text}");
     }
     // Nothing was counted or written for them.
-    let events: i64 = app
-        .db()
-        .query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))
-        .expect("count");
+    let events = app.count("SELECT COUNT(*) FROM audit_log");
     assert_eq!(events, 0);
 }
 

@@ -74,10 +74,7 @@ async fn register_validation_names_each_field() {
         .contains("at most 128"));
 
     // Nothing was created.
-    let count: i64 = app
-        .db()
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM users");
     assert_eq!(count, 0);
 }
 
@@ -112,10 +109,7 @@ async fn concurrent_registration_of_one_email_creates_one_account() {
         }
     }
     assert_eq!(created, 1);
-    let count: i64 = app
-        .db()
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM users");
     assert_eq!(count, 1);
 }
 
@@ -148,17 +142,7 @@ async fn bad_logins_all_look_the_same() {
     let app = TestApp::spawn().await;
     app.register("erin@example.com", PASSWORD).await;
     app.register("frank@example.com", PASSWORD).await;
-    let user_id: String = app
-        .db()
-        .query_row(
-            "SELECT id FROM users WHERE email = 'frank@example.com'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    app.db()
-        .execute("UPDATE users SET disabled_at = 1 WHERE id = ?1", [user_id])
-        .unwrap();
+    app.execute("UPDATE users SET disabled_at = 1 WHERE email = 'frank@example.com'");
 
     let mut bodies = Vec::new();
     for (email, password) in [
@@ -261,10 +245,7 @@ async fn password_change_revokes_other_sessions() {
 async fn hashes_with_old_parameters_are_upgraded_on_login() {
     let app = TestApp::spawn().await;
     app.register("ivy@example.com", PASSWORD).await;
-    let before: String = app
-        .db()
-        .query_row("SELECT password_hash FROM users", [], |r| r.get(0))
-        .unwrap();
+    let before = app.scalar("SELECT password_hash FROM users");
     assert!(before.contains("m=1024,t=1,p=1"), "{before}");
 
     let mut app = app;
@@ -274,10 +255,7 @@ async fn hashes_with_old_parameters_are_upgraded_on_login() {
         app.login("ivy@example.com", PASSWORD).await.status(),
         StatusCode::OK
     );
-    let after: String = app
-        .db()
-        .query_row("SELECT password_hash FROM users", [], |r| r.get(0))
-        .unwrap();
+    let after = app.scalar("SELECT password_hash FROM users");
     assert!(after.contains("m=1024,t=2,p=1"), "{after}");
     assert_eq!(
         app.login("ivy@example.com", PASSWORD).await.status(),

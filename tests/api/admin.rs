@@ -7,12 +7,7 @@ use crate::helpers::{expect_error, token, TestApp, PASSWORD};
 async fn admins_list_disable_and_enable_users() {
     let app = TestApp::spawn().await;
     let root = app.signed_up("root@example.com").await;
-    app.db()
-        .execute(
-            "UPDATE users SET is_admin = 1 WHERE email = 'root@example.com'",
-            [],
-        )
-        .unwrap();
+    app.execute("UPDATE users SET is_admin = TRUE WHERE email = 'root@example.com'");
     let admin = token(&root, "access_token");
     let bob = app.signed_up("bob@example.com").await;
     let bob_access = token(&bob, "access_token");
@@ -86,16 +81,11 @@ async fn admins_list_disable_and_enable_users() {
     )
     .await;
 
-    let audited: Vec<(String, Option<String>, String)> = {
-        let db = app.db();
-        let mut stmt = db
-            .prepare("SELECT action, user_id, extra_data FROM audit_log WHERE action IN ('user_disabled', 'user_enabled')")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let audited: Vec<(String, Option<String>, String)> = app
+        .query("SELECT action, user_id, extra_data FROM audit_log WHERE action IN ('user_disabled', 'user_enabled')")
+        .into_iter()
+        .map(|r| (r[0].clone(), Some(r[1].clone()).filter(|u| !u.is_empty()), r[2].clone()))
+        .collect();
     assert_eq!(audited.len(), 2);
     assert!(audited
         .iter()

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{expect_error, portcullis, token, ServerProcess, TestApp, PASSWORD};
+use crate::helpers::{expect_error, token, ServerProcess, TestApp, PASSWORD};
 
 async fn events(app: &TestApp, admin: &str, query: &str) -> Vec<Value> {
     let res = app.get_auth(&format!("/admin/audit{query}"), admin).await;
@@ -16,12 +16,7 @@ async fn events(app: &TestApp, admin: &str, query: &str) -> Vec<Value> {
 
 async fn admin(app: &TestApp) -> String {
     let pair = app.signed_up("auditor@example.com").await;
-    app.db()
-        .execute(
-            "UPDATE users SET is_admin = 1 WHERE email = 'auditor@example.com'",
-            [],
-        )
-        .unwrap();
+    app.execute("UPDATE users SET is_admin = TRUE WHERE email = 'auditor@example.com'");
     token(&pair, "access_token")
 }
 
@@ -55,12 +50,7 @@ async fn every_flow_is_audited_and_no_secret_is_stored() {
     app.login("eve@example.com", "wrong wrong wrong").await;
     app.login("nobody@example.com", PASSWORD).await;
     app.register("gone@example.com", PASSWORD).await;
-    app.db()
-        .execute(
-            "UPDATE users SET disabled_at = 1 WHERE email = 'gone@example.com'",
-            [],
-        )
-        .unwrap();
+    app.execute("UPDATE users SET disabled_at = 1 WHERE email = 'gone@example.com'");
     app.login("gone@example.com", PASSWORD).await;
 
     // Refresh, reuse, sessions, password change.
@@ -173,14 +163,12 @@ async fn every_flow_is_audited_and_no_secret_is_stored() {
         secrets.push(token(p, "access_token"));
         secrets.push(token(p, "refresh_token"));
     }
-    for file in ["portcullis.db", "portcullis.db-wal"] {
-        let bytes = std::fs::read(app.dir.path().join(file)).unwrap_or_default();
-        for secret in &secrets {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{file} contains a secret"
-            );
-        }
+    let bytes = app.stored_bytes();
+    for secret in &secrets {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the database holds a secret"
+        );
     }
     let verdict: Value = app
         .get_auth("/admin/audit/verify", &admin)
@@ -292,11 +280,7 @@ async fn tampering_is_found_by_the_route_and_the_cli() {
         app.login(&format!("t{i}@example.com"), "guess guess guess")
             .await;
     }
-    let out = portcullis()
-        .args(["audit", "verify", "--data-dir"])
-        .arg(app.dir.path())
-        .output()
-        .unwrap();
+    let out = app.cli().args(["audit", "verify"]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -304,7 +288,8 @@ async fn tampering_is_found_by_the_route_and_the_cli() {
     );
 
     // CLI list while the server runs, in each format.
-    let out = portcullis()
+    let out = app
+        .cli()
         .args([
             "audit",
             "list",
@@ -314,9 +299,7 @@ async fn tampering_is_found_by_the_route_and_the_cli() {
             "login_failed",
             "--since",
             "1h",
-            "--data-dir",
         ])
-        .arg(app.dir.path())
         .output()
         .unwrap();
     assert!(
@@ -326,47 +309,33 @@ async fn tampering_is_found_by_the_route_and_the_cli() {
     );
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 4);
-    let out = portcullis()
-        .args(["audit", "list", "--format", "csv", "--data-dir"])
-        .arg(app.dir.path())
+    let out = app
+        .cli()
+        .args(["audit", "list", "--format", "csv"])
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("id,created_at,action,user_id,resource_type,resource_id,ip_address,user_agent,extra_data,request_id,prev_hash,hash\n"));
-    let out = portcullis()
-        .args([
-            "audit",
-            "list",
-            "--user",
-            "auditor@example.com",
-            "--data-dir",
-        ])
-        .arg(app.dir.path())
+    let out = app
+        .cli()
+        .args(["audit", "list", "--user", "auditor@example.com"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("login_success"));
-    let out = portcullis()
-        .args(["audit", "list", "--since", "soon", "--data-dir"])
-        .arg(app.dir.path())
+    let out = app
+        .cli()
+        .args(["audit", "list", "--since", "soon"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: --since"));
 
-    let target: i64 = app
-        .db()
-        .query_row(
-            "SELECT id FROM audit_log WHERE action = 'login_failed' ORDER BY id LIMIT 1 OFFSET 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    app.db()
-        .execute(
-            "UPDATE audit_log SET ip_address = '10.0.0.1' WHERE id = ?1",
-            [target],
-        )
-        .unwrap();
+    let target = app.count(
+        "SELECT id FROM audit_log WHERE action = 'login_failed' ORDER BY id LIMIT 1 OFFSET 1",
+    );
+    app.execute(&format!(
+        "UPDATE audit_log SET ip_address = '10.0.0.1' WHERE id = {target}"
+    ));
     let verdict: Value = app
         .get_auth("/admin/audit/verify", &admin)
         .await
@@ -375,11 +344,7 @@ async fn tampering_is_found_by_the_route_and_the_cli() {
         .unwrap();
     assert_eq!(verdict["ok"], false);
     assert_eq!(verdict["first_bad_id"], target);
-    let out = portcullis()
-        .args(["audit", "verify", "--data-dir"])
-        .arg(app.dir.path())
-        .output()
-        .unwrap();
+    let out = app.cli().args(["audit", "verify"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -388,9 +353,9 @@ async fn pruning_from_the_cli_keeps_the_chain_green() {
     let app = TestApp::spawn().await;
     let admin = admin(&app).await;
     app.login("p@example.com", "guess guess guess").await;
-    let out = portcullis()
-        .args(["audit", "prune", "--older-than", "0s", "--data-dir"])
-        .arg(app.dir.path())
+    let out = app
+        .cli()
+        .args(["audit", "prune", "--older-than", "0s"])
         .output()
         .unwrap();
     assert!(

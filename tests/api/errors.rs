@@ -32,10 +32,7 @@ async fn malformed_bodies_get_json_400s_and_change_nothing() {
         let res = app.client.post(app.url(path)).send().await.unwrap();
         expect_error(res, StatusCode::BAD_REQUEST, "invalid_content_type").await;
     }
-    let count: i64 = app
-        .db()
-        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-        .unwrap();
+    let count = app.count("SELECT count(*) FROM users");
     assert_eq!(count, 0);
 }
 

@@ -72,7 +72,7 @@ impl Drop for SmallDisk {
 async fn app_on(disk: &SmallDisk) -> TestApp {
     let mut config = test_config(&disk.dir);
     without_limits(&mut config);
-    TestApp::start(config, disk.dir.clone(), ManualClock::starting_now()).await
+    TestApp::start_on_sqlite(config, disk.dir.clone(), ManualClock::starting_now()).await
 }
 
 async fn login(app: &TestApp, email: &str) -> reqwest::Response {
@@ -361,7 +361,7 @@ mod failing_vfs {
 
 #[tokio::test]
 async fn a_read_only_disk_fails_closed_and_recovers_when_writable() {
-    let app = TestApp::spawn_with(without_limits).await;
+    let app = TestApp::spawn_on_sqlite(without_limits).await;
     let email = "ro@example.com";
     assert_eq!(
         app.register(email, PASSWORD).await.status(),
@@ -410,7 +410,7 @@ async fn a_read_only_disk_fails_closed_and_recovers_when_writable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_locked_by_another_process_fails_closed_then_recovers() {
-    let app = TestApp::spawn_with(without_limits).await;
+    let app = TestApp::spawn_on_sqlite(without_limits).await;
     let email = "locked@example.com";
     assert_eq!(
         app.register(email, PASSWORD).await.status(),

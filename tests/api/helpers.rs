@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
 use portcullis::clock::ManualClock;
-use portcullis::config::{Config, LimitStoreKind};
+use portcullis::config::{Config, LimitStoreKind, StorageBackend};
 use portcullis::http::AppState;
 use portcullis::startup::{Application, Signals};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::backends::{limiter_in_redis, RedisServer};
+use crate::backends::{limiter_in_redis, storage_in_postgres, PostgresServer, RedisServer};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -59,9 +59,39 @@ impl TestApp {
         Self::start(config, dir, ManualClock::starting_now()).await
     }
 
-    /// Starts a server on an existing data directory and clock.
+    /// [`TestApp::spawn_with`] that keeps its data in SQLite whatever the suite
+    /// runs on: for drills of SQLite itself.
+    pub async fn spawn_on_sqlite(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let mut config = test_config(&dir);
+        tweak(&mut config);
+        Self::start_on_sqlite(config, dir, ManualClock::starting_now()).await
+    }
+
+    /// [`TestApp::start`] that keeps its data in SQLite.
+    pub async fn start_on_sqlite(config: Config, dir: Arc<TempDir>, clock: ManualClock) -> Self {
+        Self::start_with(config, dir, clock, false).await
+    }
+
+    /// Starts a server on an existing data directory and clock (its data in
+    /// PostgreSQL under `PORTCULLIS_TEST_STORAGE=postgres`).
     pub async fn start(config: Config, dir: Arc<TempDir>, clock: ManualClock) -> Self {
+        Self::start_with(config, dir, clock, storage_in_postgres()).await
+    }
+
+    async fn start_with(
+        config: Config,
+        dir: Arc<TempDir>,
+        clock: ManualClock,
+        postgres: bool,
+    ) -> Self {
         let mut config = config;
+        if postgres && config.storage.backend == StorageBackend::Sqlite {
+            let server = PostgresServer::shared().expect("PostgreSQL for PORTCULLIS_TEST_STORAGE");
+            config.storage.backend = StorageBackend::Postgres;
+            config.storage.postgres_url = server.database();
+            config.storage.encryption_key = hex::encode(rand::random::<[u8; 32]>());
+        }
         let redis = if limiter_in_redis() && config.rate_limit.store == LimitStoreKind::Memory {
             let redis = RedisServer::start().expect("redis-server for PORTCULLIS_TEST_LIMITER");
             config.rate_limit.store = LimitStoreKind::Redis;
@@ -185,8 +215,134 @@ impl TestApp {
         res.json().await.expect("json")
     }
 
+    /// A connection to the SQLite file; only for drills of SQLite itself.
     pub fn db(&self) -> rusqlite::Connection {
+        assert_eq!(self.config.storage.backend, StorageBackend::Sqlite);
         rusqlite::Connection::open(self.dir.path().join("portcullis.db")).expect("open db")
+    }
+
+    /// Rows of `sql` on this server's database, SQLite or PostgreSQL, every
+    /// column as text (NULL as "", a boolean as 1 or 0).
+    pub fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        match self.config.storage.backend {
+            StorageBackend::Sqlite => {
+                let conn = self.db();
+                let mut stmt = conn.prepare(sql).expect(sql);
+                let columns = stmt.column_count();
+                let rows = stmt
+                    .query_map([], |r| {
+                        (0..columns)
+                            .map(|i| {
+                                use rusqlite::types::ValueRef;
+                                Ok(match r.get_ref(i)? {
+                                    ValueRef::Null => String::new(),
+                                    ValueRef::Integer(n) => n.to_string(),
+                                    ValueRef::Real(x) => x.to_string(),
+                                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                                    ValueRef::Blob(b) => hex::encode(b),
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<String>>>()
+                    })
+                    .expect(sql);
+                rows.map(|r| r.expect(sql)).collect()
+            }
+            StorageBackend::Postgres => {
+                let out = std::process::Command::new("psql")
+                    .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+                    .args(["-F", "\u{1f}", "-R", "\u{1e}", "-c", sql])
+                    .arg(&self.config.storage.postgres_url)
+                    .output()
+                    .expect("psql");
+                assert!(
+                    out.status.success(),
+                    "{sql}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let text = String::from_utf8_lossy(&out.stdout);
+                text.trim_end_matches('\n')
+                    .split('\u{1e}')
+                    .filter(|r| !r.is_empty())
+                    .map(|r| {
+                        r.split('\u{1f}')
+                            .map(|c| match c {
+                                "t" => "1".to_owned(),
+                                "f" => "0".to_owned(),
+                                c => c.to_owned(),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The first column of the first row of `sql`.
+    pub fn scalar(&self, sql: &str) -> String {
+        self.query(sql)
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or_else(|| panic!("no row from {sql}"))
+    }
+
+    /// A `count(*)`.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.scalar(sql).parse().expect("a count")
+    }
+
+    /// Runs a statement on this server's database.
+    pub fn execute(&self, sql: &str) {
+        match self.config.storage.backend {
+            StorageBackend::Sqlite => {
+                self.db().execute_batch(sql).expect(sql);
+            }
+            StorageBackend::Postgres => {
+                self.query(sql);
+            }
+        }
+    }
+
+    /// Every byte the database keeps on disk for this server (the SQLite file
+    /// and its WAL), or a full dump of its PostgreSQL database.
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        match self.config.storage.backend {
+            StorageBackend::Sqlite => ["portcullis.db", "portcullis.db-wal"]
+                .iter()
+                .flat_map(|f| std::fs::read(self.dir.path().join(f)).unwrap_or_default())
+                .collect(),
+            StorageBackend::Postgres => {
+                let out = std::process::Command::new("pg_dump")
+                    .arg(&self.config.storage.postgres_url)
+                    .output()
+                    .expect("pg_dump");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                out.stdout
+            }
+        }
+    }
+
+    /// The binary, on this server's data (`--data-dir`, and the database URL
+    /// and key when the data is in PostgreSQL).
+    pub fn cli(&self) -> std::process::Command {
+        let mut cmd = portcullis();
+        cmd.arg("--data-dir").arg(self.dir.path());
+        if self.config.storage.backend == StorageBackend::Postgres {
+            cmd.env("PORTCULLIS_STORAGE__BACKEND", "postgres")
+                .env(
+                    "PORTCULLIS_STORAGE__POSTGRES_URL",
+                    &self.config.storage.postgres_url,
+                )
+                .env(
+                    "PORTCULLIS_STORAGE__ENCRYPTION_KEY",
+                    &self.config.storage.encryption_key,
+                );
+        }
+        cmd
     }
 }
 

@@ -17,6 +17,6 @@ mod openapi;
 mod ratelimit;
 mod reset;
 mod sessions;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 mod several;
 mod tokens;

@@ -155,23 +155,18 @@ async fn totp_login_end_to_end_with_replay_protection() {
         assert!(audited.iter().any(|x| x == a), "{a} missing");
     }
     // No TOTP code reached the audit log.
-    let extra: Vec<String> = {
-        let db = app.db();
-        let mut stmt = db.prepare("SELECT extra_data FROM audit_log").unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let extra: Vec<String> = app
+        .query("SELECT extra_data FROM audit_log")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
     assert!(extra.iter().all(|e| !e.contains(&now_code)));
 }
 
 fn audit_actions(app: &TestApp) -> Vec<String> {
-    let db = app.db();
-    let mut stmt = db.prepare("SELECT action FROM audit_log").unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+    app.query("SELECT action FROM audit_log ORDER BY id")
+        .into_iter()
+        .map(|r| r[0].clone())
         .collect()
 }
 
@@ -328,16 +323,10 @@ async fn disable_needs_password_and_code_and_secrets_stay_sealed() {
 
     // The secret is sealed: neither its bytes nor its base32 form are stored.
     let (b32, _) = portcullis::auth::totp::provisioning(&secret, "x", "y");
-    for file in ["portcullis.db", "portcullis.db-wal"] {
-        let bytes = std::fs::read(app.dir.path().join(file)).unwrap_or_default();
-        assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
-            "{file}"
-        );
-        assert!(
-            !bytes.windows(b32.len()).any(|w| w == b32.as_bytes()),
-            "{file}"
-        );
+    {
+        let bytes = app.stored_bytes();
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_slice()));
+        assert!(!bytes.windows(b32.len()).any(|w| w == b32.as_bytes()));
     }
 
     let res = app

@@ -40,9 +40,9 @@ fn header(res: &Response, name: &str) -> String {
 
 async fn make_admin(app: &TestApp, email: &str) -> String {
     let pair = app.signed_up(email).await;
-    app.db()
-        .execute("UPDATE users SET is_admin = 1 WHERE email = ?1", [email])
-        .unwrap();
+    app.execute(&format!(
+        "UPDATE users SET is_admin = TRUE WHERE email = '{email}'"
+    ));
     token(&pair, "access_token")
 }
 

@@ -117,16 +117,11 @@ async fn reset_by_outbox_link_revokes_every_session() {
     expect_error(res, StatusCode::BAD_REQUEST, "invalid_or_expired_token").await;
 
     // The token is in the mail only: not in the database, not in the audit log.
-    let audit: Vec<(String, String)> = {
-        let db = app.db();
-        let mut stmt = db
-            .prepare("SELECT action, extra_data FROM audit_log")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let audit: Vec<(String, String)> = app
+        .query("SELECT action, extra_data FROM audit_log ORDER BY id")
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
     let requested: Vec<&(String, String)> = audit
         .iter()
         .filter(|(a, _)| a == "password_reset_requested")
@@ -142,13 +137,11 @@ async fn reset_by_outbox_link_revokes_every_session() {
     assert!(audit
         .iter()
         .any(|(a, e)| a == "password_reset_failed" && e.contains("invalid_or_expired_token")));
-    for file in ["portcullis.db", "portcullis.db-wal"] {
-        let bytes = std::fs::read(app.dir.path().join(file)).unwrap_or_default();
-        assert!(
-            !bytes.windows(reset.len()).any(|w| w == reset.as_bytes()),
-            "{file} holds the reset token"
-        );
-    }
+    let bytes = app.stored_bytes();
+    assert!(
+        !bytes.windows(reset.len()).any(|w| w == reset.as_bytes()),
+        "the database holds the reset token"
+    );
 }
 
 #[tokio::test]
@@ -340,14 +333,9 @@ async fn a_failed_send_is_audited_and_the_answer_is_unchanged() {
     // The send happens after the answer; wait for its audit row.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let found: i64 = app
-            .db()
-            .query_row(
-                "SELECT count(*) FROM audit_log WHERE action = 'password_reset_requested' AND extra_data LIKE '%mail_error%'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let found = app.count(
+            "SELECT count(*) FROM audit_log WHERE action = 'password_reset_requested' AND extra_data LIKE '%mail_error%'",
+        );
         if found == 1 {
             break;
         }

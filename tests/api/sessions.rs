@@ -1,5 +1,3 @@
-use std::process::Command;
-
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -178,9 +176,9 @@ async fn disabling_from_the_cli_revokes_running_sessions() {
     let app = TestApp::spawn().await;
     let pair = app.signed_up("wes@example.com").await;
     let access = token(&pair, "access_token");
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["user", "disable", "WES@example.com", "--data-dir"])
-        .arg(app.dir.path())
+    let out = app
+        .cli()
+        .args(["user", "disable", "WES@example.com"])
         .output()
         .unwrap();
     assert!(
