@@ -37,6 +37,8 @@ WRK_DIR = ROOT / "benches" / "wrk"
 RELEASE = ROOT / "target" / "release"
 PORTCULLIS = RELEASE / "portcullis"
 CEILING = RELEASE / "examples" / "ceiling"
+# The same server built with the `redis` feature, in a target directory of its own.
+PORTCULLIS_REDIS = ROOT / "target" / "with-redis" / "release" / "portcullis"
 ARGON_RATE = RELEASE / "examples" / "argon_rate"
 
 EMAIL = "bench0@example.com"
@@ -114,20 +116,21 @@ class Portcullis:
     port: int
     config: Path
     proc: subprocess.Popen | None = None
+    binary: Path = PORTCULLIS
 
     @classmethod
-    def configure(cls, data_dir: Path, extra: str = "") -> "Portcullis":
+    def configure(cls, data_dir: Path, extra: str = "", binary: Path = PORTCULLIS) -> "Portcullis":
         port = free_port()
         config = data_dir.parent / f"{data_dir.name}.toml"
         config.write_text(
             f'[server]\nbind = "127.0.0.1:{port}"\ntrusted_proxies = ["127.0.0.1/32"]\n'
             f'[storage]\ndata_dir = "{data_dir}"\n{extra}'
         )
-        return cls(data_dir, port, config)
+        return cls(data_dir, port, config, binary=binary)
 
     def start(self) -> float:
         self.proc, seconds = start_until_healthy(
-            [str(PORTCULLIS), "--config", str(self.config), "serve"], self.port,
+            [str(self.binary), "--config", str(self.config), "serve"], self.port,
             log_path=self.data_dir.parent / f"{self.data_dir.name}.log")
         return seconds
 
@@ -284,6 +287,63 @@ def build() -> None:
     subprocess.run(["cargo", "build", "--release", "--bin", "portcullis",
                     "--example", "ceiling", "--example", "argon_rate"],
                    cwd=ROOT, check=True)
+    if shutil.which("redis-server"):
+        log("building the release binary with the redis feature")
+        subprocess.run(["cargo", "build", "--release", "--bin", "portcullis", "--features", "redis",
+                        "--target-dir", str(PORTCULLIS_REDIS.parent.parent)], cwd=ROOT, check=True)
+
+
+def start_redis() -> tuple[subprocess.Popen, int]:
+    """A throwaway redis-server on a free port, nothing saved."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    began = time.perf_counter()
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None or time.perf_counter() - began > 10:
+                raise SystemExit("redis-server did not start")
+            time.sleep(0.01)
+
+
+def blocked_with_redis(work: Path, memory: Portcullis, wrong: dict, blocker: dict,
+                       rounds: int, d: float) -> Row | None:
+    """Figure 1b: the blocked-login flood with windows in Redis, beside the same
+    flood on the in-memory limiter, alternating."""
+    if not (shutil.which("redis-server") and PORTCULLIS_REDIS.exists()):
+        log("no redis-server or no redis build: figure 1b skipped")
+        return None
+    redis_proc, redis_port = start_redis()
+    shared = Portcullis.configure(
+        work / "shared", binary=PORTCULLIS_REDIS,
+        extra=f'[rate_limit]\nstore = "redis"\nredis_url = "redis://127.0.0.1:{redis_port}"\n')
+    try:
+        shared.start()
+        status, _ = shared.call("POST", "/auth/register", {"email": EMAIL, "password": PASSWORD},
+                                headers={"X-Forwarded-For": "198.19.0.1"})
+        assert status == 201, status
+        for _ in range(5):
+            shared.call("POST", "/auth/login", wrong, headers=blocker)
+        status, _ = shared.call("POST", "/auth/login", wrong, headers=blocker)
+        assert status == 429, status
+        before = shared.metric("portcullis_http_requests_total", route="/auth/login", status="429")
+        flood = lambda server: lambda: wrk(server.url + "/auth/login", d, method="POST",  # noqa: E731
+                                           body=wrong, xff=blocker["X-Forwarded-For"])
+        p = paired(rounds, memory.proc.pid, flood(memory), shared.proc.pid, flood(shared))
+        got = shared.metric("portcullis_http_requests_total", route="/auth/login", status="429") - before
+        sent = sum(l.requests for l in p.ours)
+        if got < sent * 0.99:
+            raise SystemExit(f"only {got:.0f} of {sent} blocked-login answers with Redis were 429")
+        redis_cpu = cpu_seconds(redis_proc.pid)
+        row = ratio_row("1b. blocked login (429), Redis limiter (baseline: in-memory limiter)", p, 0.25)
+        row.ours += f"; redis-server {redis_cpu / max(sent, 1) * 1e6:.0f} µs CPU/req"
+        return row
+    finally:
+        shared.stop()
+        stop(redis_proc)
 
 
 def startup_figures(work: Path, runs: int) -> tuple[list[float], list[float], list[float]]:
@@ -423,6 +483,9 @@ def main() -> None:
     if got_429 < sent * 0.99:
         raise SystemExit(f"only {got_429:.0f} of {sent} blocked-login answers were 429")
     rows.append(ratio_row("1. blocked login (429)", blocked, 0.5))
+    with_redis = blocked_with_redis(work, server, wrong, blocker, args.rounds, d)
+    if with_redis:
+        rows.append(with_redis)
 
     # 2. GET /auth/me with a valid token.
     log("GET /auth/me")
