@@ -135,27 +135,24 @@ impl Shared {
         allow(unused_variables)
     )]
     async fn listen(self, state: web::Data<AppState>) -> anyhow::Result<JoinHandle<()>> {
+        let heard = move |revoked: Vec<crate::store::Revoked>| {
+            for r in revoked {
+                state.auth.revocations().revoke(r.session_id, r.revoked_at);
+            }
+        };
         match self {
             #[cfg(feature = "redis")]
             Self::Redis { url } => {
-                let listening = crate::auth::redis_bus::listen(&url, move |revoked| {
-                    for r in revoked {
-                        state.auth.revocations().revoke(r.session_id, r.revoked_at);
-                    }
-                })
-                .await
-                .context("revocation announcements")?;
+                let listening = crate::auth::redis_bus::listen(&url, heard)
+                    .await
+                    .context("revocation announcements")?;
                 Ok(tokio::spawn(listening))
             }
             #[cfg(feature = "postgres")]
             Self::Postgres { url } => {
-                let listening = crate::store::postgres::listen(&url, move |revoked| {
-                    for r in revoked {
-                        state.auth.revocations().revoke(r.session_id, r.revoked_at);
-                    }
-                })
-                .await
-                .context("revocation announcements")?;
+                let listening = crate::store::postgres::listen(&url, heard)
+                    .await
+                    .context("revocation announcements")?;
                 Ok(tokio::spawn(listening))
             }
         }

@@ -171,8 +171,30 @@ pub struct StoredRow {
 pub const STORED_COLS: &str = "id, created_at, action, user_id, resource_type, resource_id, \
     ip_address, user_agent, extra_data, request_id, prev_hash, hash";
 
+impl From<StoredRow> for super::event::EventRow {
+    /// The row as the API shows it: `extra_data` parsed (kept as a string if it
+    /// is not JSON, which only an edit of the table can cause).
+    fn from(row: StoredRow) -> Self {
+        Self {
+            id: row.id,
+            extra_data: serde_json::from_str(&row.extra_data)
+                .unwrap_or(serde_json::Value::String(row.extra_data)),
+            created_at: row.created_at,
+            action: row.action,
+            user_id: row.user_id,
+            resource_type: row.resource_type,
+            resource_id: row.resource_id,
+            ip_address: row.ip_address,
+            user_agent: row.user_agent,
+            request_id: row.request_id,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+        }
+    }
+}
+
 impl StoredRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
             created_at: r.get(1)?,

@@ -3,6 +3,7 @@
 use rusqlite::{params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::json;
 
+use super::chain::{StoredRow, STORED_COLS};
 use super::event::{Action, EventRow, NewEvent, Origin};
 use super::writer::{append_after, chain_head};
 use crate::clock::Millis;
@@ -41,70 +42,76 @@ pub fn parse_time(text: &str, now: Millis) -> Option<Millis> {
     Some(now.saturating_sub(age.as_millis_i64()))
 }
 
-/// A page of events matching `filter`, newest first.
-pub fn list(conn: &Connection, filter: &Filter) -> rusqlite::Result<Page> {
+/// A value bound to a placeholder of [`page_sql`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    Text(String),
+    Int(i64),
+}
+
+/// The query of a page of events matching `filter`, newest first, for any
+/// database: `slot(n)` writes the n-th placeholder (`?n`, `$n`); the values
+/// to bind, in order; and the page size (one more row is fetched, to know
+/// whether another page follows).
+pub fn page_sql(filter: &Filter, slot: impl Fn(usize) -> String) -> (String, Vec<Bound>, u32) {
     let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let mut sql = String::from(
-        "SELECT id, created_at, action, user_id, resource_type, resource_id, ip_address,
-                user_agent, extra_data, request_id, prev_hash, hash FROM audit_log WHERE 1 = 1",
-    );
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    let mut add = |clause: &str, value: rusqlite::types::Value| {
-        sql.push_str(clause);
-        args.push(value);
+    let mut sql = format!("SELECT {STORED_COLS} FROM audit_log WHERE 1 = 1");
+    let mut bound = Vec::new();
+    let mut add = |clause: &str, value: Bound| {
+        bound.push(value);
+        sql.push_str(&format!(" AND {clause} {}", slot(bound.len())));
     };
     if let Some(a) = &filter.action {
-        add(" AND action = ?", a.clone().into());
+        add("action =", Bound::Text(a.clone()));
     }
     if let Some(u) = &filter.user_id {
-        add(" AND user_id = ?", u.clone().into());
+        add("user_id =", Bound::Text(u.clone()));
     }
     if let Some(ip) = &filter.ip {
-        add(" AND ip_address = ?", ip.clone().into());
+        add("ip_address =", Bound::Text(ip.clone()));
     }
     if let Some(t) = filter.since {
-        add(" AND created_at >= ?", rfc3339_ms(t).into());
+        add("created_at >=", Bound::Text(rfc3339_ms(t)));
     }
     if let Some(t) = filter.until {
-        add(" AND created_at <= ?", rfc3339_ms(t).into());
+        add("created_at <=", Bound::Text(rfc3339_ms(t)));
     }
     if let Some(b) = filter.before_id {
-        add(" AND id < ?", b.into());
+        add("id <", Bound::Int(b));
     }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
-    args.push(i64::from(limit + 1).into());
+    bound.push(Bound::Int(i64::from(limit) + 1));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", slot(bound.len())));
+    (sql, bound, limit)
+}
 
-    let mut stmt = conn.prepare(&sql)?;
-    let mut events = stmt
-        .query_map(params_from_iter(args), |r| {
-            let extra: String = r.get(8)?;
-            Ok(EventRow {
-                id: r.get(0)?,
-                created_at: r.get(1)?,
-                action: r.get(2)?,
-                user_id: r.get(3)?,
-                resource_type: r.get(4)?,
-                resource_id: r.get(5)?,
-                ip_address: r.get(6)?,
-                user_agent: r.get(7)?,
-                extra_data: serde_json::from_str(&extra)
-                    .unwrap_or(serde_json::Value::String(extra)),
-                request_id: r.get(9)?,
-                prev_hash: r.get(10)?,
-                hash: r.get(11)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+/// The page of `limit` events out of the `limit + 1` fetched.
+pub fn page_of(mut events: Vec<EventRow>, limit: u32) -> Page {
     let next_before_id = if events.len() > limit as usize {
         events.truncate(limit as usize);
         events.last().map(|e| e.id)
     } else {
         None
     };
-    Ok(Page {
+    Page {
         events,
         next_before_id,
-    })
+    }
+}
+
+/// A page of events matching `filter`, newest first.
+pub fn list(conn: &Connection, filter: &Filter) -> rusqlite::Result<Page> {
+    let (sql, bound, limit) = page_sql(filter, |n| format!("?{n}"));
+    let args = bound.into_iter().map(|b| match b {
+        Bound::Text(t) => rusqlite::types::Value::Text(t),
+        Bound::Int(n) => rusqlite::types::Value::Integer(n),
+    });
+    let mut stmt = conn.prepare(&sql)?;
+    let events = stmt
+        .query_map(params_from_iter(args), |r| {
+            StoredRow::from_row(r).map(EventRow::from)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(page_of(events, limit))
 }
 
 /// Deletes every row created before `cutoff` (a prefix of the chain, by id) and

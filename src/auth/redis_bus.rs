@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use ::redis::aio::{ConnectionManager, PubSub};
 use ::redis::AsyncCommands;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
 use super::revocation::{decode_announcement, encode_announcement, RevocationBus};
+use crate::ratelimit::redis_store::connect_manager;
 use crate::store::Revoked;
 
 /// The channel every instance publishes on and listens to.
@@ -27,19 +28,9 @@ pub struct RedisBus {
 
 impl RedisBus {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let client = ::redis::Client::open(url).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1);
-        let conn = tokio::time::timeout(
-            TIMEOUT * 3,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer from Redis"))?
-        .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn: connect_manager(url).await?,
+        })
     }
 }
 

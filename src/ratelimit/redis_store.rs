@@ -159,31 +159,51 @@ fn parse_member(member: &str) -> Option<Event> {
     Some(Event { at, tag })
 }
 
+/// A connection to `url` that reconnects by itself after an outage, each
+/// command bounded by [`OP_TIMEOUT`]. Fails when Redis cannot be reached now.
+pub async fn connect_manager(url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = ::redis::Client::open(url).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(OP_TIMEOUT))
+        .set_response_timeout(Some(OP_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    tokio::time::timeout(
+        OP_TIMEOUT * 3,
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer from Redis"))?
+    .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))
+}
+
 impl RedisStore {
     /// Connects to `url` (failing when Redis cannot be reached now); later
     /// outages are retried in the background while operations fail fast.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let client = ::redis::Client::open(url).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(OP_TIMEOUT))
-            .set_response_timeout(Some(OP_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            OP_TIMEOUT * 3,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer from Redis"))?
-        .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
         Ok(Self {
-            conn,
+            conn: connect_manager(url).await?,
             acquire: Script::new(ACQUIRE),
             release: Script::new(RELEASE),
             usage: Script::new(USAGE),
             clear_tag: Script::new(CLEAR_TAG),
             live: Script::new(LIVE),
         })
+    }
+
+    /// The live window of (rule, key), if it holds any event.
+    async fn live_window(
+        &self,
+        rule: &Rule,
+        key: &str,
+        now: Millis,
+    ) -> LimitResult<Option<WindowState>> {
+        let events = self.live_events(rule, key, now).await?;
+        Ok((!events.is_empty()).then(|| WindowState {
+            rule: rule.name,
+            key: key.to_owned(),
+            events,
+        }))
     }
 
     /// The live events of one window.
@@ -303,14 +323,7 @@ impl LimitStore for RedisStore {
         match key {
             Some(key) => {
                 for rule in rules.enabled() {
-                    let events = self.live_events(rule, key, now).await?;
-                    if !events.is_empty() {
-                        out.push(WindowState {
-                            rule: rule.name,
-                            key: key.to_owned(),
-                            events,
-                        });
-                    }
+                    out.extend(self.live_window(rule, key, now).await?);
                 }
             }
             None => {
@@ -337,14 +350,7 @@ impl LimitStore for RedisStore {
                         let Some(rule) = RuleName::parse(name).and_then(|n| rules.get(n)) else {
                             continue;
                         };
-                        let events = self.live_events(rule, key, now).await?;
-                        if !events.is_empty() {
-                            out.push(WindowState {
-                                rule: rule.name,
-                                key: key.to_owned(),
-                                events,
-                            });
-                        }
+                        out.extend(self.live_window(rule, key, now).await?);
                     }
                     cursor = next;
                     if cursor == 0 || out.len() >= max {

@@ -24,6 +24,23 @@ pub struct RotationAudit {
     pub reused: NewEvent,
 }
 
+/// Gives every row without a time the time of its change.
+pub(crate) fn stamped(mut audit: Audit, now: Millis) -> Audit {
+    for event in &mut audit {
+        event.at.get_or_insert(now);
+    }
+    audit
+}
+
+/// The rows of a change that revoked sessions say how many.
+pub(crate) fn with_revoked(audit: Audit, revoked: usize, now: Millis) -> Audit {
+    let audit = audit
+        .into_iter()
+        .map(|e| e.extra("sessions_revoked", revoked))
+        .collect();
+    stamped(audit, now)
+}
+
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

@@ -25,14 +25,14 @@ use tokio_postgres::{AsyncMessage, GenericClient, NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin, Revoked, Rotation, RotationAudit,
-    Session, SigningKeyRow, Store, StoreError, StoreResult, TotpRow, User,
+    stamped, with_revoked, Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin, Revoked,
+    Rotation, RotationAudit, Session, SigningKeyRow, Store, StoreError, StoreResult, TotpRow, User,
 };
 use crate::audit::chain::{
     anchor_from, chained, StoredRow, Verdict, Walk, GENESIS, NEWEST_PRUNED, STORED_COLS,
 };
 use crate::audit::event::{Action, EventRow, NewEvent, Origin};
-use crate::audit::query::{Filter, Page, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::audit::query::{page_of, page_sql, Bound, Filter, Page};
 use crate::auth::revocation::{decode_announcement, encode_announcement, RevocationBus};
 use crate::clock::Millis;
 use crate::metrics::Metrics;
@@ -114,23 +114,6 @@ fn session_row(row: &Row) -> StoreResult<Session> {
         ip_address: row.try_get(7)?,
         user_agent: row.try_get(8)?,
     })
-}
-
-/// Gives every row without a time the time of its change.
-fn stamped(mut audit: Audit, now: Millis) -> Audit {
-    for event in &mut audit {
-        event.at.get_or_insert(now);
-    }
-    audit
-}
-
-/// The rows of a change that revoked sessions say how many.
-fn with_revoked(audit: Audit, revoked: usize, now: Millis) -> Audit {
-    let audit = audit
-        .into_iter()
-        .map(|e| e.extra("sessions_revoked", revoked))
-        .collect();
-    stamped(audit, now)
 }
 
 /// Appends `events` to the chain inside the caller's transaction: takes the
@@ -367,90 +350,22 @@ impl PgStore {
 
     /// A page of audit events matching `filter`, newest first.
     pub async fn list(&self, filter: &Filter) -> StoreResult<Page> {
-        let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        let mut sql = format!("SELECT {STORED_COLS} FROM audit_log WHERE TRUE");
-        let mut texts: Vec<String> = Vec::new();
-        let mut clauses: Vec<&str> = Vec::new();
-        if let Some(a) = &filter.action {
-            clauses.push("action");
-            texts.push(a.clone());
-        }
-        if let Some(u) = &filter.user_id {
-            clauses.push("user_id");
-            texts.push(u.clone());
-        }
-        if let Some(ip) = &filter.ip {
-            clauses.push("ip_address");
-            texts.push(ip.clone());
-        }
-        let mut n = 0;
-        for column in &clauses {
-            n += 1;
-            sql.push_str(&format!(" AND {column} = ${n}"));
-        }
-        let mut bounds: Vec<(&str, String)> = Vec::new();
-        if let Some(t) = filter.since {
-            bounds.push((">=", rfc3339_ms(t)));
-        }
-        if let Some(t) = filter.until {
-            bounds.push(("<=", rfc3339_ms(t)));
-        }
-        for (op, _) in &bounds {
-            n += 1;
-            sql.push_str(&format!(" AND created_at {op} ${n}"));
-        }
-        let before = filter.before_id;
-        if before.is_some() {
-            n += 1;
-            sql.push_str(&format!(" AND id < ${n}"));
-        }
-        n += 1;
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${n}"));
-        let fetch = i64::from(limit) + 1;
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        for t in &texts {
-            params.push(t);
-        }
-        for (_, t) in &bounds {
-            params.push(t);
-        }
-        if let Some(b) = &before {
-            params.push(b);
-        }
-        params.push(&fetch);
-        let client = self.client().await?;
-        let rows = client.query(&sql, &params).await?;
-        let mut events = rows
+        let (sql, bound, limit) = page_sql(filter, |n| format!("${n}"));
+        let params: Vec<&(dyn ToSql + Sync)> = bound
             .iter()
-            .map(|r| {
-                let row = stored_row(r)?;
-                Ok(EventRow {
-                    id: row.id,
-                    extra_data: serde_json::from_str(&row.extra_data)
-                        .unwrap_or(serde_json::Value::String(row.extra_data)),
-                    created_at: row.created_at,
-                    action: row.action,
-                    user_id: row.user_id,
-                    resource_type: row.resource_type,
-                    resource_id: row.resource_id,
-                    ip_address: row.ip_address,
-                    user_agent: row.user_agent,
-                    request_id: row.request_id,
-                    prev_hash: row.prev_hash,
-                    hash: row.hash,
-                })
+            .map(|b| match b {
+                Bound::Text(t) => t as &(dyn ToSql + Sync),
+                Bound::Int(n) => n as &(dyn ToSql + Sync),
             })
+            .collect();
+        let client = self.client().await?;
+        let events = client
+            .query(&sql, &params)
+            .await?
+            .iter()
+            .map(|r| stored_row(r).map(EventRow::from))
             .collect::<StoreResult<Vec<_>>>()?;
-        let next_before_id = if events.len() > limit as usize {
-            events.truncate(limit as usize);
-            events.last().map(|e| e.id)
-        } else {
-            None
-        };
-        Ok(Page {
-            events,
-            next_before_id,
-        })
+        Ok(page_of(events, limit))
     }
 
     /// Walks the whole chain (in pages, in one snapshot) and reports the first

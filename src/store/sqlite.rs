@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use uuid::Uuid;
 
 use super::{
-    Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin, Revoked, Rotation, RotationAudit,
-    Session, SigningKeyRow, Store, StoreError, StoreResult, TotpRow, User,
+    stamped, with_revoked, Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin, Revoked,
+    Rotation, RotationAudit, Session, SigningKeyRow, Store, StoreError, StoreResult, TotpRow, User,
 };
 use crate::audit::writer::Writer;
 use crate::clock::Millis;
@@ -300,23 +300,6 @@ fn insert_session(
         ],
     )?;
     tx.commit()
-}
-
-/// The rows of a change that revoked sessions say how many.
-fn with_revoked(audit: Audit, revoked: usize, now: Millis) -> Audit {
-    let audit = audit
-        .into_iter()
-        .map(|e| e.extra("sessions_revoked", revoked))
-        .collect();
-    stamped(audit, now)
-}
-
-/// Gives every row without a time the time of its change.
-fn stamped(mut audit: Audit, now: Millis) -> Audit {
-    for event in &mut audit {
-        event.at.get_or_insert(now);
-    }
-    audit
 }
 
 fn replace_codes(
