@@ -400,7 +400,7 @@ async fn kill_dash_nine_loses_no_acknowledged_event() {
     for w in 0..8 {
         let (acked, stop, address) = (acked.clone(), stop.clone(), address.clone());
         workers.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = crate::helpers::http_client();
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 let id = format!("kill-{w}-{n}");

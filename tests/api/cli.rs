@@ -133,7 +133,7 @@ async fn first_admin_from_the_cli_then_serve_then_sigterm() {
 
     let mut server = ServerProcess::start(dir.path(), &[], &[]);
     let address = server.address.clone();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let res = client
         .post(format!("http://{address}/auth/login"))
         .json(&json!({ "email": "root@example.com", "password": PASSWORD }))
@@ -170,7 +170,7 @@ async fn json_logs_one_line_per_request_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(dir.path(), &["--log-format", "json"], &[]);
     let address = server.address.clone();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     client
         .post(format!("http://{address}/auth/register"))
         .json(&json!({ "email": "log@example.com", "password": PASSWORD }))
@@ -247,7 +247,7 @@ async fn the_cli_beside_a_busy_server_never_corrupts_the_database() {
     for w in 0..4 {
         let (stop, served, base) = (stop.clone(), served.clone(), base.clone());
         traffic.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = crate::helpers::http_client();
             let email = format!("busy{w}@example.com");
             let res = client
                 .post(format!("{base}/auth/register"))
@@ -324,7 +324,7 @@ async fn the_cli_beside_a_busy_server_never_corrupts_the_database() {
     assert!(served.load(Ordering::SeqCst) > 0);
 
     // The CLI's last word holds: the server refuses the disabled accounts.
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let res = client
         .post(format!("{base}/auth/login"))
         .json(&json!({ "email": "cli5@example.com", "password": PASSWORD }))

@@ -108,7 +108,7 @@ async fn crash_drill() {
     eprintln!("crash drill: {rounds} rounds, PORTCULLIS_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
 
     // A lockout, saved by a graceful stop.
     let mut server = start(dir.path());

@@ -118,7 +118,7 @@ impl TestApp {
         let running = tokio::spawn(app.run_until_stopped());
         Self {
             address,
-            client: reqwest::Client::new(),
+            client: http_client(),
             clock,
             dir,
             config,
@@ -364,6 +364,17 @@ pub async fn expect_error(res: Response, status: StatusCode, code: &str) -> Valu
 
 pub fn token(pair: &Value, field: &str) -> String {
     pair[field].as_str().expect("token field").to_owned()
+}
+
+/// An HTTP client that drops an idle connection before the server's 5 s
+/// keep-alive can close it under a request sent at the same moment (a test
+/// that pauses, say for a CLI run on a busy machine, would see a spurious
+/// transport error).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .expect("an HTTP client")
 }
 
 /// The built binary, with no `PORTCULLIS_*` or `RUST_LOG` from the caller.

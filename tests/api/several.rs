@@ -139,7 +139,7 @@ async fn two_instances_share_one_budget_one_lockout_and_one_view_of_revocations(
     // One after the other: the first creates the keys both use.
     let mut a = instance(dir.path(), &redis);
     let mut b = instance(dir.path(), &redis);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let email = "shared@example.com";
     let res = client
         .post(format!("{}/auth/register", a.address))
@@ -211,7 +211,7 @@ async fn a_redis_outage_refuses_guarded_routes_with_503_and_recovers() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = instance(dir.path(), &redis);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let email = "outage@example.com";
     let res = client
         .post(format!("{}/auth/register", server.address))
@@ -454,7 +454,7 @@ async fn two_instances_on_postgres_keep_one_chain_and_one_view_of_revocations() 
     );
     let mut a = pg_instance(dir_a.path(), &url, &key);
     let mut b = pg_instance(dir_b.path(), &url, &key);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
 
     // Audited traffic on both at once: each client registers accounts on one
     // instance and logs into them on the other, every request from an address
