@@ -524,3 +524,83 @@ async fn two_instances_on_postgres_keep_one_chain_and_one_view_of_revocations() 
     a.signal("-TERM");
     b.signal("-TERM");
 }
+
+/// PostgreSQL refusing connections (the database closed to new connections and
+/// every open one terminated, as in a failover): requests that need it get a
+/// 503 JSON answer with `Retry-After` and change nothing, nothing answers 500,
+/// and the next requests after it reopens succeed without a restart.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_postgres_outage_answers_503_and_recovers() {
+    use crate::backends::PostgresServer;
+    use crate::helpers::{expect_error, without_limits, TestApp};
+    use portcullis::config::StorageBackend;
+
+    let Some(pg) = PostgresServer::shared() else {
+        return;
+    };
+    let url = pg.database();
+    let database = url.rsplit('/').next().expect("a database name").to_owned();
+    let app = TestApp::spawn_with(|c| {
+        without_limits(c);
+        c.storage.backend = StorageBackend::Postgres;
+        c.storage.postgres_url = url.clone();
+        c.storage.encryption_key = hex::encode(rand::random::<[u8; 32]>());
+    })
+    .await;
+    let pair = app.signed_up("steady@example.com").await;
+    let access = pair["access_token"].as_str().expect("access token");
+    let admin_sql = |sql: &str| {
+        let out = std::process::Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(url.replace(&format!("/{database}"), "/postgres"))
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    admin_sql(&format!(
+        "ALTER DATABASE {database} ALLOW_CONNECTIONS false"
+    ));
+    admin_sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+    ));
+    for _ in 0..3 {
+        let res = app.register("new@example.com", PASSWORD).await;
+        assert!(res.headers().contains_key("retry-after"));
+        expect_error(res, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+        let res = app.login("steady@example.com", PASSWORD).await;
+        expect_error(res, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    }
+    // What needs the database says so in JSON; nothing answers 500.
+    for path in ["/auth/me", "/auth/sessions", "/health"] {
+        let res = app.get_auth(path, access).await;
+        let status = res.status();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {status}"
+        );
+        let body: Value = res.json().await.expect("a JSON answer");
+        assert!(body.is_object(), "{path}: {body}");
+    }
+
+    admin_sql(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"));
+    let res = app.login("steady@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK, "recovered without a restart");
+    let res = app.login("new@example.com", PASSWORD).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "the refused registration created nothing"
+    );
+    let out = app.cli().args(["audit", "verify"]).output().expect("cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
