@@ -30,6 +30,12 @@ use window::Event;
 
 /// How many (account, address) pairs of recent successful logins are kept.
 const MAX_KNOWN_DEVICES: u64 = 1_000_000;
+/// How long a shared store's "not a known device" answer is trusted here, so
+/// that a flood of one address against one account asks once, not per attempt.
+/// A device that logs in on another instance is known here at most this late.
+const UNKNOWN_DEVICE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many such answers are kept.
+const MAX_UNKNOWN_DEVICES: u64 = 100_000;
 
 /// The rate-limit key of a client address: the address itself, or for IPv6 its
 /// network of `prefix` bits (`2001:db8:1:2::/64`).
@@ -151,6 +157,8 @@ pub struct Limiter {
     clock: SharedClock,
     ipv6_prefix: u8,
     known_devices: Cache<(Box<str>, Box<str>), Millis>,
+    /// Pairs a shared store recently said were not known devices.
+    unknown_devices: Cache<(Box<str>, Box<str>), ()>,
     known_ttl_ms: Millis,
 }
 
@@ -161,6 +169,10 @@ impl Limiter {
             store,
             clock,
             ipv6_prefix: config.rate_limit.ipv6_prefix,
+            unknown_devices: Cache::builder()
+                .max_capacity(MAX_UNKNOWN_DEVICES)
+                .time_to_live(UNKNOWN_DEVICE_TTL)
+                .build(),
             known_devices: Cache::builder()
                 .max_capacity(MAX_KNOWN_DEVICES)
                 .time_to_live(config.tokens.refresh_ttl.std())
@@ -366,20 +378,26 @@ impl Limiter {
 
     /// Records that `account` logged in from `ip_key` at `at`.
     pub fn remember_device(&self, account: &str, ip_key: &str, at: Millis) {
-        self.known_devices
-            .insert((account.into(), ip_key.into()), at);
+        let pair: (Box<str>, Box<str>) = (account.into(), ip_key.into());
+        self.unknown_devices.invalidate(&pair);
+        self.known_devices.insert(pair, at);
     }
 
     /// Known here, or (with a shared store) made known by another instance.
     async fn is_known_device(&self, account: &str, ip_key: &str, now: Millis) -> LimitResult<bool> {
+        let pair: (Box<str>, Box<str>) = (account.into(), ip_key.into());
         let here = self
             .known_devices
-            .get(&(account.into(), ip_key.into()))
+            .get(&pair)
             .is_some_and(|at| at.saturating_add(self.known_ttl_ms) > now);
-        if here || !self.store.is_shared() {
+        if here || !self.store.is_shared() || self.unknown_devices.contains_key(&pair) {
             return Ok(here);
         }
-        self.store.known_device(account, ip_key, now).await
+        let known = self.store.known_device(account, ip_key, now).await?;
+        if !known {
+            self.unknown_devices.insert(pair, ());
+        }
+        Ok(known)
     }
 
     /// Tracked keys with counted events (at most 1000), or only `key`'s.
