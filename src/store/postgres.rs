@@ -288,16 +288,16 @@ impl PgStore {
                 &[],
             )
             .await?
-            .get(0);
+            .try_get(0)?;
         if exists {
-            let version: Option<i32> = tx
-                .query_opt("SELECT version FROM schema_version", &[])
+            let version: Option<i64> = tx
+                .query_opt("SELECT version::bigint FROM schema_version", &[])
                 .await?
-                .map(|r| r.get(0));
-            if version.is_some_and(|v| v > SCHEMA_VERSION) {
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            if let Some(version) = version.filter(|v| *v > i64::from(SCHEMA_VERSION)) {
                 return Err(anyhow!(
-                    "database schema version {} is newer than this portcullis understands ({SCHEMA_VERSION})",
-                    version.unwrap_or_default()
+                    "database schema version {version} is newer than this portcullis understands ({SCHEMA_VERSION})"
                 ));
             }
         }

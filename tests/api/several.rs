@@ -604,3 +604,29 @@ async fn a_postgres_outage_answers_503_and_recovers() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The PostgreSQL schema is applied once and again harmlessly, and a database
+/// from a newer portcullis is refused at start-up with a clear error.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn the_postgres_schema_is_idempotent_and_a_newer_one_is_refused() {
+    use crate::backends::PostgresServer;
+    use portcullis::store::postgres::PgStore;
+
+    let Some(pg) = PostgresServer::shared() else {
+        return;
+    };
+    let url = pg.database();
+    let (first, second) = tokio::join!(PgStore::connect(&url), PgStore::connect(&url));
+    first.expect("first start");
+    second.expect("a start beside it");
+    PgStore::connect(&url).await.expect("a restart");
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-c", "UPDATE schema_version SET version = 99"])
+        .arg(&url)
+        .output()
+        .expect("psql");
+    assert!(out.status.success());
+    let err = PgStore::connect(&url).await.err().expect("refused");
+    assert!(err.to_string().contains("newer"), "{err}");
+}
