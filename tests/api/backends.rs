@@ -118,6 +118,24 @@ impl Drop for RedisServer {
     }
 }
 
+/// Runs `sql` with `psql` on the database at `url` and returns what it printed:
+/// rows separated by U+001E, columns by U+001F, no headers. Fails the test
+/// when the statement fails.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(["-F", "\u{1f}", "-R", "\u{1e}", "-c", sql])
+        .arg(url)
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Whether every test server should keep its data in PostgreSQL.
 pub fn storage_in_postgres() -> bool {
     std::env::var("PORTCULLIS_TEST_STORAGE").is_ok_and(|v| v == "postgres")
@@ -288,17 +306,7 @@ impl PostgresServer {
     pub fn database(&self) -> String {
         let n = DATABASES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let name = format!("t{}_{n}", std::process::id());
-        let out = Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
-            .arg(format!("CREATE DATABASE {name}"))
-            .arg(self.url("postgres"))
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "createdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        psql(&self.url("postgres"), &format!("CREATE DATABASE {name}"));
         self.url(&name)
     }
 

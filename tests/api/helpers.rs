@@ -12,7 +12,7 @@ use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::backends::{limiter_in_redis, storage_in_postgres, PostgresServer, RedisServer};
+use crate::backends::{limiter_in_redis, psql, storage_in_postgres, PostgresServer, RedisServer};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -248,18 +248,7 @@ impl TestApp {
                 rows.map(|r| r.expect(sql)).collect()
             }
             StorageBackend::Postgres => {
-                let out = std::process::Command::new("psql")
-                    .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-                    .args(["-F", "\u{1f}", "-R", "\u{1e}", "-c", sql])
-                    .arg(&self.config.storage.postgres_url)
-                    .output()
-                    .expect("psql");
-                assert!(
-                    out.status.success(),
-                    "{sql}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let text = String::from_utf8_lossy(&out.stdout);
+                let text = psql(&self.config.storage.postgres_url, sql);
                 text.trim_end_matches('\n')
                     .split('\u{1e}')
                     .filter(|r| !r.is_empty())

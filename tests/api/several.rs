@@ -550,17 +550,9 @@ async fn a_postgres_outage_answers_503_and_recovers() {
     .await;
     let pair = app.signed_up("steady@example.com").await;
     let access = pair["access_token"].as_str().expect("access token");
+    let admin_url = url.replace(&format!("/{database}"), "/postgres");
     let admin_sql = |sql: &str| {
-        let out = std::process::Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .arg(url.replace(&format!("/{database}"), "/postgres"))
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::backends::psql(&admin_url, sql);
     };
 
     admin_sql(&format!(
@@ -621,12 +613,7 @@ async fn the_postgres_schema_is_idempotent_and_a_newer_one_is_refused() {
     first.expect("first start");
     second.expect("a start beside it");
     PgStore::connect(&url).await.expect("a restart");
-    let out = std::process::Command::new("psql")
-        .args(["-X", "-q", "-c", "UPDATE schema_version SET version = 99"])
-        .arg(&url)
-        .output()
-        .expect("psql");
-    assert!(out.status.success());
+    crate::backends::psql(&url, "UPDATE schema_version SET version = 99");
     let err = PgStore::connect(&url).await.err().expect("refused");
     assert!(err.to_string().contains("newer"), "{err}");
 }
