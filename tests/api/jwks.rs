@@ -1,17 +1,23 @@
 //! A third-party JWT library verifies our access tokens through the JWKS alone.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::helpers::{token, TestApp};
 
 fn verify(app: &TestApp, jwt: &str) -> std::process::Output {
-    Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/verify_jwks.py"))
-        .args([app.url("/.well-known/jwks.json").as_str(), jwt, "portcullis", "portcullis"])
+    crate::tools::python_command()
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/api/verify_jwks.py"
+        ))
+        .args([
+            app.url("/.well-known/jwks.json").as_str(),
+            jwt,
+            "portcullis",
+            "portcullis",
+        ])
         .output()
-        .expect("python3 with PyJWT is required (pip install pyjwt cryptography; .ci/run installs them)")
+        .expect("the tests' python3")
 }
 
 #[tokio::test]

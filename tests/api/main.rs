@@ -16,7 +16,9 @@ mod oauth;
 mod openapi;
 mod ratelimit;
 mod reset;
+mod schemathesis;
 mod sessions;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod several;
 mod tokens;
+mod tools;

@@ -1,6 +1,6 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -236,7 +236,7 @@ fn smtp_sink() -> SmtpSink {
         .unwrap()
         .port();
     let maildir = tempfile::tempdir().unwrap();
-    let child = Command::new("python3")
+    let child = crate::tools::python_command()
         .args([
             "-m",
             "aiosmtpd",
@@ -250,13 +250,10 @@ fn smtp_sink() -> SmtpSink {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("python3 with aiosmtpd is required (pip install aiosmtpd; .ci/run installs it)");
+        .expect("the tests' python3");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "aiosmtpd did not start (pip install aiosmtpd)"
-        );
+        assert!(Instant::now() < deadline, "aiosmtpd did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
     SmtpSink {
