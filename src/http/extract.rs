@@ -5,7 +5,6 @@ use std::future::{ready, Ready};
 use actix_web::dev::Payload;
 use actix_web::error::{PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::header;
-use actix_web::HttpMessage;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
@@ -32,10 +31,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let is_json = matches!(
-            req.mime_type(),
-            Ok(Some(m)) if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON)
-        );
+        let is_json = has_media_type(req, MediaType::Json);
         let limit = req
             .app_data::<web::Data<AppState>>()
             .map_or(16_384, |s| s.config.server.max_body_bytes);
@@ -65,6 +61,43 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             parse_json(&bytes).map(JsonBody)
         })
     }
+}
+
+/// The media types request bodies come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    /// `application/json`, or any `application/*+json`.
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+}
+
+/// Whether a `Content-Type` value names `expected`, matched as RFC 9110
+/// §8.3.1 says: type and subtype case-insensitively, whatever the parameters
+/// (`application/json; charset=utf-8`,
+/// `application/x-www-form-urlencoded;charset=UTF-8`). A value that does not
+/// parse as a media type matches nothing.
+pub fn is_media_type(content_type: &[u8], expected: MediaType) -> bool {
+    let Some(mime) = std::str::from_utf8(content_type)
+        .ok()
+        .and_then(|text| text.trim().parse::<mime::Mime>().ok())
+    else {
+        return false;
+    };
+    if mime.type_() != mime::APPLICATION {
+        return false;
+    }
+    match expected {
+        MediaType::Json => mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON),
+        MediaType::Form => mime.subtype() == mime::WWW_FORM_URLENCODED,
+    }
+}
+
+/// Whether the request's `Content-Type` names `expected` (see [`is_media_type`]).
+pub fn has_media_type(req: &HttpRequest, expected: MediaType) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| is_media_type(v.as_bytes(), expected))
 }
 
 /// Parses a request body into `T`, classifying the failure.
@@ -176,5 +209,53 @@ impl FromRequest for AdminUser {
             }
             Ok(AdminUser { claims, user })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_media_type, MediaType};
+
+    #[test]
+    fn media_types_match_as_rfc_9110_says() {
+        for json in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            " application/json ",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_media_type(json.as_bytes(), MediaType::Json), "{json}");
+            assert!(!is_media_type(json.as_bytes(), MediaType::Form), "{json}");
+        }
+        for form in [
+            "application/x-www-form-urlencoded",
+            "application/x-www-form-urlencoded;charset=UTF-8",
+            "APPLICATION/X-WWW-FORM-URLENCODED; charset=utf-8",
+        ] {
+            assert!(is_media_type(form.as_bytes(), MediaType::Form), "{form}");
+            assert!(!is_media_type(form.as_bytes(), MediaType::Json), "{form}");
+        }
+        for neither in [
+            "",
+            "text/json",
+            "text/plain",
+            "application/jsonp",
+            "json",
+            "application/json; charset",
+            "multipart/form-data; boundary=x",
+            "application/x-www-form-urlencoded-x",
+        ] {
+            assert!(
+                !is_media_type(neither.as_bytes(), MediaType::Json),
+                "{neither}"
+            );
+            assert!(
+                !is_media_type(neither.as_bytes(), MediaType::Form),
+                "{neither}"
+            );
+        }
+        assert!(!is_media_type(b"application/json\xff", MediaType::Json));
     }
 }

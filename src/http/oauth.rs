@@ -5,12 +5,13 @@ use std::collections::HashMap;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::SecretString;
 use serde_json::json;
 
 use super::accounts::{password_login, rotate_refresh, LoginOutcome};
 use super::context::Caller;
+use super::extract::{has_media_type, MediaType};
 use super::guard::{guarded, NotAFailure};
 use super::AppState;
 use crate::auth::email::normalize;
@@ -124,9 +125,7 @@ async fn read_form(
     payload: web::Payload,
     limit: usize,
 ) -> Result<HashMap<String, String>, Reject> {
-    let is_form =
-        matches!(req.mime_type(), Ok(Some(m)) if m == mime::APPLICATION_WWW_FORM_URLENCODED);
-    if !is_form {
+    if !has_media_type(req, MediaType::Form) {
         return Err(Reject::invalid_request(
             "the body must be application/x-www-form-urlencoded",
         ));

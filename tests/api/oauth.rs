@@ -184,3 +184,113 @@ async fn token_endpoint_shares_the_login_rules() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+/// Runs `tests/api/oauth_clients.py` with one Python library against `app`.
+fn python_client(app: &TestApp, library: &str, email: &str) -> Value {
+    let out = crate::tools::python_command()
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/api/oauth_clients.py"
+        ))
+        .args([library, &app.address, email, PASSWORD])
+        .output()
+        .expect("the tests' python3");
+    assert!(
+        out.status.success(),
+        "{library} could not log in and refresh:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script's JSON")
+}
+
+#[tokio::test]
+async fn python_oauth_libraries_log_in_and_refresh() {
+    let app = TestApp::spawn().await;
+    // authlib sends `application/x-www-form-urlencoded;charset=UTF-8`.
+    for (library, email) in [
+        ("authlib", "authlib@example.com"),
+        ("requests-oauthlib", "oauthlib@example.com"),
+    ] {
+        app.register(email, PASSWORD).await;
+        let got = python_client(&app, library, email);
+        assert_eq!(got["me_first"]["email"], email, "{library}: {got}");
+        assert_eq!(got["me_second"]["email"], email, "{library}: {got}");
+        assert_eq!(got["token_type"], "Bearer", "{library}");
+        assert_eq!(got["expires_in"], 3600, "{library}");
+        assert_eq!(got["rotated"], true, "{library}");
+        assert_eq!(got["new_access"], true, "{library}");
+    }
+}
+
+#[tokio::test]
+async fn media_types_are_matched_as_rfc_9110_says() {
+    let app = TestApp::spawn_with(without_limits).await;
+    app.register("mime@example.com", PASSWORD).await;
+    let body = format!(
+        "grant_type=password&username=mime%40example.com&password={}",
+        PASSWORD.replace(' ', "+")
+    );
+    for content_type in [
+        "application/x-www-form-urlencoded;charset=UTF-8",
+        "application/x-www-form-urlencoded; charset=utf-8",
+        "Application/X-WWW-Form-Urlencoded",
+    ] {
+        let res = app
+            .client
+            .post(app.url("/auth/token"))
+            .header("content-type", content_type)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{content_type}");
+    }
+    let login = serde_json::json!({"email": "mime@example.com", "password": PASSWORD}).to_string();
+    for content_type in [
+        "application/json;charset=UTF-8",
+        "APPLICATION/JSON; charset=utf-8",
+        "application/vnd.api+json",
+    ] {
+        let res = app
+            .client
+            .post(app.url("/auth/login"))
+            .header("content-type", content_type)
+            .body(login.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{content_type}");
+    }
+    for (path, content_type, payload) in [
+        ("/auth/token", "text/plain", body.as_str()),
+        ("/auth/token", "application/json", body.as_str()),
+        ("/auth/login", "text/json", login.as_str()),
+        ("/auth/login", "application/json; charset", login.as_str()),
+        (
+            "/auth/login",
+            "application/x-www-form-urlencoded",
+            login.as_str(),
+        ),
+    ] {
+        let res = app
+            .client
+            .post(app.url(path))
+            .header("content-type", content_type)
+            .body(payload.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::BAD_REQUEST,
+            "{path} {content_type}"
+        );
+        let error: Value = res.json().await.unwrap();
+        let code = if path == "/auth/token" {
+            "invalid_request"
+        } else {
+            "invalid_content_type"
+        };
+        assert_eq!(error["error"], code, "{path} {content_type}");
+    }
+}
