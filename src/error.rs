@@ -175,7 +175,7 @@ impl ResponseError for ApiError {
             error: self.code(),
             message: self.to_string(),
             fields: match self {
-                Self::Validation(fields) => Some(fields),
+                Self::Validation(fields) => Some(fields.clone()),
                 _ => None,
             },
             retry_after: None,
@@ -216,15 +216,20 @@ impl ResponseError for ApiError {
     }
 }
 
-/// The JSON body of every error answer.
-#[derive(serde::Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: String,
+/// The JSON body of every error answer: a stable code and a message for
+/// people; `fields` on validation errors, `retry_after` on 429.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable snake_case code.
+    pub error: &'static str,
+    pub message: String,
+    /// The reason each field was refused (`validation_error`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    fields: Option<&'a FieldErrors>,
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub fields: Option<FieldErrors>,
+    /// Seconds until a slot frees (`too_many_requests`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    retry_after: Option<u64>,
+    pub retry_after: Option<u64>,
 }
 
 impl From<crate::auth::service::AuthError> for ApiError {

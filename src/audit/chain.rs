@@ -143,7 +143,7 @@ pub fn chained(head: (i64, String), events: &[NewEvent], now: Millis) -> Vec<Cha
 }
 
 /// The result of a verification (`GET /admin/audit/verify`, `audit verify`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Verdict {
     pub ok: bool,
     pub checked: u64,

@@ -146,7 +146,7 @@ impl NewEvent {
 }
 
 /// A stored row, as `GET /admin/audit` and `audit list` show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventRow {
     pub id: i64,
     pub created_at: String,
@@ -156,6 +156,7 @@ pub struct EventRow {
     pub resource_id: Option<String>,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
+    #[schema(value_type = Object)]
     pub extra_data: Value,
     pub request_id: Option<String>,
     pub prev_hash: String,

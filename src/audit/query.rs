@@ -1,7 +1,6 @@
 //! Reading the audit log: filtered pages, newest first, and retention pruning.
 
 use rusqlite::{params_from_iter, Connection, OptionalExtension, TransactionBehavior};
-use serde_json::json;
 
 use super::chain::{StoredRow, STORED_COLS};
 use super::event::{Action, EventRow, NewEvent, Origin};
@@ -25,10 +24,12 @@ pub struct Filter {
     pub before_id: Option<i64>,
 }
 
-/// One page of events and the cursor for the next.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// One page of events, newest first, and the cursor for the next (`GET
+/// /admin/audit`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub events: Vec<EventRow>,
+    /// `before_id` of the next page; null on the last.
     pub next_before_id: Option<i64>,
 }
 
@@ -156,9 +157,4 @@ pub fn prune(
     append_after(&tx, head, &[event], now)?;
     tx.commit()?;
     Ok(u64::try_from(deleted).unwrap_or(0))
-}
-
-/// The JSON of a page, as `GET /admin/audit` answers.
-pub fn page_json(page: &Page) -> serde_json::Value {
-    json!({ "events": page.events, "next_before_id": page.next_before_id })
 }

@@ -108,8 +108,9 @@ impl ClientInfo {
     }
 }
 
-/// An access token and refresh token for one session (SPEC "Token pair").
-#[derive(Debug, Clone, Serialize)]
+/// An access token and refresh token for one session (SPEC "Token pair");
+/// lifetimes in seconds.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,

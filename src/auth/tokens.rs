@@ -18,7 +18,6 @@ use base64::Engine;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{decode, decode_header, encode, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::crypto::{random_bytes, sha256, MasterKey};
@@ -86,6 +85,27 @@ pub struct TokenSubject<'a> {
     pub session_expires_at: Millis,
 }
 
+/// A public key as `/.well-known/jwks.json` publishes it (RFC 7517).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Jwk {
+    /// `OKP` for Ed25519.
+    pub kty: &'static str,
+    /// `Ed25519`.
+    pub crv: &'static str,
+    #[serde(rename = "use")]
+    pub use_: &'static str,
+    pub alg: &'static str,
+    pub kid: String,
+    /// The public key, base64url.
+    pub x: String,
+}
+
+/// The JSON Web Key Set: every public key tokens are verified with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
 /// Signing and verification keys plus the published JWKS.
 pub struct TokenKeys {
     kid: String,
@@ -93,7 +113,7 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: HashMap<String, DecodingKey>,
     validation: Validation,
-    jwks: serde_json::Value,
+    jwks: Jwks,
     issuer: String,
     audience: String,
     access_ttl_secs: i64,
@@ -142,7 +162,7 @@ impl TokenKeys {
             EncodingKey::from_secret(cfg.secret.as_bytes()),
             decoding,
             // A symmetric secret is never published.
-            json!({ "keys": [] }),
+            Jwks { keys: Vec::new() },
         )
     }
 
@@ -169,10 +189,16 @@ impl TokenKeys {
             .to_pkcs8_der()
             .map_err(|e| anyhow!("cannot encode signing key: {e}"))?;
         let x = URL_SAFE_NO_PAD.encode(public);
-        let jwks = json!({ "keys": [{
-            "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA",
-            "kid": row.kid, "x": x,
-        }]});
+        let jwks = Jwks {
+            keys: vec![Jwk {
+                kty: "OKP",
+                crv: "Ed25519",
+                use_: "sig",
+                alg: "EdDSA",
+                kid: row.kid.clone(),
+                x,
+            }],
+        };
         let decoding = HashMap::from([(row.kid.clone(), DecodingKey::from_ed_der(&public))]);
         Ok(Self::assemble(
             cfg,
@@ -190,7 +216,7 @@ impl TokenKeys {
         algorithm: jsonwebtoken::Algorithm,
         encoding: EncodingKey,
         decoding: HashMap<String, DecodingKey>,
-        jwks: serde_json::Value,
+        jwks: Jwks,
     ) -> Self {
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&cfg.issuer]);
@@ -289,7 +315,7 @@ impl TokenKeys {
     }
 
     /// The JSON Web Key Set to publish.
-    pub fn jwks(&self) -> &serde_json::Value {
+    pub fn jwks(&self) -> &Jwks {
         &self.jwks
     }
 
@@ -321,6 +347,7 @@ fn new_ed25519_row(master: &MasterKey, now: Millis) -> anyhow::Result<SigningKey
 mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
+    use serde_json::json;
 
     const NOW: Millis = 1_800_000_000_000;
 
@@ -362,7 +389,7 @@ mod tests {
         let again = ed_keys(dir.path()).await;
         assert_eq!(again.kid(), keys.kid());
         assert!(again.verify(&token, NOW).is_ok());
-        assert_eq!(keys.jwks()["keys"][0]["kid"], keys.kid());
+        assert_eq!(keys.jwks().keys[0].kid, keys.kid());
     }
 
     #[tokio::test]
@@ -409,7 +436,7 @@ mod tests {
         // HS256 signed with the public key as the secret (algorithm confusion).
         let cfg = TokensConfig {
             algorithm: Algorithm::HS256,
-            secret: keys.jwks()["keys"][0]["x"].as_str().unwrap().repeat(2),
+            secret: keys.jwks().keys[0].x.repeat(2),
             ..TokensConfig::default()
         };
         let hs = TokenKeys::hs256(&cfg);
@@ -444,7 +471,7 @@ mod tests {
         let keys = TokenKeys::hs256(&cfg);
         let (token, _) = keys.issue(&subject(), NOW).unwrap();
         assert!(keys.verify(&token, NOW).is_ok());
-        assert_eq!(keys.jwks()["keys"], json!([]));
+        assert!(keys.jwks().keys.is_empty());
         let other = TokenKeys::hs256(&TokensConfig {
             audience: "else".into(),
             ..cfg

@@ -4,6 +4,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse, ResponseError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::context::Caller;
@@ -13,41 +14,46 @@ use super::AppState;
 use crate::audit::Action;
 use crate::auth::email::normalize;
 use crate::auth::service::{AuthError, TokenPair};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::Guarded;
 use crate::store::{RotationAudit, User};
 use crate::time_fmt::rfc3339_ms;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterBody {
     pub email: String,
+    #[schema(value_type = String)]
     pub password: SecretString,
     #[serde(default)]
     pub name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginBody {
     pub email: String,
+    #[schema(value_type = String)]
     pub password: SecretString,
     /// Absent or null means false.
     #[serde(default)]
     pub remember_me: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshBody {
+    #[schema(value_type = String)]
     pub refresh_token: SecretString,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangePasswordBody {
+    #[schema(value_type = String)]
     pub current_password: SecretString,
+    #[schema(value_type = String)]
     pub new_password: SecretString,
 }
 
 /// The public view of an account.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
@@ -67,12 +73,32 @@ impl From<&User> for UserView {
 }
 
 /// `/auth/me`: the account with its flags.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MeView {
     #[serde(flatten)]
     pub user: UserView,
     pub mfa_enabled: bool,
     pub is_admin: bool,
+}
+
+/// The answer to a right password when the account has a second factor: the
+/// login finishes at `/auth/login/mfa`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MfaRequired {
+    /// Always true.
+    pub mfa_required: bool,
+    /// Opaque; spent by one success or five wrong codes.
+    pub mfa_token: String,
+    /// Seconds.
+    pub expires_in: i64,
+}
+
+/// What `/auth/login` answers with 200.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginResponse {
+    Tokens(TokenPair),
+    SecondFactor(MfaRequired),
 }
 
 /// A token pair response; never cached.
@@ -84,6 +110,9 @@ pub fn token_response(pair: &TokenPair) -> HttpResponse {
 }
 
 /// `POST /auth/register`
+#[utoipa::path(post, path = "/auth/register", tag = "accounts", request_body = RegisterBody,
+    responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn register(
     state: web::Data<AppState>,
     caller: Caller,
@@ -196,6 +225,9 @@ pub async fn rotate_refresh(
 }
 
 /// `POST /auth/login`
+#[utoipa::path(post, path = "/auth/login", tag = "accounts", request_body = LoginBody,
+    responses((status = 200, body = LoginResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn login(
     state: web::Data<AppState>,
     caller: Caller,
@@ -212,10 +244,10 @@ pub async fn login(
                 expires_in,
             } => Ok(HttpResponse::Ok()
                 .insert_header((header::CACHE_CONTROL, "no-store"))
-                .json(serde_json::json!({
-                    "mfa_required": true,
-                    "mfa_token": mfa_token,
-                    "expires_in": expires_in,
+                .json(LoginResponse::SecondFactor(MfaRequired {
+                    mfa_required: true,
+                    mfa_token,
+                    expires_in,
                 }))),
         }
     })
@@ -223,6 +255,9 @@ pub async fn login(
 }
 
 /// `POST /auth/refresh`
+#[utoipa::path(post, path = "/auth/refresh", tag = "sessions", request_body = RefreshBody,
+    responses((status = 200, body = TokenPair), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn refresh(
     state: web::Data<AppState>,
     caller: Caller,
@@ -236,6 +271,8 @@ pub async fn refresh(
 }
 
 /// `GET /auth/me`
+#[utoipa::path(get, path = "/auth/me", tag = "accounts", security(("bearer" = [])),
+    responses((status = 200, body = MeView), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn me(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpResponse, ApiError> {
     let profile = state.auth.current_profile(&auth.0).await?;
     Ok(HttpResponse::Ok().json(MeView {
@@ -246,6 +283,10 @@ pub async fn me(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpR
 }
 
 /// `POST /auth/password/change`: guarded like a login, keyed by the token's account.
+#[utoipa::path(post, path = "/auth/password/change", tag = "accounts", security(("bearer" = [])),
+    request_body = ChangePasswordBody,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn change_password(
     state: web::Data<AppState>,
     caller: Caller,

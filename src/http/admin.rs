@@ -1,26 +1,70 @@
 //! Administration routes (admin bearer token; else 403 `forbidden`).
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use super::context::Caller;
 use super::extract::AdminUser;
 use super::AppState;
-use crate::audit::query::{page_json, parse_time, Filter};
+use crate::audit::chain::Verdict;
+use crate::audit::query::{parse_time, Filter, Page};
 use crate::audit::Action;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::RuleName;
 use crate::time_fmt::rfc3339_ms;
-use uuid::Uuid;
 
-#[derive(Debug, Deserialize)]
+/// Query of `GET` and `DELETE /admin/rate-limits`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KeyQuery {
+    /// An address (`203.0.113.7`), an IPv6 prefix (`2001:db8:1:2::/64`) or an email.
     pub key: Option<String>,
+    /// One rule, for `DELETE` (every rule when absent).
     pub rule: Option<String>,
 }
 
+/// One tracked key under one rule.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitEntry {
+    pub rule: &'static str,
+    pub key: String,
+    /// Counted events inside the window.
+    pub count: u32,
+    pub limit: u32,
+    /// Seconds until the key may try again; 0 unless it is blocked.
+    pub retry_after: u64,
+}
+
+/// `GET /admin/rate-limits`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Limits {
+    pub limits: Vec<LimitEntry>,
+}
+
+/// An account as administrators see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminUserView {
+    pub id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub created_at: String,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub mfa_enabled: bool,
+}
+
+/// `GET /admin/users`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Users {
+    pub users: Vec<AdminUserView>,
+}
+
 /// `GET /admin/rate-limits?key=`: keys with counted events (at most 1000).
+#[utoipa::path(get, path = "/admin/rate-limits", tag = "admin", security(("bearer" = [])), params(KeyQuery),
+    responses((status = 200, body = Limits), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn rate_limits(
     state: web::Data<AppState>,
     _admin: AdminUser,
@@ -31,26 +75,27 @@ pub async fn rate_limits(
         .as_deref()
         .map(str::trim)
         .filter(|k| !k.is_empty());
-    let limits: Vec<_> = state
+    let limits = state
         .limiter
         .inspect(key)
         .await
         .map_err(ApiError::LimiterUnavailable)?
         .into_iter()
-        .map(|v| {
-            json!({
-                "rule": v.rule.as_str(),
-                "key": v.key,
-                "count": v.count,
-                "limit": v.limit,
-                "retry_after": v.retry_after,
-            })
+        .map(|v| LimitEntry {
+            rule: v.rule.as_str(),
+            key: v.key,
+            count: v.count,
+            limit: v.limit,
+            retry_after: v.retry_after,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "limits": limits })))
+    Ok(HttpResponse::Ok().json(Limits { limits }))
 }
 
 /// `DELETE /admin/rate-limits?key=[&rule=]`: clears a key under one rule or all.
+#[utoipa::path(delete, path = "/admin/rate-limits", tag = "admin", security(("bearer" = [])), params(KeyQuery),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn clear_rate_limits(
     state: web::Data<AppState>,
     caller: Caller,
@@ -88,18 +133,27 @@ pub async fn clear_rate_limits(
 }
 
 /// Query of `GET /admin/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// One audit action, such as `login_failed`.
     pub action: Option<String>,
     pub user_id: Option<String>,
     pub ip: Option<String>,
+    /// RFC 3339 or an age such as `15m`, `2h`, `7d`.
     pub since: Option<String>,
+    /// RFC 3339 or an age such as `15m`, `2h`, `7d`.
     pub until: Option<String>,
+    /// Default 100, at most 1000.
     pub limit: Option<u32>,
+    /// The `next_before_id` of the previous page.
     pub before_id: Option<i64>,
 }
 
 /// `GET /admin/audit`: events newest first, filtered, paged by `before_id`.
+#[utoipa::path(get, path = "/admin/audit", tag = "admin", security(("bearer" = [])), params(AuditQuery),
+    responses((status = 200, body = Page), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn audit(
     state: web::Data<AppState>,
     _admin: AdminUser,
@@ -134,10 +188,13 @@ pub async fn audit(
         before_id: q.before_id,
     };
     let page = state.audit.list(filter).await?;
-    Ok(HttpResponse::Ok().json(page_json(&page)))
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// `GET /admin/audit/verify`
+#[utoipa::path(get, path = "/admin/audit/verify", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Verdict), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub async fn audit_verify(
     state: web::Data<AppState>,
     _admin: AdminUser,
@@ -147,12 +204,17 @@ pub async fn audit_verify(
 }
 
 /// Query of `GET /admin/users`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsersQuery {
+    /// Part of the email address.
     pub email: Option<String>,
 }
 
 /// `GET /admin/users?email=`: accounts whose email contains the filter.
+#[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = [])), params(UsersQuery),
+    responses((status = 200, body = Users), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn users(
     state: web::Data<AppState>,
     _admin: AdminUser,
@@ -166,34 +228,56 @@ pub async fn users(
         .map(str::to_owned);
     let users = state.auth.store().list_users(filter).await?;
     let mut out = Vec::with_capacity(users.len());
-    for u in users.iter().take(1000) {
-        out.push(json!({
-            "id": u.id,
-            "email": u.email,
-            "name": u.name,
-            "created_at": rfc3339_ms(u.created_at),
-            "is_admin": u.is_admin,
-            "disabled": u.is_disabled(),
-            "mfa_enabled": state.auth.mfa_enabled(u.id).await?,
-        }));
+    for u in users.into_iter().take(1000) {
+        out.push(AdminUserView {
+            mfa_enabled: state.auth.mfa_enabled(u.id).await?,
+            disabled: u.is_disabled(),
+            created_at: rfc3339_ms(u.created_at),
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            is_admin: u.is_admin,
+        });
     }
-    Ok(HttpResponse::Ok().json(json!({ "users": out })))
+    Ok(HttpResponse::Ok().json(Users { users: out }))
 }
 
-/// `POST /admin/users/{id}/disable` and `/enable`.
-pub async fn set_disabled(
+/// `POST /admin/users/{id}/disable`: also revokes every session at once.
+#[utoipa::path(post, path = "/admin/users/{id}/disable", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn disable_user(
     state: web::Data<AppState>,
     caller: Caller,
     admin: AdminUser,
-    path: web::Path<(String, String)>,
+    id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, verb) = path.into_inner();
-    let disabled = match verb.as_str() {
-        "disable" => true,
-        "enable" => false,
-        _ => return Err(ApiError::NotFound("no such route")),
-    };
-    let user_id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("no such user"))?;
+    set_disabled(&state, &caller, &admin, &id, true).await
+}
+
+/// `POST /admin/users/{id}/enable`
+#[utoipa::path(post, path = "/admin/users/{id}/enable", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn enable_user(
+    state: web::Data<AppState>,
+    caller: Caller,
+    admin: AdminUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_disabled(&state, &caller, &admin, &id, false).await
+}
+
+async fn set_disabled(
+    state: &AppState,
+    caller: &Caller,
+    admin: &AdminUser,
+    id: &str,
+    disabled: bool,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound("no such user"))?;
     if disabled && user_id == admin.user.id {
         return Err(ApiError::BadRequest {
             code: "cannot_disable_self",

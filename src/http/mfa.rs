@@ -3,8 +3,8 @@
 
 use actix_web::{web, HttpResponse};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::accounts::token_response;
 use super::context::Caller;
@@ -13,25 +13,46 @@ use super::guard::guarded;
 use super::AppState;
 use crate::audit::Action;
 use crate::auth::email::normalize;
-use crate::auth::service::AuthError;
-use crate::error::ApiError;
+use crate::auth::service::{AuthError, TokenPair};
+use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::Guarded;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CodeBody {
+    /// A TOTP code or a backup code.
+    #[schema(value_type = String)]
     pub code: SecretString,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct DisableBody {
+    #[schema(value_type = String)]
     pub password: SecretString,
+    #[schema(value_type = String)]
     pub code: SecretString,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct MfaLoginBody {
+    #[schema(value_type = String)]
     pub mfa_token: SecretString,
+    /// A TOTP code or a backup code.
+    #[schema(value_type = String)]
     pub code: SecretString,
+}
+
+/// A new TOTP secret awaiting confirmation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpSetup {
+    /// Base32.
+    pub secret: String,
+    pub otpauth_url: String,
+}
+
+/// Single-use backup codes, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupCodes {
+    pub backup_codes: Vec<String>,
 }
 
 /// On the bearer routes a wrong code is a 400 (the caller is authenticated);
@@ -47,13 +68,16 @@ fn on_bearer_route(e: AuthError) -> ApiError {
 }
 
 /// Backup codes are shown once and never cached.
-fn codes_response(codes: &[String]) -> HttpResponse {
+fn codes_response(backup_codes: Vec<String>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .json(json!({ "backup_codes": codes }))
+        .json(BackupCodes { backup_codes })
 }
 
 /// `POST /auth/mfa/totp/setup`
+#[utoipa::path(post, path = "/auth/mfa/totp/setup", tag = "two-factor", security(("bearer" = [])),
+    responses((status = 200, body = TotpSetup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub async fn setup(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -65,10 +89,16 @@ pub async fn setup(
         .map_err(on_bearer_route)?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .json(json!({ "secret": secret, "otpauth_url": otpauth_url })))
+        .json(TotpSetup {
+            secret,
+            otpauth_url,
+        }))
 }
 
 /// `POST /auth/mfa/totp/enable`
+#[utoipa::path(post, path = "/auth/mfa/totp/enable", tag = "two-factor", security(("bearer" = [])), request_body = CodeBody,
+    responses((status = 200, body = BackupCodes), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn enable(
     state: web::Data<AppState>,
     caller: Caller,
@@ -86,12 +116,15 @@ pub async fn enable(
             )
             .await
             .map_err(on_bearer_route)?;
-        Ok(codes_response(&codes))
+        Ok(codes_response(codes))
     })
     .await
 }
 
 /// `POST /auth/mfa/totp/disable`
+#[utoipa::path(post, path = "/auth/mfa/totp/disable", tag = "two-factor", security(("bearer" = [])), request_body = DisableBody,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn disable(
     state: web::Data<AppState>,
     caller: Caller,
@@ -117,6 +150,9 @@ pub async fn disable(
 }
 
 /// `POST /auth/mfa/backup-codes`
+#[utoipa::path(post, path = "/auth/mfa/backup-codes", tag = "two-factor", security(("bearer" = [])), request_body = CodeBody,
+    responses((status = 200, body = BackupCodes), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn backup_codes(
     state: web::Data<AppState>,
     caller: Caller,
@@ -136,7 +172,7 @@ pub async fn backup_codes(
             )
             .await
             .map_err(on_bearer_route)?;
-        Ok(codes_response(&codes))
+        Ok(codes_response(codes))
     })
     .await
 }
@@ -144,6 +180,9 @@ pub async fn backup_codes(
 /// `POST /auth/login/mfa`: the second step. Success completes the login: it
 /// clears earlier failures, marks the device known and is audited as
 /// `mfa_success` and `login_success`.
+#[utoipa::path(post, path = "/auth/login/mfa", operation_id = "login_mfa", tag = "two-factor", request_body = MfaLoginBody,
+    responses((status = 200, body = TokenPair), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn login(
     state: web::Data<AppState>,
     caller: Caller,

@@ -81,7 +81,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         )
         .service(resource("/admin/users", "GET").route(web::get().to(admin::users)))
         .service(
-            resource("/admin/users/{id}/{verb}", "POST").route(web::post().to(admin::set_disabled)),
+            resource("/admin/users/{id}/disable", "POST")
+                .route(web::post().to(admin::disable_user)),
+        )
+        .service(
+            resource("/admin/users/{id}/enable", "POST").route(web::post().to(admin::enable_user)),
         )
         .service(resource("/admin/audit", "GET").route(web::get().to(admin::audit)))
         .service(resource("/admin/audit/verify", "GET").route(web::get().to(admin::audit_verify)))

@@ -1,13 +1,14 @@
 //! `POST /auth/token`: the OAuth2 token endpoint (RFC 6749) for the password
 //! and refresh_token grants, sharing the login and refresh logic and rules.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use secrecy::SecretString;
-use serde_json::json;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::accounts::{password_login, rotate_refresh, LoginOutcome};
 use super::context::Caller;
@@ -19,12 +20,56 @@ use crate::auth::service::TokenPair;
 use crate::error::{insert_rate_headers, ApiError};
 use crate::ratelimit::Guarded;
 
-/// An RFC 6749 §5.2 error (or our 429 / 503 in the same shape).
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
+/// The body of `POST /auth/token` (`application/x-www-form-urlencoded`).
+/// Parameters it does not name (`client_id`, `client_secret`) are ignored, as
+/// RFC 6749 §3.2 asks.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct TokenForm {
+    /// `password` or `refresh_token`.
+    #[schema(required = true)]
+    pub grant_type: Option<String>,
+    /// The email, for the password grant.
+    pub username: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub password: Option<SecretString>,
+    #[schema(value_type = Option<String>)]
+    pub refresh_token: Option<SecretString>,
+    /// Accepted and ignored.
+    pub scope: Option<String>,
+}
+
+/// A successful token answer (RFC 6749 §5.1).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthToken {
+    pub access_token: String,
+    pub token_type: &'static str,
+    /// Seconds.
+    pub expires_in: i64,
+    pub refresh_token: String,
+}
+
+/// An error answer (RFC 6749 §5.2), also for our 429 and 503.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthError {
+    /// `invalid_request`, `invalid_grant`, `unsupported_grant_type`,
+    /// `too_many_requests`, `temporarily_unavailable` or `server_error`.
+    pub error: &'static str,
+    pub error_description: String,
+    /// Seconds, with `too_many_requests`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+/// An RFC 6749 §5.2 error (or our 503 in the same shape).
+fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
-        .json(json!({ "error": error, "error_description": description }))
+        .json(OAuthError {
+            error,
+            error_description: description.to_owned(),
+            retry_after: None,
+        })
 }
 
 /// A request refused before any grant logic ran.
@@ -60,11 +105,11 @@ fn to_oauth(e: &ApiError) -> HttpResponse {
             let mut res = HttpResponse::TooManyRequests()
                 .insert_header((header::RETRY_AFTER, blocked.retry_after.to_string()))
                 .insert_header((header::CACHE_CONTROL, "no-store"))
-                .json(json!({
-                    "error": "too_many_requests",
-                    "error_description": blocked.message(),
-                    "retry_after": blocked.retry_after,
-                }));
+                .json(OAuthError {
+                    error: "too_many_requests",
+                    error_description: blocked.message(),
+                    retry_after: Some(blocked.retry_after),
+                });
             insert_rate_headers(res.headers_mut(), &blocked.headers());
             res
         }
@@ -111,12 +156,12 @@ fn token_body(pair: &TokenPair) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
-        .json(json!({
-            "access_token": pair.access_token,
-            "token_type": "Bearer",
-            "expires_in": pair.expires_in,
-            "refresh_token": pair.refresh_token,
-        }))
+        .json(OAuthToken {
+            access_token: pair.access_token.clone(),
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+            refresh_token: pair.refresh_token.clone(),
+        })
 }
 
 /// Reads the form body: `application/x-www-form-urlencoded`, within the body limit.
@@ -124,7 +169,7 @@ async fn read_form(
     req: &HttpRequest,
     payload: web::Payload,
     limit: usize,
-) -> Result<HashMap<String, String>, Reject> {
+) -> Result<TokenForm, Reject> {
     if !has_media_type(req, MediaType::Form) {
         return Err(Reject::invalid_request(
             "the body must be application/x-www-form-urlencoded",
@@ -153,29 +198,37 @@ async fn read_form(
     parse_form(&bytes).map_err(Reject::invalid_request)
 }
 
-/// Parses an `application/x-www-form-urlencoded` body into its parameters.
-/// RFC 6749 §3.2: a parameter must not be repeated. The error is for the client.
-pub fn parse_form(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
+/// Parses an `application/x-www-form-urlencoded` body. RFC 6749 §3.2: a
+/// parameter must not be repeated. The error is for the client.
+pub fn parse_form(bytes: &[u8]) -> Result<TokenForm, String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
         .map_err(|_| "the body is not a valid form".to_owned())?;
-    let mut form = HashMap::with_capacity(pairs.len());
-    for (k, v) in pairs {
-        if form.contains_key(&k) {
+    let mut seen = HashSet::with_capacity(pairs.len());
+    for (k, _) in &pairs {
+        if !seen.insert(k.as_str()) {
             return Err(format!("parameter `{k:.32}` is repeated"));
         }
-        form.insert(k, v);
     }
-    Ok(form)
+    serde_urlencoded::from_bytes(bytes).map_err(|_| "the body is not a valid form".to_owned())
 }
 
-fn required<'a>(form: &'a HashMap<String, String>, name: &str) -> Result<&'a str, Reject> {
-    form.get(name)
-        .map(String::as_str)
+/// A parameter that must be present and not empty.
+fn required<'a, T: ?Sized>(
+    value: Option<&'a T>,
+    name: &str,
+    text: impl Fn(&'a T) -> &'a str,
+) -> Result<&'a str, Reject> {
+    value
+        .map(text)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| Reject::invalid_request(format!("missing parameter `{name}`")))
 }
 
 /// `POST /auth/token`
+#[utoipa::path(post, path = "/auth/token", tag = "oauth2",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, body = OAuthToken), (status = 400, body = OAuthError), (status = 408, body = OAuthError),
+        (status = 413, body = OAuthError), (status = 429, body = OAuthError), (status = 503, body = OAuthError)))]
 pub async fn token(
     state: web::Data<AppState>,
     caller: Caller,
@@ -186,17 +239,19 @@ pub async fn token(
         Ok(form) => form,
         Err(reject) => return reject.into_response(),
     };
-    let grant = match required(&form, "grant_type") {
+    let grant = match required(form.grant_type.as_deref(), "grant_type", |g| g) {
         Ok(g) => g,
         Err(reject) => return reject.into_response(),
     };
     let result = match grant {
         "password" => {
-            let (username, password) =
-                match (required(&form, "username"), required(&form, "password")) {
-                    (Ok(u), Ok(p)) => (u, SecretString::from(p.to_owned())),
-                    (Err(reject), _) | (_, Err(reject)) => return reject.into_response(),
-                };
+            let (username, password) = match (
+                required(form.username.as_deref(), "username", |u| u),
+                required(form.password.as_ref(), "password", |p| p.expose_secret()),
+            ) {
+                (Ok(u), Ok(p)) => (u, SecretString::from(p)),
+                (Err(reject), _) | (_, Err(reject)) => return reject.into_response(),
+            };
             let account = normalize(username);
             guarded(&state, &caller, Guarded::Login, Some(&account), async {
                 match password_login(&state, &caller, &account, password, false).await {
@@ -217,7 +272,9 @@ pub async fn token(
             .await
         }
         "refresh_token" => {
-            let refresh = match required(&form, "refresh_token") {
+            let refresh = match required(form.refresh_token.as_ref(), "refresh_token", |r| {
+                r.expose_secret()
+            }) {
                 Ok(r) => r,
                 Err(reject) => return reject.into_response(),
             };

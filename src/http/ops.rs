@@ -2,26 +2,47 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
+use crate::auth::tokens::Jwks;
+
+/// `GET /health`: `{"status": "ok"}`, or when the database is not usable,
+/// `unavailable` with an error code and message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
+}
 
 /// `GET /health`: 200 when the database answers, else 503.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     match state.auth.store().ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ok" })),
+        Ok(()) => HttpResponse::Ok().json(Health {
+            status: "ok",
+            error: None,
+            message: None,
+        }),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
-            HttpResponse::ServiceUnavailable().json(json!({
-                "status": "unavailable",
-                "error": "unavailable",
-                "message": "the database is not usable",
-            }))
+            HttpResponse::ServiceUnavailable().json(Health {
+                status: "unavailable",
+                error: Some("unavailable"),
+                message: Some("the database is not usable"),
+            })
         }
     }
 }
 
 /// `GET /.well-known/jwks.json`: the public signing keys.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations", responses((status = 200, body = Jwks)))]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
@@ -29,6 +50,8 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let depth = i64::try_from(state.auth.hasher().queue_depth()).unwrap_or(i64::MAX);
     state.metrics.hash_queue_depth.set(depth);

@@ -2,8 +2,8 @@
 
 use actix_web::{web, HttpResponse, ResponseError};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::context::Caller;
 use super::extract::JsonBody;
@@ -12,24 +12,36 @@ use super::AppState;
 use crate::audit::Action;
 use crate::auth::email::normalize;
 use crate::auth::service::ResetRequest;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::Guarded;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RequestBody {
     pub email: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ConfirmBody {
+    /// The token of the link in the reset mail.
+    #[schema(value_type = String)]
     pub token: SecretString,
+    #[schema(value_type = String)]
     pub new_password: SecretString,
+}
+
+/// A sentence for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Message {
+    pub message: &'static str,
 }
 
 const REQUESTED: &str =
     "If an account exists for this address, a password reset link has been sent to it.";
 
 /// `POST /auth/password-reset/request`: 202 whether or not the account exists.
+#[utoipa::path(post, path = "/auth/password-reset/request", tag = "password reset", request_body = RequestBody,
+    responses((status = 202, body = Message), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn request(
     state: web::Data<AppState>,
     caller: Caller,
@@ -90,12 +102,15 @@ pub async fn request(
                 }
             }
         }
-        Ok(HttpResponse::Accepted().json(json!({ "message": REQUESTED })))
+        Ok(HttpResponse::Accepted().json(Message { message: REQUESTED }))
     })
     .await
 }
 
 /// `POST /auth/password-reset/confirm`: sets the password, revokes every session.
+#[utoipa::path(post, path = "/auth/password-reset/confirm", tag = "password reset", request_body = ConfirmBody,
+    responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn confirm(
     state: web::Data<AppState>,
     caller: Caller,
@@ -112,9 +127,9 @@ pub async fn confirm(
             )
             .await
         {
-            Ok(_) => Ok(HttpResponse::Ok().json(json!({
-                "message": "Your password has been reset. Every session was signed out."
-            }))),
+            Ok(_) => Ok(HttpResponse::Ok().json(Message {
+                message: "Your password has been reset. Every session was signed out.",
+            })),
             Err(e) => {
                 let error = ApiError::from(e);
                 if error.status_code().is_client_error() {

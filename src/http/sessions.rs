@@ -2,27 +2,38 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::context::Caller;
 use super::extract::Authenticated;
 use super::AppState;
 use crate::audit::Action;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::time_fmt::rfc3339_ms;
 
-#[derive(Debug, Serialize)]
-struct SessionView {
-    id: Uuid,
-    created_at: String,
-    last_used_at: String,
-    expires_at: String,
-    ip_address: Option<String>,
-    user_agent: Option<String>,
-    current: bool,
+/// A live session as its owner sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub expires_at: String,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    /// The session of the token that asked.
+    pub current: bool,
+}
+
+/// `GET /auth/sessions`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
 }
 
 /// `POST /auth/logout`
+#[utoipa::path(post, path = "/auth/logout", tag = "sessions", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn logout(
     state: web::Data<AppState>,
     caller: Caller,
@@ -37,6 +48,8 @@ pub async fn logout(
 }
 
 /// `POST /auth/logout-all`
+#[utoipa::path(post, path = "/auth/logout-all", tag = "sessions", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn logout_all(
     state: web::Data<AppState>,
     caller: Caller,
@@ -51,6 +64,8 @@ pub async fn logout_all(
 }
 
 /// `GET /auth/sessions`
+#[utoipa::path(get, path = "/auth/sessions", tag = "sessions", security(("bearer" = [])),
+    responses((status = 200, body = SessionList), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list(
     state: web::Data<AppState>,
     auth: Authenticated,
@@ -68,10 +83,13 @@ pub async fn list(
             user_agent: s.user_agent,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": views })))
+    Ok(HttpResponse::Ok().json(SessionList { sessions: views }))
 }
 
 /// `DELETE /auth/sessions/{id}`: 404 for unknown ids and other users' sessions alike.
+#[utoipa::path(delete, path = "/auth/sessions/{id}", tag = "sessions", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn revoke(
     state: web::Data<AppState>,
     caller: Caller,
