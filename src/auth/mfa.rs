@@ -53,10 +53,13 @@ impl AuthService {
         Ok(totp::provisioning(&secret, self.issuer(), &user.email))
     }
 
-    /// Confirms the pending secret with a code; returns ten backup codes.
+    /// Confirms the pending secret with the current password and a code;
+    /// returns ten backup codes. The password keeps a stolen access token
+    /// alone from binding the account to someone else's authenticator.
     pub async fn totp_enable(
         &self,
         claims: &AccessClaims,
+        password: SecretString,
         code: &str,
         audit: Audit,
     ) -> AuthResult<Vec<String>> {
@@ -68,6 +71,7 @@ impl AuthService {
         let Some(pending) = row.pending_secret else {
             return Err(AuthError::MfaState("mfa_not_set_up"));
         };
+        self.check_current_password(&user, password).await?;
         let secret = self
             .master()
             .open(&pending, secret_context(user.id).as_bytes())?;
@@ -102,13 +106,7 @@ impl AuthService {
         if !self.mfa_enabled(user.id).await? {
             return Err(AuthError::MfaState("mfa_not_enabled"));
         }
-        let verdict = self
-            .hasher()
-            .verify(password, Some(user.password_hash.clone()))
-            .await?;
-        if !verdict.valid {
-            return Err(AuthError::InvalidCurrentPassword);
-        }
+        self.check_current_password(&user, password).await?;
         if !self.check_second_factor(user.id, code).await? {
             return Err(AuthError::InvalidMfaCode);
         }

@@ -612,13 +612,7 @@ impl AuthService {
         audit: Audit,
     ) -> AuthResult<usize> {
         let user = self.current_user(claims).await?;
-        let verdict = self
-            .hasher
-            .verify(current, Some(user.password_hash.clone()))
-            .await?;
-        if !verdict.valid {
-            return Err(AuthError::InvalidCurrentPassword);
-        }
+        self.check_current_password(&user, current).await?;
         if let Err(reason) = self.policy.check_length(new.expose_secret()) {
             return Err(AuthError::Validation(FieldErrors::from([(
                 "new_password",
@@ -636,6 +630,23 @@ impl AuthService {
             .await?;
         self.revoked_now(&revoked, now).await;
         Ok(revoked.len())
+    }
+
+    /// [`AuthError::InvalidCurrentPassword`] unless `password` is the account's.
+    pub(crate) async fn check_current_password(
+        &self,
+        user: &User,
+        password: SecretString,
+    ) -> AuthResult<()> {
+        let verdict = self
+            .hasher
+            .verify(password, Some(user.password_hash.clone()))
+            .await?;
+        if verdict.valid {
+            Ok(())
+        } else {
+            Err(AuthError::InvalidCurrentPassword)
+        }
     }
 
     /// Issues a reset token for an enabled account (voiding older ones),

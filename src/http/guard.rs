@@ -10,7 +10,7 @@ use super::context::Caller;
 use super::AppState;
 use crate::audit::Action;
 use crate::error::{insert_rate_headers, ApiError};
-use crate::ratelimit::{Guarded, Outcome, Refused};
+use crate::ratelimit::{Check, Guarded, Outcome, Refused};
 
 /// Marks a 4xx answer that is not the client's failure (the password grant of
 /// an account with two-factor on: the password was right), so its slots are
@@ -65,7 +65,10 @@ where
     let outcome = if status.is_server_error() {
         Outcome::ServerError
     } else if status.is_client_error() && !settled_as_success {
-        Outcome::Failure
+        match &result {
+            Err(e) => failed_check(e).map_or(Outcome::Failure, Outcome::Failed),
+            Ok(_) => Outcome::Failure,
+        }
     } else {
         Outcome::Success
     };
@@ -75,4 +78,14 @@ where
         insert_rate_headers(response.headers_mut(), &headers);
     }
     Ok(response)
+}
+
+/// The secret a refusal says was wrong, if any: a route that checks a
+/// password and a code counts each only under its own rules.
+fn failed_check(e: &ApiError) -> Option<Check> {
+    match e.code() {
+        "invalid_credentials" | "invalid_current_password" => Some(Check::Password),
+        "invalid_mfa_code" => Some(Check::SecondFactor),
+        _ => None,
+    }
 }

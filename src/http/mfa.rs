@@ -24,8 +24,9 @@ pub struct CodeBody {
     pub code: SecretString,
 }
 
+/// Turning TOTP on or off: the current password and a code.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct DisableBody {
+pub struct PasswordAndCode {
     #[schema(value_type = String)]
     pub password: SecretString,
     #[schema(value_type = String)]
@@ -96,56 +97,70 @@ pub async fn setup(
 }
 
 /// `POST /auth/mfa/totp/enable`
-#[utoipa::path(post, path = "/auth/mfa/totp/enable", tag = "two-factor", security(("bearer" = [])), request_body = CodeBody,
+#[utoipa::path(post, path = "/auth/mfa/totp/enable", tag = "two-factor", security(("bearer" = [])), request_body = PasswordAndCode,
     responses((status = 200, body = BackupCodes), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn enable(
     state: web::Data<AppState>,
     caller: Caller,
     auth: Authenticated,
-    body: JsonBody<CodeBody>,
+    body: JsonBody<PasswordAndCode>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
     let account = normalize(&auth.0.email);
-    guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
-        let codes = state
-            .auth
-            .totp_enable(
-                &auth.0,
-                body.0.code.expose_secret(),
-                vec![caller.event(Action::MfaEnabled).user(auth.0.sub)],
-            )
-            .await
-            .map_err(on_bearer_route)?;
-        Ok(codes_response(codes))
-    })
+    guarded(
+        &state,
+        &caller,
+        Guarded::SecondFactorChange,
+        Some(&account),
+        async {
+            let codes = state
+                .auth
+                .totp_enable(
+                    &auth.0,
+                    body.password,
+                    body.code.expose_secret(),
+                    vec![caller.event(Action::MfaEnabled).user(auth.0.sub)],
+                )
+                .await
+                .map_err(on_bearer_route)?;
+            Ok(codes_response(codes))
+        },
+    )
     .await
 }
 
 /// `POST /auth/mfa/totp/disable`
-#[utoipa::path(post, path = "/auth/mfa/totp/disable", tag = "two-factor", security(("bearer" = [])), request_body = DisableBody,
+#[utoipa::path(post, path = "/auth/mfa/totp/disable", tag = "two-factor", security(("bearer" = [])), request_body = PasswordAndCode,
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn disable(
     state: web::Data<AppState>,
     caller: Caller,
     auth: Authenticated,
-    body: JsonBody<DisableBody>,
+    body: JsonBody<PasswordAndCode>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let account = normalize(&auth.0.email);
-    guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
-        state
-            .auth
-            .totp_disable(
-                &auth.0,
-                body.password,
-                body.code.expose_secret(),
-                vec![caller.event(Action::MfaDisabled).user(auth.0.sub)],
-            )
-            .await
-            .map_err(on_bearer_route)?;
-        Ok(HttpResponse::NoContent().finish())
-    })
+    guarded(
+        &state,
+        &caller,
+        Guarded::SecondFactorChange,
+        Some(&account),
+        async {
+            state
+                .auth
+                .totp_disable(
+                    &auth.0,
+                    body.password,
+                    body.code.expose_secret(),
+                    vec![caller.event(Action::MfaDisabled).user(auth.0.sub)],
+                )
+                .await
+                .map_err(on_bearer_route)?;
+            Ok(HttpResponse::NoContent().finish())
+        },
+    )
     .await
 }
 

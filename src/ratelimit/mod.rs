@@ -23,7 +23,7 @@ use moka::sync::Cache;
 use crate::clock::{Millis, SharedClock};
 use crate::config::{Config, LimitStoreKind};
 use crate::store::{RateLimitRow, Store, StoreResult};
-pub use rules::{Counts, Guarded, KeyKind, Rule, RuleName, Rules};
+pub use rules::{Check, Counts, Guarded, KeyKind, Rule, RuleName, Rules};
 pub use store::LimitError;
 use store::{Acquired, LimitResult, LimitStore, Slot, WindowState};
 use window::Event;
@@ -66,8 +66,22 @@ pub enum Outcome {
     Success,
     /// A 4xx after parsing.
     Failure,
+    /// A 4xx because a password or a code was wrong: a failure under the
+    /// rules that count that check ([`RuleName::counts_failed`]).
+    Failed(Check),
     /// A 5xx: not the client's failure; counts only under `all` rules.
     ServerError,
+}
+
+impl Outcome {
+    /// Whether the request counts as a failure under `rule`.
+    fn is_failure_under(self, rule: RuleName) -> bool {
+        match self {
+            Self::Failure => true,
+            Self::Failed(check) => rule.counts_failed(check),
+            Self::Success | Self::ServerError => false,
+        }
+    }
 }
 
 /// Slots held by one request.
@@ -301,14 +315,13 @@ impl Limiter {
     }
 
     /// Settles a reservation: `failures` rules give their slot back unless the
-    /// request failed. A slot that cannot be given back stays counted (the
-    /// safe side) until its window passes.
+    /// request failed under them. A slot that cannot be given back stays
+    /// counted (the safe side) until its window passes.
     pub async fn settle(&self, reservation: &Reservation, outcome: Outcome) {
-        if outcome == Outcome::Failure {
-            return;
-        }
         for held in &reservation.held {
-            if held.rule.name.counts() == Counts::Failures {
+            if held.rule.name.counts() == Counts::Failures
+                && !outcome.is_failure_under(held.rule.name)
+            {
                 if let Err(e) = self.store.release(&held.rule, &held.key, held.event).await {
                     tracing::warn!(error = %e, rule = held.rule.name.as_str(), "cannot give back a rate-limit slot");
                 }

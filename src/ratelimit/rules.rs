@@ -86,6 +86,24 @@ impl RuleName {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether a request that failed `check` is a failure under this rule. The
+    /// login rules count wrong passwords, `mfa` wrong codes; where a route
+    /// checks both (turning TOTP on or off), each rule counts only its own.
+    pub fn counts_failed(self, check: Check) -> bool {
+        match self {
+            Self::LoginIp | Self::LoginAccount => check == Check::Password,
+            Self::Mfa => check == Check::SecondFactor,
+            _ => true,
+        }
+    }
+}
+
+/// Which secret a refused request got wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Password,
+    SecondFactor,
 }
 
 /// A group of routes that share rules.
@@ -95,6 +113,9 @@ pub enum Guarded {
     Login,
     /// `/auth/login/mfa` and every TOTP / backup code check.
     Mfa,
+    /// Turning TOTP on or off: the current password under the login rules,
+    /// the code under `mfa`.
+    SecondFactorChange,
     Register,
     /// `/auth/refresh` and the refresh grant of `/auth/token`.
     Refresh,
@@ -108,6 +129,7 @@ impl Guarded {
         match self {
             Self::Login => &[LoginIp, LoginAccount],
             Self::Mfa => &[Mfa],
+            Self::SecondFactorChange => &[LoginIp, LoginAccount, Mfa],
             Self::Register => &[RegisterIp, RegisterIpHourly],
             Self::Refresh => &[RefreshIp],
             Self::ResetRequest => &[ResetRequestIp, ResetRequestAccount],

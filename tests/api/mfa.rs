@@ -49,7 +49,7 @@ async fn with_totp(app: &TestApp, email: &str) -> (String, Vec<u8>, Vec<String>)
         .post_auth(
             "/auth/mfa/totp/enable",
             &access,
-            Some(&json!({ "code": wrong })),
+            Some(&json!({ "password": PASSWORD, "code": wrong })),
         )
         .await;
     expect_error(res, StatusCode::BAD_REQUEST, "invalid_mfa_code").await;
@@ -57,7 +57,7 @@ async fn with_totp(app: &TestApp, email: &str) -> (String, Vec<u8>, Vec<String>)
         .post_auth(
             "/auth/mfa/totp/enable",
             &access,
-            Some(&json!({ "code": code(app, &secret) })),
+            Some(&json!({ "password": PASSWORD, "code": code(app, &secret) })),
         )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -383,4 +383,70 @@ async fn the_password_grant_refuses_accounts_with_two_factor() {
             "two-factor authentication required; use /auth/login"
         );
     }
+}
+
+/// A stolen access token alone cannot bind the account to an attacker's
+/// authenticator: turning TOTP on takes the current password, and wrong
+/// passwords count under the login rules (wrong codes under `mfa`).
+#[tokio::test]
+async fn enabling_needs_the_password_under_the_login_rules() {
+    let app = TestApp::spawn().await;
+    let pair = app.signed_up("thief@example.com").await;
+    let access = token(&pair, "access_token");
+    let setup: Value = app
+        .post_auth("/auth/mfa/totp/setup", &access, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = secret_bytes(setup["secret"].as_str().unwrap());
+    let enable = |body: Value| {
+        let (app, access) = (&app, access.clone());
+        async move {
+            app.post_auth("/auth/mfa/totp/enable", &access, Some(&body))
+                .await
+        }
+    };
+
+    // The code alone, as before, is a malformed request now.
+    let res = enable(json!({ "code": code(&app, &secret) })).await;
+    expect_error(res, StatusCode::BAD_REQUEST, "invalid_request").await;
+    // A wrong password is refused before the code is looked at.
+    let res = enable(json!({ "password": "not my password", "code": code(&app, &secret) })).await;
+    expect_error(res, StatusCode::BAD_REQUEST, "invalid_current_password").await;
+    assert!(!mfa_enabled(&app, &access).await);
+    let actions = audit_actions(&app);
+    assert!(!actions.iter().any(|a| a == "mfa_enabled"), "{actions:?}");
+
+    // A wrong code with the right password counts under mfa, not login_ip:
+    // four of them leave the login rules alone.
+    let wrong = if code(&app, &secret) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..3 {
+        let res = enable(json!({ "password": PASSWORD, "code": wrong })).await;
+        expect_error(res, StatusCode::BAD_REQUEST, "invalid_mfa_code").await;
+    }
+    // Four wrong passwords in all under login_ip (one above, three here):
+    // none of them counts under mfa, which has three of five used.
+    for _ in 0..3 {
+        let res = enable(json!({ "password": "not my password", "code": wrong })).await;
+        expect_error(res, StatusCode::BAD_REQUEST, "invalid_current_password").await;
+    }
+    let res = enable(json!({ "password": "not my password", "code": wrong })).await;
+    expect_error(res, StatusCode::BAD_REQUEST, "invalid_current_password").await;
+    // Five wrong passwords: login_ip is full, for logins too.
+    let res = enable(json!({ "password": PASSWORD, "code": code(&app, &secret) })).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.login("thief@example.com", PASSWORD).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Clearing the address lets the owner finish, with the mfa rule's last slot.
+    app.state.limiter.clear("127.0.0.1", None).await.unwrap();
+    let res = enable(json!({ "password": PASSWORD, "code": code(&app, &secret) })).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(mfa_enabled(&app, &access).await);
 }
