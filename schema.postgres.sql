@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS totp (
     last_step      BIGINT
 );
 
--- Backup codes, by SHA-256 over (user id, code); single use.
+-- Backup codes, by HMAC-SHA-256 over (user id, code) under a key derived from
+-- the storage key (older rows: plain SHA-256, still accepted); single use.
 CREATE TABLE IF NOT EXISTS backup_codes (
     user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     code_hash      BYTEA NOT NULL,

@@ -1,5 +1,6 @@
 //! Secrets at rest and randomness: the 256-bit storage key, sealing with
-//! XChaCha20-Poly1305, random tokens and their SHA-256 digests.
+//! XChaCha20-Poly1305, keys derived from it for keyed hashes, random tokens
+//! and their SHA-256 digests.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -18,8 +20,14 @@ use subtle::ConstantTimeEq;
 pub const KEY_FILE: &str = "encryption.key";
 const NONCE_LEN: usize = 24;
 
-/// The key that seals secrets stored in the database.
-pub struct MasterKey(XChaCha20Poly1305);
+/// The key that seals secrets stored in the database, and derives the keys
+/// of keyed hashes (backup codes, rate-limit keys).
+pub struct MasterKey {
+    aead: XChaCha20Poly1305,
+    /// HMAC-SHA-256 of the storage key over a fixed label: the root of
+    /// [`MasterKey::subkey`], so the storage key itself is used for one thing.
+    derive: [u8; 32],
+}
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -35,7 +43,21 @@ impl MasterKey {
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| anyhow!("encryption key must be 32 bytes (64 hex characters)"))?;
-        Ok(Self(XChaCha20Poly1305::new(&key.into())))
+        Ok(Self::from_bytes(key))
+    }
+
+    fn from_bytes(key: [u8; 32]) -> Self {
+        Self {
+            aead: XChaCha20Poly1305::new(&key.into()),
+            derive: hmac_sha256(&key, &[b"portcullis key derivation"]),
+        }
+    }
+
+    /// A 256-bit key for one `purpose`, derived from the storage key
+    /// (HMAC-SHA-256): the same on every instance that shares the storage
+    /// key, and useless for anything but its purpose.
+    pub fn subkey(&self, purpose: &str) -> [u8; 32] {
+        hmac_sha256(&self.derive, &[purpose.as_bytes()])
     }
 
     /// The configured key, else the one in `data_dir/encryption.key`, created
@@ -53,7 +75,7 @@ impl MasterKey {
                 write_private_file(&path, format!("{}\n", hex::encode(key)).as_bytes())
                     .with_context(|| format!("cannot create key file {}", path.display()))?;
                 tracing::info!(path = %path.display(), "created a new storage encryption key");
-                Ok(Self(XChaCha20Poly1305::new(&key.into())))
+                Ok(Self::from_bytes(key))
             }
             Err(e) => Err(e).with_context(|| format!("cannot read key file {}", path.display())),
         }
@@ -63,7 +85,7 @@ impl MasterKey {
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> anyhow::Result<Vec<u8>> {
         let nonce: [u8; NONCE_LEN] = random_bytes();
         let ct = self
-            .0
+            .aead
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
@@ -84,7 +106,7 @@ impl MasterKey {
             bail!("sealed value is truncated");
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        self.0
+        self.aead
             .decrypt(
                 XNonce::from_slice(nonce),
                 Payload {
@@ -143,6 +165,16 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// HMAC-SHA-256 under `key` of the concatenated `parts`.
+pub fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// Compares two secrets in time independent of where they differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
@@ -182,6 +214,28 @@ mod tests {
         }
         std::fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
         assert!(MasterKey::load_or_create("", dir.path()).is_err());
+    }
+
+    #[test]
+    fn subkeys_are_per_purpose_and_per_storage_key() {
+        let key = MasterKey::from_hex(&"11".repeat(32)).unwrap();
+        let again = MasterKey::from_hex(&"11".repeat(32)).unwrap();
+        let other = MasterKey::from_hex(&"22".repeat(32)).unwrap();
+        assert_eq!(key.subkey("backup codes"), again.subkey("backup codes"));
+        assert_ne!(key.subkey("backup codes"), key.subkey("rate-limit keys"));
+        assert_ne!(key.subkey("backup codes"), other.subkey("backup codes"));
+        assert_ne!(key.subkey("backup codes"), [0x11; 32]);
+        // The parts are one message.
+        assert_eq!(
+            hex::encode(hmac_sha256(&[0x0b; 32], &[b"Hi ", b"There"])),
+            hex::encode(
+                <Hmac<Sha256> as Mac>::new_from_slice(&[0x0b; 32])
+                    .unwrap()
+                    .chain_update(b"Hi There")
+                    .finalize()
+                    .into_bytes()
+            )
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl AuthService {
         let codes = totp::new_backup_codes();
         let hashes = codes
             .iter()
-            .map(|c| totp::backup_hash(user.id, c))
+            .map(|c| totp::backup_hash(self.backup_key(), user.id, c))
             .collect();
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         if !self
@@ -133,7 +133,7 @@ impl AuthService {
         let codes = totp::new_backup_codes();
         let hashes = codes
             .iter()
-            .map(|c| totp::backup_hash(user.id, c))
+            .map(|c| totp::backup_hash(self.backup_key(), user.id, c))
             .collect();
         self.store()
             .replace_backup_codes(user.id, hashes, self.now(), audit)
@@ -145,10 +145,13 @@ impl AuthService {
     /// (each used once).
     pub async fn check_second_factor(&self, user_id: Uuid, code: &str) -> AuthResult<bool> {
         if totp::is_backup_code(code) {
-            let hash = totp::backup_hash(user_id, code);
+            let hashes = [
+                totp::backup_hash(self.backup_key(), user_id, code),
+                totp::legacy_backup_hash(user_id, code),
+            ];
             return Ok(self
                 .store()
-                .use_backup_code(user_id, hash, self.now())
+                .use_backup_code(user_id, hashes, self.now())
                 .await?);
         }
         let Some(sealed) = self.store().totp(user_id).await?.and_then(|t| t.secret) else {

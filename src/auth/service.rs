@@ -137,6 +137,8 @@ pub enum ResetRequest {
 pub struct AuthService {
     store: Arc<dyn Store>,
     master: Arc<MasterKey>,
+    /// The key of backup-code hashes (derived from the storage key).
+    backup_key: [u8; 32],
     issuer: String,
     hasher: HashPool,
     policy: PasswordPolicy,
@@ -177,6 +179,7 @@ impl AuthService {
     ) -> Self {
         Self {
             store,
+            backup_key: master.subkey("backup codes"),
             master,
             issuer: config.tokens.issuer.clone(),
             hasher,
@@ -240,6 +243,11 @@ impl AuthService {
     /// The key that seals secrets at rest.
     pub fn master(&self) -> &MasterKey {
         &self.master
+    }
+
+    /// The key backup codes are hashed under.
+    pub(crate) fn backup_key(&self) -> &[u8; 32] {
+        &self.backup_key
     }
 
     /// The issuer shown in authenticator apps.

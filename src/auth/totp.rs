@@ -5,7 +5,7 @@
 use totp_rs::{Algorithm, TOTP};
 use uuid::Uuid;
 
-use super::crypto::{constant_time_eq, random_bytes, sha256};
+use super::crypto::{constant_time_eq, hmac_sha256, random_bytes, sha256};
 
 pub const DIGITS: usize = 6;
 pub const STEP_SECS: u64 = 30;
@@ -91,8 +91,20 @@ fn normalize_backup(code: &str) -> String {
         .collect()
 }
 
-/// The stored form of a backup code: SHA-256 over the user id and the code.
-pub fn backup_hash(user_id: Uuid, code: &str) -> [u8; 32] {
+/// The stored form of a backup code: HMAC-SHA-256 under `key` (derived from
+/// the storage key) over the user id and the code, so that a copy of the
+/// database alone does not let anyone try the ~2^49 codes offline.
+pub fn backup_hash(key: &[u8; 32], user_id: Uuid, code: &str) -> [u8; 32] {
+    hmac_sha256(
+        key,
+        &[user_id.as_bytes(), normalize_backup(code).as_bytes()],
+    )
+}
+
+/// The form backup codes were stored in before they were keyed (SHA-256
+/// over the user id and the code). Such codes keep working until the user
+/// makes new ones; nothing stores this form any more.
+pub fn legacy_backup_hash(user_id: Uuid, code: &str) -> [u8; 32] {
     let mut input = user_id.as_bytes().to_vec();
     input.extend_from_slice(normalize_backup(code).as_bytes());
     sha256(&input)
@@ -157,10 +169,17 @@ mod tests {
         let code = &codes[0];
         assert!(is_backup_code(code));
         assert!(!is_backup_code("123456"));
+        let key = [7u8; 32];
         assert_eq!(
-            backup_hash(u, code),
-            backup_hash(u, &code.to_uppercase().replace('-', " "))
+            backup_hash(&key, u, code),
+            backup_hash(&key, u, &code.to_uppercase().replace('-', " "))
         );
-        assert_ne!(backup_hash(u, code), backup_hash(Uuid::new_v4(), code));
+        assert_ne!(
+            backup_hash(&key, u, code),
+            backup_hash(&key, Uuid::new_v4(), code)
+        );
+        // Keyed: another key, or the unkeyed form, gives another hash.
+        assert_ne!(backup_hash(&key, u, code), backup_hash(&[8; 32], u, code));
+        assert_ne!(backup_hash(&key, u, code), legacy_backup_hash(u, code));
     }
 }

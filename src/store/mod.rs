@@ -292,11 +292,12 @@ pub trait Store: Send + Sync + 'static {
     async fn disable_totp(&self, user_id: Uuid, audit: Audit) -> StoreResult<()>;
     /// Records `step` as used if it is newer than the last one; false for a replay.
     async fn use_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool>;
-    /// Uses a backup code; false when unknown or already used.
+    /// Uses a backup code stored under either hash (keyed, or the older
+    /// unkeyed form); false when unknown or already used.
     async fn use_backup_code(
         &self,
         user_id: Uuid,
-        code_hash: [u8; 32],
+        code_hashes: [[u8; 32]; 2],
         now: Millis,
     ) -> StoreResult<bool>;
     /// Replaces every backup code of the user.

@@ -827,13 +827,20 @@ impl Store for SqliteStore {
     async fn use_backup_code(
         &self,
         user_id: Uuid,
-        code_hash: [u8; 32],
+        code_hashes: [[u8; 32]; 2],
         now: Millis,
     ) -> StoreResult<bool> {
         self.run(move |conn| {
             let changed = conn.execute(
-                "UPDATE backup_codes SET used_at = ?1 WHERE user_id = ?2 AND code_hash = ?3 AND used_at IS NULL",
-                params![now, user_id.to_string(), &code_hash[..]],
+                "UPDATE backup_codes SET used_at = ?1 WHERE user_id = ?2 AND code_hash = (
+                 SELECT code_hash FROM backup_codes
+                 WHERE user_id = ?2 AND code_hash IN (?3, ?4) AND used_at IS NULL LIMIT 1)",
+                params![
+                    now,
+                    user_id.to_string(),
+                    &code_hashes[0][..],
+                    &code_hashes[1][..]
+                ],
             )?;
             Ok(changed == 1)
         })

@@ -450,3 +450,95 @@ async fn enabling_needs_the_password_under_the_login_rules() {
     assert_eq!(res.status(), StatusCode::OK);
     assert!(mfa_enabled(&app, &access).await);
 }
+
+/// Backup codes are stored as HMAC-SHA-256 under a key derived from the
+/// storage key, not as plain SHA-256 that a copy of the database would let
+/// anyone try offline; codes stored the old way keep working until replaced.
+#[tokio::test]
+async fn backup_codes_are_keyed_hashes_and_old_ones_still_work() {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let app = TestApp::spawn_with(without_limits).await;
+    let (access, secret, backup) = with_totp(&app, "kim@example.com").await;
+    let me: Value = app
+        .get_auth("/auth/me", &access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let user_id = uuid::Uuid::parse_str(me["id"].as_str().unwrap()).unwrap();
+    let normal = |code: &str| code.replace('-', "").to_lowercase();
+    let legacy = |code: &str| {
+        let mut h = Sha256::new();
+        h.update(user_id.as_bytes());
+        h.update(normal(code).as_bytes());
+        hex::encode(h.finalize())
+    };
+    let hmac = |key: &[u8], parts: &[&[u8]]| {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().to_vec()
+    };
+    let storage_key = if app.config.storage.encryption_key.is_empty() {
+        std::fs::read_to_string(app.dir.path().join("encryption.key")).unwrap()
+    } else {
+        app.config.storage.encryption_key.clone()
+    };
+    let storage_key = hex::decode(storage_key.trim()).unwrap();
+    let root = hmac(&storage_key, &[b"portcullis key derivation"]);
+    let key = hmac(&root, &[b"backup codes"]);
+    let stored: Vec<String> = app
+        .query(&format!(
+            "SELECT code_hash FROM backup_codes WHERE user_id = '{user_id}' ORDER BY code_hash"
+        ))
+        .into_iter()
+        .map(|r| r[0].trim_start_matches("\\x").to_owned())
+        .collect();
+    assert_eq!(stored.len(), 10);
+    let mut keyed: Vec<String> = backup
+        .iter()
+        .map(|c| hex::encode(hmac(&key, &[user_id.as_bytes(), normal(c).as_bytes()])))
+        .collect();
+    keyed.sort();
+    assert_eq!(stored, keyed, "each code is stored as its keyed hash");
+    for code in &backup {
+        assert!(!stored.contains(&legacy(code)), "no unkeyed hash is stored");
+    }
+
+    // A code stored the old way (before keyed hashes) still works, once.
+    let old = "abcde-fghjk";
+    let literal = if app.config.storage.backend == portcullis::config::StorageBackend::Postgres {
+        format!("decode('{}', 'hex')", legacy(old))
+    } else {
+        format!("X'{}'", legacy(old))
+    };
+    app.execute(&format!(
+        "INSERT INTO backup_codes (user_id, code_hash, created_at) VALUES ('{user_id}', {literal}, 0)"
+    ));
+    let t = start_login(&app, "kim@example.com", false).await;
+    assert_eq!(second_step(&app, &t, old).await.status(), StatusCode::OK);
+    let t = start_login(&app, "kim@example.com", false).await;
+    expect_error(
+        second_step(&app, &t, old).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_mfa_code",
+    )
+    .await;
+    // New codes replace it with keyed ones.
+    let res = app
+        .post_auth(
+            "/auth/mfa/backup-codes",
+            &access,
+            Some(&json!({ "code": code(&app, &secret) })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM backup_codes WHERE user_id = '{user_id}' AND used_at IS NULL"
+        )),
+        10
+    );
+}
