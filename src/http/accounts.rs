@@ -11,8 +11,8 @@ use super::context::Caller;
 use super::extract::{Authenticated, JsonBody};
 use super::guard::guarded;
 use super::AppState;
-use crate::audit::Action;
-use crate::auth::email::normalize;
+use crate::audit::{Action, NewEvent};
+use crate::auth::email::{normalize, Email};
 use crate::auth::service::{AuthError, TokenPair};
 use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::Guarded;
@@ -135,10 +135,12 @@ pub async fn register(
             Err(e) => {
                 let error = ApiError::from(e);
                 if error.status_code().is_client_error() {
-                    let event = caller
-                        .event(Action::RegistrationFailed)
-                        .extra("reason", error.code())
-                        .extra("email", audit_email(&body.email));
+                    let event = with_attempted_email(
+                        caller
+                            .event(Action::RegistrationFailed)
+                            .extra("reason", error.code()),
+                        &body.email,
+                    );
                     state.audit(event).await?;
                 }
                 Err(error)
@@ -170,10 +172,12 @@ pub async fn password_login(
     let user = match state.auth.authenticate(account, password).await {
         Ok(user) => user,
         Err(AuthError::InvalidCredentials { reason, user_id }) => {
-            let mut event = caller
-                .event(Action::LoginFailed)
-                .extra("reason", reason.as_str())
-                .extra("email", audit_email(account));
+            let mut event = with_attempted_email(
+                caller
+                    .event(Action::LoginFailed)
+                    .extra("reason", reason.as_str()),
+                account,
+            );
             if let Some(id) = user_id {
                 event = event.user(id);
             }
@@ -314,7 +318,12 @@ pub async fn change_password(
     .await
 }
 
-/// An attempted email as the audit log keeps it: normalized, bounded.
-fn audit_email(raw: &str) -> String {
-    normalize(raw).chars().take(254).collect()
+/// An attempted email as the audit log keeps it: the normalized address when
+/// it is one, else only `email_malformed: true`, so that a password typed into
+/// the email field never lands in the log.
+pub(crate) fn with_attempted_email(event: NewEvent, raw: &str) -> NewEvent {
+    match Email::parse(raw) {
+        Ok(email) => event.extra("email", email.as_str()),
+        Err(_) => event.extra("email_malformed", true),
+    }
 }

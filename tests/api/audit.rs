@@ -474,3 +474,44 @@ async fn kill_dash_nine_loses_no_acknowledged_event() {
     let verdict = portcullis::audit::chain::verify(&conn).unwrap();
     assert!(verdict.ok, "{verdict:?}");
 }
+
+/// A password typed into the email field never lands in the audit log: the
+/// attempted email is recorded only when it is an address.
+#[tokio::test]
+async fn only_valid_addresses_are_recorded_as_attempted_emails() {
+    let app = TestApp::spawn_with(crate::helpers::without_limits).await;
+    let admin = admin(&app).await;
+    let typed_password = "Tr0ub4dor&3 Horse Staple";
+    app.login(typed_password, "whatever whatever").await;
+    app.login("Nobody@Example.com", "whatever whatever").await;
+    app.post(
+        "/auth/register",
+        &json!({ "email": "my secret passphrase", "password": PASSWORD }),
+    )
+    .await;
+    let all = events(&app, &admin, "?limit=1000").await;
+    let failed: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["action"] == "login_failed" || e["action"] == "registration_failed")
+        .collect();
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    let malformed = failed
+        .iter()
+        .filter(|e| e["extra_data"]["email_malformed"] == true)
+        .count();
+    assert_eq!(malformed, 2, "{failed:?}");
+    assert!(failed
+        .iter()
+        .any(|e| e["extra_data"]["email"] == "nobody@example.com"));
+    // Nowhere in the database either.
+    let stored = app.stored_bytes();
+    for secret in [
+        typed_password.to_lowercase(),
+        "my secret passphrase".to_owned(),
+    ] {
+        assert!(
+            !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} is stored"
+        );
+    }
+}
