@@ -27,6 +27,22 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub audit: AuditConfig,
     pub mail: MailConfig,
+    pub accounts: AccountsConfig,
+}
+
+/// `[accounts]`: what an account may hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// Live sessions per user; a sign-in beyond it revokes the least recently
+    /// used one.
+    pub max_sessions: u32,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self { max_sessions: 100 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -603,6 +619,13 @@ impl Config {
         }
         if !m.reset_url.contains("{token}") {
             return Err(invalid("mail.reset_url", "must contain {token}"));
+        }
+
+        if !(1..=100_000).contains(&self.accounts.max_sessions) {
+            return Err(invalid(
+                "accounts.max_sessions",
+                "must be between 1 and 100000",
+            ));
         }
         Ok(())
     }

@@ -231,14 +231,23 @@ impl AuthService {
         let user = &pending.user;
         let (session, refresh, hash) =
             self.new_session(user, pending.challenge.remember_me, client)?;
+        let limit = self.session_limit(&success);
         let success = about_session(success, &session);
-        if !self
+        let Some(evicted) = self
             .store()
-            .complete_mfa_challenge(pending.token_hash, session.clone(), hash, success, failed)
+            .complete_mfa_challenge(
+                pending.token_hash,
+                session.clone(),
+                hash,
+                limit,
+                success,
+                failed,
+            )
             .await?
-        {
+        else {
             return Err(AuthError::InvalidMfaCode);
-        }
+        };
+        self.revoked_now(&evicted, session.created_at).await;
         self.pair(user, &session, refresh, session.created_at)
     }
 }

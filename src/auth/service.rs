@@ -12,11 +12,13 @@ use super::email::{normalize, Email};
 use super::password::{HashError, HashPool, PasswordPolicy};
 use super::revocation::{RevocationBus, RevocationList};
 use super::tokens::{AccessClaims, TokenError, TokenKeys, TokenSubject};
+use crate::audit::{Action, NewEvent};
 use crate::clock::{Millis, SharedClock};
 use crate::config::Config;
 use crate::error::FieldErrors;
 use crate::store::{
-    Audit, NewUser, Revoked, Rotation, RotationAudit, Session, Store, StoreError, User,
+    Audit, NewUser, Revoked, Rotation, RotationAudit, Session, SessionLimit, Store, StoreError,
+    User,
 };
 
 /// Longest accepted display name, in characters.
@@ -149,6 +151,8 @@ pub struct AuthService {
     clock: SharedClock,
     session_ttl_ms: Millis,
     refresh_ttl_ms: Millis,
+    /// `accounts.max_sessions`.
+    max_sessions: u32,
     /// Recently read accounts for `GET /auth/me` (see [`AuthService::current_profile`]).
     profiles: moka::sync::Cache<Uuid, Arc<Profile>>,
 }
@@ -190,6 +194,7 @@ impl AuthService {
             clock,
             session_ttl_ms: config.tokens.session_ttl.as_millis_i64(),
             refresh_ttl_ms: config.tokens.refresh_ttl.as_millis_i64(),
+            max_sessions: config.accounts.max_sessions,
             profiles: moka::sync::Cache::builder()
                 .max_capacity(16_384)
                 .time_to_live(PROFILE_TTL)
@@ -225,7 +230,7 @@ impl AuthService {
         }
     }
 
-    async fn revoked_now(&self, sessions: &[Uuid], now: Millis) {
+    pub(crate) async fn revoked_now(&self, sessions: &[Uuid], now: Millis) {
         let revoked: Vec<Revoked> = sessions
             .iter()
             .map(|&session_id| Revoked {
@@ -410,11 +415,24 @@ impl AuthService {
         audit: Audit,
     ) -> AuthResult<TokenPair> {
         let (session, refresh, hash) = self.new_session(user, remember_me, client)?;
+        let limit = self.session_limit(&audit);
         let audit = about_session(audit, &session);
-        self.store
-            .create_session(session.clone(), hash, audit)
+        let evicted = self
+            .store
+            .create_session(session.clone(), hash, limit, audit)
             .await?;
+        self.revoked_now(&evicted, session.created_at).await;
         self.pair(user, &session, refresh, session.created_at)
+    }
+
+    /// The bound on live sessions a new session is opened under; an evicted
+    /// session's row has the origin of the request that opened the new one.
+    pub(crate) fn session_limit(&self, audit: &Audit) -> SessionLimit {
+        let origin = audit.first().map(|e| e.origin.clone()).unwrap_or_default();
+        SessionLimit {
+            max: self.max_sessions,
+            evicted: NewEvent::new(Action::SessionRevoked, &origin),
+        }
     }
 
     /// A session not yet stored, with its refresh token and the token's hash.

@@ -41,6 +41,43 @@ pub(crate) fn with_revoked(audit: Audit, revoked: usize, now: Millis) -> Audit {
     stamped(audit, now)
 }
 
+/// The bound on a user's live sessions (`accounts.max_sessions`): a new
+/// session beyond it revokes the least recently used ones, each recorded with
+/// a copy of `evicted` (the store names the user and the session).
+#[derive(Debug, Clone)]
+pub struct SessionLimit {
+    pub max: u32,
+    pub evicted: NewEvent,
+}
+
+impl SessionLimit {
+    /// How many live sessions must go so that `live` plus none is within the bound.
+    pub fn excess(&self, live: u64) -> u64 {
+        live.saturating_sub(u64::from(self.max))
+    }
+
+    /// The audit row of one evicted session.
+    pub fn row(&self, user_id: Uuid, session_id: Uuid) -> NewEvent {
+        self.evicted
+            .clone()
+            .user(user_id)
+            .resource("session", session_id)
+            .extra("reason", "session_limit")
+    }
+}
+
+/// `audit` and a row for each session the bound revoked.
+pub(crate) fn with_evicted(
+    mut audit: Audit,
+    limit: &SessionLimit,
+    user_id: Uuid,
+    evicted: &[Uuid],
+    now: Millis,
+) -> Audit {
+    audit.extend(evicted.iter().map(|&id| limit.row(user_id, id)));
+    stamped(audit, now)
+}
+
 /// A stored account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -206,13 +243,16 @@ pub trait Store: Send + Sync + 'static {
         audit: Audit,
     ) -> StoreResult<Vec<Uuid>>;
 
-    /// Stores a new session and its first refresh token hash.
+    /// Stores a new session and its first refresh token hash; when the user
+    /// then has more live sessions than `limit.max`, revokes the least
+    /// recently used others in the same transaction. Returns those.
     async fn create_session(
         &self,
         session: Session,
         refresh_hash: [u8; 32],
+        limit: SessionLimit,
         audit: Audit,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Vec<Uuid>>;
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     /// Live sessions of a user, newest first.
     async fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>>;
@@ -327,18 +367,19 @@ pub trait Store: Send + Sync + 'static {
         max_failures: u32,
         audit: Audit,
     ) -> StoreResult<()>;
-    /// Spends a challenge; false if it was already spent.
-    /// Spends a challenge and stores the session it opens, with `success`;
-    /// when the challenge was already spent, stores nothing but `failed`.
-    /// Returns whether the session was stored.
+    /// Spends a challenge and stores the session it opens (bounded by
+    /// `limit` as in [`Store::create_session`]), with `success`; when the
+    /// challenge was already spent, stores nothing but `failed`. Returns the
+    /// sessions revoked for the bound, or `None` when nothing was stored.
     async fn complete_mfa_challenge(
         &self,
         token_hash: [u8; 32],
         session: Session,
         refresh_hash: [u8; 32],
+        limit: SessionLimit,
         success: Audit,
         failed: Audit,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<Vec<Uuid>>>;
 
     /// Replaces every saved rate-limit window with `rows`.
     async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()>;

@@ -25,8 +25,9 @@ use tokio_postgres::{AsyncMessage, GenericClient, NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    stamped, with_revoked, Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin, Revoked,
-    Rotation, RotationAudit, Session, SigningKeyRow, Store, StoreError, StoreResult, TotpRow, User,
+    stamped, with_evicted, with_revoked, Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin,
+    Revoked, Rotation, RotationAudit, Session, SessionLimit, SigningKeyRow, Store, StoreError,
+    StoreResult, TotpRow, User,
 };
 use crate::audit::chain::{
     anchor_from, chained, StoredRow, Verdict, Walk, GENESIS, NEWEST_PRUNED, STORED_COLS,
@@ -198,11 +199,18 @@ async fn revoke_all(
     rows.iter().map(|r| uuid_col(r, 0)).collect()
 }
 
+/// Stores a new session and its first refresh token, then revokes the user's
+/// least recently used other live sessions beyond `max`; returns those. The
+/// user's row is locked first, so that concurrent logins count one by one.
 async fn insert_session(
     tx: &impl GenericClient,
     session: &Session,
     refresh_hash: &[u8; 32],
-) -> StoreResult<()> {
+    max: u32,
+) -> StoreResult<Vec<Uuid>> {
+    let user = session.user_id.to_string();
+    tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user])
+        .await?;
     tx.execute(
         "INSERT INTO sessions (id, user_id, remember_me, created_at, last_used_at, expires_at, ip_address, user_agent)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -227,7 +235,29 @@ async fn insert_session(
         ],
     )
     .await?;
-    Ok(())
+    let now = session.created_at;
+    let live: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+            &[&user, &now],
+        )
+        .await?
+        .get(0);
+    let excess = live.saturating_sub(i64::from(max));
+    if excess <= 0 {
+        return Ok(Vec::new());
+    }
+    let rows = tx
+        .query(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = 'session_limit'
+             WHERE id IN (SELECT id FROM sessions
+                          WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1 AND id <> $3
+                          ORDER BY last_used_at, created_at LIMIT $4)
+             RETURNING id",
+            &[&now, &user, &session.id.to_string(), &excess],
+        )
+        .await?;
+    rows.iter().map(|r| uuid_col(r, 0)).collect()
 }
 
 async fn replace_codes(
@@ -645,14 +675,16 @@ impl Store for PgStore {
         &self,
         session: Session,
         refresh_hash: [u8; 32],
+        limit: SessionLimit,
         audit: Audit,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<Uuid>> {
         let now = session.created_at;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        insert_session(&*tx, &session, &refresh_hash).await?;
-        self.commit_audited(tx, &stamped(audit, now), now).await?;
-        Ok(())
+        let evicted = insert_session(&*tx, &session, &refresh_hash, limit.max).await?;
+        let rows = with_evicted(audit, &limit, session.user_id, &evicted, now);
+        self.commit_audited(tx, &rows, now).await?;
+        Ok(evicted)
     }
 
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
@@ -1139,9 +1171,10 @@ impl Store for PgStore {
         token_hash: [u8; 32],
         session: Session,
         refresh_hash: [u8; 32],
+        limit: SessionLimit,
         success: Audit,
         failed: Audit,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Vec<Uuid>>> {
         let now = session.created_at;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -1152,12 +1185,14 @@ impl Store for PgStore {
             )
             .await?
             == 1;
-        if spent {
-            insert_session(&*tx, &session, &refresh_hash).await?;
+        if !spent {
+            self.commit_audited(tx, &stamped(failed, now), now).await?;
+            return Ok(None);
         }
-        let events = stamped(if spent { success } else { failed }, now);
-        self.commit_audited(tx, &events, now).await?;
-        Ok(spent)
+        let evicted = insert_session(&*tx, &session, &refresh_hash, limit.max).await?;
+        let rows = with_evicted(success, &limit, session.user_id, &evicted, now);
+        self.commit_audited(tx, &rows, now).await?;
+        Ok(Some(evicted))
     }
 
     async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()> {

@@ -12,8 +12,9 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use uuid::Uuid;
 
 use super::{
-    stamped, with_revoked, Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin, Revoked,
-    Rotation, RotationAudit, Session, SigningKeyRow, Store, StoreError, StoreResult, TotpRow, User,
+    stamped, with_evicted, with_revoked, Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin,
+    Revoked, Rotation, RotationAudit, Session, SessionLimit, SigningKeyRow, Store, StoreError,
+    StoreResult, TotpRow, User,
 };
 use crate::audit::writer::Writer;
 use crate::clock::Millis;
@@ -270,12 +271,14 @@ fn rotate(
     }))
 }
 
-/// Stores a new session and its first refresh token.
+/// Stores a new session and its first refresh token, then revokes the user's
+/// least recently used other live sessions beyond `max`; returns those.
 fn insert_session(
     conn: &mut Connection,
     session: &Session,
     refresh_hash: &[u8; 32],
-) -> rusqlite::Result<()> {
+    max: u32,
+) -> rusqlite::Result<Vec<Uuid>> {
     let tx = conn.savepoint()?;
     tx.execute(
         "INSERT INTO sessions (id, user_id, remember_me, created_at, last_used_at, expires_at, ip_address, user_agent)
@@ -299,7 +302,31 @@ fn insert_session(
             session.created_at
         ],
     )?;
-    tx.commit()
+    let now = session.created_at;
+    let user = session.user_id.to_string();
+    let live: i64 = tx.query_row(
+        "SELECT count(*) FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+        params![user, now],
+        |r| r.get(0),
+    )?;
+    let excess = live.saturating_sub(i64::from(max));
+    let mut evicted = Vec::new();
+    if excess > 0 {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE sessions SET revoked_at = ?1, revoke_reason = 'session_limit'
+             WHERE id IN (SELECT id FROM sessions
+                          WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1 AND id <> ?3
+                          ORDER BY last_used_at, created_at LIMIT ?4)
+             RETURNING id",
+        )?;
+        evicted = stmt
+            .query_map(params![now, user, session.id.to_string(), excess], |r| {
+                uuid_col(r, 0)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+    }
+    tx.commit()?;
+    Ok(evicted)
 }
 
 fn replace_codes(
@@ -508,13 +535,18 @@ impl Store for SqliteStore {
         &self,
         session: Session,
         refresh_hash: [u8; 32],
+        limit: SessionLimit,
         audit: Audit,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<Uuid>> {
         let now = session.created_at;
-        self.audited(audit, now, move |conn| {
-            Ok(insert_session(conn, &session, &refresh_hash)?)
-        })
-        .await
+        let audit = stamped(audit, now);
+        self.writer
+            .unit(move |conn| {
+                let evicted = insert_session(conn, &session, &refresh_hash, limit.max)?;
+                let rows = with_evicted(audit, &limit, session.user_id, &evicted, now);
+                Ok((evicted, rows))
+            })
+            .await
     }
 
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
@@ -937,9 +969,10 @@ impl Store for SqliteStore {
         token_hash: [u8; 32],
         session: Session,
         refresh_hash: [u8; 32],
+        limit: SessionLimit,
         success: Audit,
         failed: Audit,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Vec<Uuid>>> {
         let now = session.created_at;
         let (success, failed) = (stamped(success, now), stamped(failed, now));
         self.writer
@@ -949,10 +982,11 @@ impl Store for SqliteStore {
                     [&token_hash[..]],
                 )? == 1;
                 if !spent {
-                    return Ok((false, failed));
+                    return Ok((None, failed));
                 }
-                insert_session(conn, &session, &refresh_hash)?;
-                Ok((true, success))
+                let evicted = insert_session(conn, &session, &refresh_hash, limit.max)?;
+                let rows = with_evicted(success, &limit, session.user_id, &evicted, now);
+                Ok((Some(evicted), rows))
             })
             .await
     }
@@ -1038,6 +1072,14 @@ mod tests {
         }
     }
 
+    fn no_limit() -> SessionLimit {
+        use crate::audit::{Action, NewEvent, Origin};
+        SessionLimit {
+            max: 100,
+            evicted: NewEvent::new(Action::SessionRevoked, &Origin::default()),
+        }
+    }
+
     fn user(email: &str) -> NewUser {
         NewUser {
             id: Uuid::new_v4(),
@@ -1109,7 +1151,7 @@ mod tests {
             .unwrap();
         let s = session(u.id, 10);
         store
-            .create_session(s.clone(), [1; 32], Vec::new())
+            .create_session(s.clone(), [1; 32], no_limit(), Vec::new())
             .await
             .unwrap();
 
@@ -1166,7 +1208,7 @@ mod tests {
             .unwrap();
         let s = session(u.id, 10);
         store
-            .create_session(s.clone(), [1; 32], Vec::new())
+            .create_session(s.clone(), [1; 32], no_limit(), Vec::new())
             .await
             .unwrap();
         let r = store
@@ -1185,11 +1227,11 @@ mod tests {
             .await
             .unwrap();
         store
-            .create_session(session(u.id, 10), [1; 32], Vec::new())
+            .create_session(session(u.id, 10), [1; 32], no_limit(), Vec::new())
             .await
             .unwrap();
         store
-            .create_session(session(u.id, 10), [2; 32], Vec::new())
+            .create_session(session(u.id, 10), [2; 32], no_limit(), Vec::new())
             .await
             .unwrap();
         assert!(store

@@ -253,3 +253,58 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
     );
     assert_eq!(session_ip(&app, "2001:db8::1").await, "2001:db8::1");
 }
+
+/// `accounts.max_sessions`: correct logins are never rate limited, so the
+/// number of live sessions per user is bounded instead; a login beyond it
+/// revokes the least recently used session, audited.
+#[tokio::test]
+async fn a_login_beyond_max_sessions_revokes_the_least_recently_used() {
+    let app = TestApp::spawn_with(|c| c.accounts.max_sessions = 3).await;
+    let mut pairs = vec![app.signed_up("many@example.com").await];
+    for _ in 0..2 {
+        app.clock.advance(std::time::Duration::from_secs(1));
+        pairs.push(app.logged_in("many@example.com").await);
+    }
+    // Use the oldest session: the second becomes the least recently used.
+    app.clock.advance(std::time::Duration::from_secs(1));
+    let res = app
+        .post(
+            "/auth/refresh",
+            &json!({ "refresh_token": token(&pairs[0], "refresh_token") }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let rotated: Value = res.json().await.unwrap();
+
+    app.clock.advance(std::time::Duration::from_secs(1));
+    let fourth = app.logged_in("many@example.com").await;
+    let evicted = token(&pairs[1], "session_id");
+    let res = app
+        .get_auth("/auth/me", &token(&pairs[1], "access_token"))
+        .await;
+    expect_error(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let res = app
+        .post(
+            "/auth/refresh",
+            &json!({ "refresh_token": token(&pairs[1], "refresh_token") }),
+        )
+        .await;
+    expect_error(res, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    for live in [&rotated, &pairs[2], &fourth] {
+        let res = app.get_auth("/auth/me", &token(live, "access_token")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let listed: Value = app
+        .get_auth("/auth/sessions", &token(&fourth, "access_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 3);
+    let rows = app.query(&format!(
+        "SELECT extra_data FROM audit_log WHERE action = 'session_revoked' AND resource_id = '{evicted}'"
+    ));
+    assert_eq!(rows.len(), 1, "one row for the evicted session");
+    let extra: Value = serde_json::from_str(&rows[0][0]).unwrap();
+    assert_eq!(extra["reason"], "session_limit");
+}
