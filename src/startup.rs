@@ -15,7 +15,7 @@ use crate::audit::{AuditLog, Origin};
 use crate::auth::crypto::MasterKey;
 use crate::auth::password::HashPool;
 use crate::auth::revocation::RevocationList;
-use crate::auth::service::AuthService;
+use crate::auth::service::{AuthService, DeviceMemory};
 use crate::auth::tokens::TokenKeys;
 use crate::clock::SharedClock;
 use crate::config::{Config, StorageBackend};
@@ -159,6 +159,16 @@ impl Shared {
     }
 }
 
+/// The limiter's known devices, told of every recovery by the domain.
+struct KnownDevices(Arc<Limiter>);
+
+#[async_trait::async_trait]
+impl DeviceMemory for KnownDevices {
+    async fn forget(&self, account: &str, at: crate::clock::Millis) {
+        self.0.forget_devices(account, at).await;
+    }
+}
+
 /// A bound, ready-to-run server.
 pub struct Application {
     server: Server,
@@ -191,11 +201,12 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-        let limiter = Limiter::from_config(&config, clock.clone()).await?;
+        let limiter = Arc::new(Limiter::from_config(&config, clock.clone()).await?);
         limiter
             .load(auth.store().as_ref())
             .await
             .context("cannot load saved rate-limit windows")?;
+        auth.set_device_memory(Arc::new(KnownDevices(limiter.clone())));
 
         let metrics = Arc::new(Metrics::new()?);
         let coalesce_ms = config.audit.coalesce_window.as_millis_i64();

@@ -135,6 +135,16 @@ pub enum ResetRequest {
     Issued { user: User, token: String },
 }
 
+/// What must hear of an account's recovery (its password changed or reset,
+/// logout-all, disabled): the rate limiter's known devices, which are
+/// forgotten then (SPEC section 6), so that an address that once signed in
+/// does not keep its exemption from `login_account` past the recovery.
+#[async_trait::async_trait]
+pub trait DeviceMemory: Send + Sync + 'static {
+    /// Forgets every known device of `account` as of `at`.
+    async fn forget(&self, account: &str, at: Millis);
+}
+
 /// The account and session logic, shared by every handler.
 pub struct AuthService {
     store: Arc<dyn Store>,
@@ -148,6 +158,8 @@ pub struct AuthService {
     revocations: RevocationList,
     /// Tells other instances of this process's revocations at once.
     bus: Option<Arc<dyn RevocationBus>>,
+    /// Forgets an account's known devices at a recovery.
+    devices: Option<Arc<dyn DeviceMemory>>,
     clock: SharedClock,
     session_ttl_ms: Millis,
     refresh_ttl_ms: Millis,
@@ -191,6 +203,7 @@ impl AuthService {
             tokens,
             revocations,
             bus: None,
+            devices: None,
             clock,
             session_ttl_ms: config.tokens.session_ttl.as_millis_i64(),
             refresh_ttl_ms: config.tokens.refresh_ttl.as_millis_i64(),
@@ -211,6 +224,19 @@ impl AuthService {
     /// their next poll of storage.
     pub fn set_revocation_bus(&mut self, bus: Arc<dyn RevocationBus>) {
         self.bus = Some(bus);
+    }
+
+    /// Tells `devices` of every recovery from now on: this process's at once,
+    /// other processes' (the CLI, other instances) at the next poll of storage.
+    pub fn set_device_memory(&mut self, devices: Arc<dyn DeviceMemory>) {
+        self.devices = Some(devices);
+    }
+
+    /// An account was recovered at `at`: its known devices are forgotten.
+    async fn recovered(&self, email: &str, at: Millis) {
+        if let Some(devices) = &self.devices {
+            devices.forget(email, at).await;
+        }
     }
 
     /// Records committed revocations in the in-memory view and announces them.
@@ -583,9 +609,14 @@ impl AuthService {
         Ok(())
     }
 
-    /// Revokes every session of the token's user; returns how many.
+    /// Revokes every session of the token's user and forgets the account's
+    /// known devices; returns how many sessions.
     pub async fn logout_all(&self, claims: &AccessClaims, audit: Audit) -> AuthResult<usize> {
-        self.revoke_all(claims.sub, None, "logout_all", audit).await
+        let revoked = self
+            .revoke_all(claims.sub, None, "logout_all", audit)
+            .await?;
+        self.recovered(&claims.email, self.now()).await;
+        Ok(revoked)
     }
 
     /// Revokes every live session of `user_id` except `keep`.
@@ -655,6 +686,7 @@ impl AuthService {
             .change_password(user.id, hash, Some(claims.sid), now, audit)
             .await?;
         self.revoked_now(&revoked, now).await;
+        self.recovered(&user.email, now).await;
         Ok(revoked.len())
     }
 
@@ -738,6 +770,7 @@ impl AuthService {
             .ok_or(AuthError::InvalidResetToken)?;
         let now = self.now();
         self.revoked_now(&revoked, now).await;
+        self.recovered(&user.email, now).await;
         Ok((user_id, revoked.len()))
     }
 
@@ -759,18 +792,28 @@ impl AuthService {
             // The store revoked them with the account; tokens stop at once.
             let revoked = self.store.revoked_since(now).await?;
             self.revoked(&revoked).await;
+            if let Some(user) = self.store.user_by_id(user_id).await? {
+                self.recovered(&user.email, now).await;
+            }
         }
         Ok(found)
     }
 
-    /// Picks up revocations made by other processes; returns the next cursor.
+    /// Picks up revocations (and recoveries) made by other processes;
+    /// returns the next cursor.
     pub async fn sync_revocations(&self, since: Millis) -> AuthResult<Millis> {
         let now = self.now();
         self.revocations.prune(now);
-        Ok(self
+        let next = self
             .revocations
             .sync(self.store.as_ref(), since, now)
-            .await?)
+            .await?;
+        if self.devices.is_some() {
+            for recovery in self.store.recoveries_since(since).await? {
+                self.recovered(&recovery.email, recovery.at).await;
+            }
+        }
+        Ok(next)
     }
 }
 

@@ -33,7 +33,7 @@ use client_ip::TrustedProxies;
 /// Everything a handler can reach.
 pub struct AppState {
     pub auth: AuthService,
-    pub limiter: Limiter,
+    pub limiter: Arc<Limiter>,
     pub audit: AuditLog,
     pub mailer: Mailer,
     pub metrics: Arc<Metrics>,

@@ -15,6 +15,7 @@ pub mod store;
 pub mod window;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use ipnet::Ipv6Net;
@@ -57,6 +58,15 @@ fn tag_of(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// When a device became known or an account's devices were forgotten: the
+/// time, then the order within this process (a clock may show one
+/// millisecond for both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Mark {
+    at: Millis,
+    seq: u64,
 }
 
 /// How a guarded request ended.
@@ -170,7 +180,13 @@ pub struct Limiter {
     store: Arc<dyn LimitStore>,
     clock: SharedClock,
     ipv6_prefix: u8,
-    known_devices: Cache<(Box<str>, Box<str>), Millis>,
+    /// (account, address) → the last successful login from there.
+    known_devices: Cache<(Box<str>, Box<str>), Mark>,
+    /// Account → when its known devices were last forgotten: a device is
+    /// known only by a login after that.
+    forgotten: Cache<Box<str>, Mark>,
+    /// Orders the marks of one millisecond.
+    marks: AtomicU64,
     /// Pairs a shared store recently said were not known devices.
     unknown_devices: Cache<(Box<str>, Box<str>), ()>,
     known_ttl_ms: Millis,
@@ -191,7 +207,22 @@ impl Limiter {
                 .max_capacity(MAX_KNOWN_DEVICES)
                 .time_to_live(config.tokens.refresh_ttl.std())
                 .build(),
+            // A device remembered before a forget expires within refresh_ttl
+            // of it, and so may the forget.
+            forgotten: Cache::builder()
+                .max_capacity(MAX_KNOWN_DEVICES)
+                .time_to_live(config.tokens.refresh_ttl.std())
+                .build(),
             known_ttl_ms: config.tokens.refresh_ttl.as_millis_i64(),
+            marks: AtomicU64::new(0),
+        }
+    }
+
+    /// A mark for something that happens at `at`, after every earlier mark.
+    fn mark(&self, at: Millis) -> Mark {
+        Mark {
+            at,
+            seq: self.marks.fetch_add(1, AtomicOrdering::Relaxed),
         }
     }
 
@@ -393,18 +424,47 @@ impl Limiter {
     pub fn remember_device(&self, account: &str, ip_key: &str, at: Millis) {
         let pair: (Box<str>, Box<str>) = (account.into(), ip_key.into());
         self.unknown_devices.invalidate(&pair);
-        self.known_devices.insert(pair, at);
+        self.known_devices.insert(pair, self.mark(at));
     }
 
-    /// Known here, or (with a shared store) made known by another instance.
+    /// Forgets every known device of `account` (its password was changed or
+    /// reset, it logged out everywhere, it was disabled): from `at` on, only
+    /// a new successful login makes an address known again. With a shared
+    /// store, every instance forgets at once.
+    /// A recovery heard again (storage is polled with some overlap) changes
+    /// nothing.
+    pub async fn forget_devices(&self, account: &str, at: Millis) {
+        let key: Box<str> = account.into();
+        if self
+            .forgotten
+            .get(&key)
+            .is_some_and(|before| before.at >= at)
+        {
+            return;
+        }
+        self.forgotten.insert(key, self.mark(at));
+        if self.store.is_shared() {
+            if let Err(e) = self.store.forget_devices(account).await {
+                // The devices stay known until their own expiry: logged, and
+                // the safe side for the owner, not for the account's budget.
+                tracing::warn!(error = %e, "cannot forget known devices in the shared store");
+            }
+        }
+    }
+
+    /// Known here, or (with a shared store, the only source then) made known
+    /// by any instance and not forgotten since.
     async fn is_known_device(&self, account: &str, ip_key: &str, now: Millis) -> LimitResult<bool> {
         let pair: (Box<str>, Box<str>) = (account.into(), ip_key.into());
-        let here = self
-            .known_devices
-            .get(&pair)
-            .is_some_and(|at| at.saturating_add(self.known_ttl_ms) > now);
-        if here || !self.store.is_shared() || self.unknown_devices.contains_key(&pair) {
-            return Ok(here);
+        if !self.store.is_shared() {
+            let forgotten = self.forgotten.get(account);
+            return Ok(self.known_devices.get(&pair).is_some_and(|known| {
+                forgotten.is_none_or(|f| known > f)
+                    && known.at.saturating_add(self.known_ttl_ms) > now
+            }));
+        }
+        if self.unknown_devices.contains_key(&pair) {
+            return Ok(false);
         }
         let known = self.store.known_device(account, ip_key, now).await?;
         if !known {
@@ -487,13 +547,14 @@ impl Limiter {
     }
 
     /// Loads the windows saved at the last graceful stop and the known devices
-    /// (successful logins within `refresh_ttl`) at start-up.
+    /// (live sessions opened within `refresh_ttl`) at start-up.
     pub async fn load(&self, store: &dyn Store) -> StoreResult<()> {
         if !self.store.is_shared() {
             self.load_windows(store).await?;
         }
-        let since = self.clock.now_ms().saturating_sub(self.known_ttl_ms);
-        for login in store.recent_logins(since).await? {
+        let now = self.clock.now_ms();
+        let since = now.saturating_sub(self.known_ttl_ms);
+        for login in store.recent_logins(since, now).await? {
             if let Ok(ip) = login.ip_address.parse::<IpAddr>() {
                 self.remember_device(&login.email, &self.ip_key(ip), login.at);
             }
@@ -524,6 +585,7 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
     use crate::clock::ManualClock;
     use std::time::Duration;
 
@@ -678,6 +740,50 @@ mod tests {
             .reserve(Guarded::Login, "7.7.7.7", Some("owner@x.io"))
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn forgotten_devices_are_strangers_until_they_sign_in_again() {
+        let (l, clock) = limiter();
+        l.login_succeeded("7.7.7.7", "owner@x.io").await;
+        for i in 0..20 {
+            let r = l
+                .reserve(Guarded::Login, &format!("10.0.0.{i}"), Some("owner@x.io"))
+                .await
+                .unwrap();
+            l.settle(&r, Outcome::Failure).await;
+        }
+        assert!(l
+            .reserve(Guarded::Login, "7.7.7.7", Some("owner@x.io"))
+            .await
+            .is_ok());
+        // Forgotten in the same millisecond as the login: still forgotten.
+        l.forget_devices("owner@x.io", clock.now_ms()).await;
+        let b = l
+            .reserve(Guarded::Login, "7.7.7.7", Some("owner@x.io"))
+            .await
+            .unwrap_err()
+            .blocked();
+        assert_eq!(b.rule.name, RuleName::LoginAccount);
+        // Hearing the same recovery again (a poll's overlap) changes nothing
+        // for a device that signs in after it, even in that millisecond.
+        l.remember_device("owner@x.io", "7.7.7.7", clock.now_ms());
+        l.forget_devices("owner@x.io", clock.now_ms()).await;
+        assert!(l
+            .reserve(Guarded::Login, "7.7.7.7", Some("owner@x.io"))
+            .await
+            .is_ok());
+        // Other accounts' devices are untouched.
+        l.login_succeeded("8.8.8.8", "other@x.io").await;
+        l.forget_devices("owner@x.io", clock.now_ms() + 1).await;
+        assert!(l
+            .is_known_device("other@x.io", "8.8.8.8", clock.now_ms())
+            .await
+            .unwrap());
+        assert!(!l
+            .is_known_device("owner@x.io", "7.7.7.7", clock.now_ms())
+            .await
+            .unwrap());
     }
 
     #[tokio::test]

@@ -30,8 +30,9 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Prefix of every window's key.
 const PREFIX: &str = "portcullis:rl:";
-/// Prefix of the known devices: `portcullis:kd:<ip key>|<account>`, holding
-/// the time until which the device is known.
+/// Prefix of the known devices: a hash per account, `portcullis:kd:<account>`,
+/// from each known address to the time until which it is known. Forgetting
+/// an account's devices deletes its hash.
 const DEVICES: &str = "portcullis:kd:";
 
 /// Check and reserve. KEYS: the windows. ARGV: now, nonce, then per key its
@@ -143,8 +144,8 @@ async fn bounded<T>(
     }
 }
 
-fn device_key(account: &str, ip_key: &str) -> String {
-    format!("{DEVICES}{ip_key}|{account}")
+fn devices_key(account: &str) -> String {
+    format!("{DEVICES}{account}")
 }
 
 fn window_key(rule: RuleName, key: &str) -> String {
@@ -371,14 +372,26 @@ impl LimitStore for RedisStore {
         until: Millis,
         now: Millis,
     ) -> LimitResult<()> {
-        let ttl = u64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1);
+        let ttl = i64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1);
+        let key = devices_key(account);
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .hset(&key, ip_key, until)
+            .ignore()
+            .pexpire(&key, ttl)
+            .ignore();
         let mut conn = self.conn.clone();
-        bounded(conn.pset_ex::<_, _, ()>(device_key(account, ip_key), until, ttl)).await
+        bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    async fn forget_devices(&self, account: &str) -> LimitResult<()> {
+        let mut conn = self.conn.clone();
+        bounded(conn.del::<_, ()>(devices_key(account))).await
     }
 
     async fn known_device(&self, account: &str, ip_key: &str, now: Millis) -> LimitResult<bool> {
         let mut conn = self.conn.clone();
-        let until: Option<Millis> = bounded(conn.get(device_key(account, ip_key))).await?;
+        let until: Option<Millis> = bounded(conn.hget(devices_key(account), ip_key)).await?;
         Ok(until.is_some_and(|until| until > now))
     }
 

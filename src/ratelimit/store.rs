@@ -83,6 +83,10 @@ pub trait LimitStore: Send + Sync + 'static {
     ) -> LimitResult<()> {
         Ok(())
     }
+    /// Forgets every device of `account`, for every instance.
+    async fn forget_devices(&self, _account: &str) -> LimitResult<()> {
+        Ok(())
+    }
     /// Whether another instance recorded `account` from `ip_key` and it is
     /// still known at `now`.
     async fn known_device(&self, _account: &str, _ip_key: &str, _now: Millis) -> LimitResult<bool> {

@@ -172,6 +172,21 @@ pub struct RecentLogin {
     pub at: Millis,
 }
 
+/// The revocation reasons that also forget an account's known devices.
+pub const RECOVERY_REASONS: [&str; 4] = [
+    "logout_all",
+    "password_changed",
+    "password_reset",
+    "user_disabled",
+];
+
+/// An account whose known devices were forgotten at `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub email: String,
+    pub at: Millis,
+}
+
 /// A user's TOTP state; secrets are sealed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TotpRow {
@@ -384,8 +399,13 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces every saved rate-limit window with `rows`.
     async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()>;
     async fn load_rate_limits(&self) -> StoreResult<Vec<RateLimitRow>>;
-    /// The latest login per (account, address) of sessions created since `since`.
-    async fn recent_logins(&self, since: Millis) -> StoreResult<Vec<RecentLogin>>;
+    /// The latest login per (account, address) of sessions created since
+    /// `since` and still live at `now` (a revoked session makes no device known).
+    async fn recent_logins(&self, since: Millis, now: Millis) -> StoreResult<Vec<RecentLogin>>;
+    /// Accounts whose sessions were revoked since `since` by a recovery
+    /// (password changed or reset, logout-all, disabled), with the latest such
+    /// time: their known devices are forgotten in every process.
+    async fn recoveries_since(&self, since: Millis) -> StoreResult<Vec<Recovery>>;
 
     /// Whether the database answers a trivial query.
     async fn ping(&self) -> StoreResult<()>;

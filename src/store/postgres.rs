@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use super::{
     stamped, with_evicted, with_revoked, Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin,
-    Revoked, Rotation, RotationAudit, Session, SessionLimit, SigningKeyRow, Store, StoreError,
-    StoreResult, TotpRow, User,
+    Recovery, Revoked, Rotation, RotationAudit, Session, SessionLimit, SigningKeyRow, Store,
+    StoreError, StoreResult, TotpRow, User, RECOVERY_REASONS,
 };
 use crate::audit::chain::{
     anchor_from, chained, StoredRow, Verdict, Walk, GENESIS, NEWEST_PRUNED, STORED_COLS,
@@ -1229,15 +1229,16 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn recent_logins(&self, since: Millis) -> StoreResult<Vec<RecentLogin>> {
+    async fn recent_logins(&self, since: Millis, now: Millis) -> StoreResult<Vec<RecentLogin>> {
         let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT u.email, s.ip_address, max(s.created_at) FROM sessions s
                  JOIN users u ON u.id = s.user_id
                  WHERE s.created_at > $1 AND s.ip_address IS NOT NULL
+                   AND s.revoked_at IS NULL AND s.expires_at > $2
                  GROUP BY u.email, s.ip_address",
-                &[&since],
+                &[&since, &now],
             )
             .await?;
         rows.iter()
@@ -1246,6 +1247,28 @@ impl Store for PgStore {
                     email: r.try_get(0)?,
                     ip_address: r.try_get(1)?,
                     at: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn recoveries_since(&self, since: Millis) -> StoreResult<Vec<Recovery>> {
+        let client = self.client().await?;
+        let reasons: Vec<&str> = RECOVERY_REASONS.to_vec();
+        let rows = client
+            .query(
+                "SELECT u.email, max(s.revoked_at) FROM sessions s
+                 JOIN users u ON u.id = s.user_id
+                 WHERE s.revoked_at >= $1 AND s.revoke_reason = ANY($2)
+                 GROUP BY u.email",
+                &[&since, &reasons],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Recovery {
+                    email: r.try_get(0)?,
+                    at: r.try_get(1)?,
                 })
             })
             .collect()

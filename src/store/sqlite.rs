@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{
     stamped, with_evicted, with_revoked, Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin,
-    Revoked, Rotation, RotationAudit, Session, SessionLimit, SigningKeyRow, Store, StoreError,
-    StoreResult, TotpRow, User,
+    Recovery, Revoked, Rotation, RotationAudit, Session, SessionLimit, SigningKeyRow, Store,
+    StoreError, StoreResult, TotpRow, User, RECOVERY_REASONS,
 };
 use crate::audit::writer::Writer;
 use crate::clock::Millis;
@@ -1027,20 +1027,43 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn recent_logins(&self, since: Millis) -> StoreResult<Vec<RecentLogin>> {
+    async fn recent_logins(&self, since: Millis, now: Millis) -> StoreResult<Vec<RecentLogin>> {
         self.run(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT u.email, s.ip_address, max(s.created_at) FROM sessions s
                  JOIN users u ON u.id = s.user_id
                  WHERE s.created_at > ?1 AND s.ip_address IS NOT NULL
+                   AND s.revoked_at IS NULL AND s.expires_at > ?2
                  GROUP BY u.email, s.ip_address",
             )?;
             let rows = stmt
-                .query_map([since], |r| {
+                .query_map([since, now], |r| {
                     Ok(RecentLogin {
                         email: r.get(0)?,
                         ip_address: r.get(1)?,
                         at: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn recoveries_since(&self, since: Millis) -> StoreResult<Vec<Recovery>> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT u.email, max(s.revoked_at) FROM sessions s
+                 JOIN users u ON u.id = s.user_id
+                 WHERE s.revoked_at >= ?1 AND s.revoke_reason IN (?2, ?3, ?4, ?5)
+                 GROUP BY u.email",
+            )?;
+            let [a, b, c, d] = RECOVERY_REASONS;
+            let rows = stmt
+                .query_map(params![since, a, b, c, d], |r| {
+                    Ok(Recovery {
+                        email: r.get(0)?,
+                        at: r.get(1)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

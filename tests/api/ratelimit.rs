@@ -483,3 +483,129 @@ async fn admins_inspect_and_clear_limits() {
         .unwrap();
     assert_eq!(body["limits"], json!([]));
 }
+
+/// Whether `login_account` (full) lets the device at `ip` through: a wrong
+/// password from it is a 401 for a known device, a 429 for a stranger. (A
+/// probe that signed in would make the device known.)
+async fn exempt(app: &TestApp, ip: &str, email: &str) -> bool {
+    let res = login_from(app, ip, email, "guess guess guess").await;
+    match res.status() {
+        StatusCode::UNAUTHORIZED => true,
+        StatusCode::TOO_MANY_REQUESTS => {
+            assert_eq!(header(&res, "ratelimit-policy"), "20;w=900");
+            false
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+/// An account's known devices are forgotten when its password is changed or
+/// reset, on logout-all and when it is disabled (here from the CLI, another
+/// process): an address that once signed in keeps no exemption from
+/// `login_account` past the recovery.
+#[tokio::test]
+async fn recoveries_forget_known_devices() {
+    let new_password = "a brand new passphrase for this";
+    for recovery in ["none", "logout_all", "password_change", "reset", "disable"] {
+        let app = behind_proxy().await;
+        let email = "owner@example.com";
+        app.register(email, PASSWORD).await;
+        let res = login_from(&app, "198.51.100.7", email, PASSWORD).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let pair: Value = res.json().await.unwrap();
+        let access = token(&pair, "access_token");
+        let mut password = PASSWORD;
+        match recovery {
+            "none" => {}
+            "logout_all" => {
+                let res = app.post_auth("/auth/logout-all", &access, None).await;
+                assert_eq!(res.status(), StatusCode::NO_CONTENT);
+            }
+            "password_change" => {
+                let body = json!({ "current_password": PASSWORD, "new_password": new_password });
+                let res = app
+                    .post_auth("/auth/password/change", &access, Some(&body))
+                    .await;
+                assert_eq!(res.status(), StatusCode::NO_CONTENT);
+                password = new_password;
+            }
+            "reset" => {
+                let res = app
+                    .post("/auth/password-reset/request", &json!({ "email": email }))
+                    .await;
+                assert_eq!(res.status(), StatusCode::ACCEPTED);
+                let mail = crate::reset::outbox(&app).pop().expect("a reset mail");
+                let reset = crate::reset::token_in(&std::fs::read_to_string(mail).unwrap());
+                let body = json!({ "token": reset, "new_password": new_password });
+                let res = app.post("/auth/password-reset/confirm", &body).await;
+                assert_eq!(res.status(), StatusCode::OK);
+                password = new_password;
+            }
+            "disable" => {
+                for verb in ["disable", "enable"] {
+                    let out = app.cli().args(["user", verb, email]).output().unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                // The server reads other processes' recoveries at its next
+                // poll of storage; run that poll now.
+                app.state.auth.sync_revocations(0).await.unwrap();
+            }
+            _ => unreachable!(),
+        }
+        wrong_from_many(&app, "203.0.113", email, 20).await;
+        assert_eq!(
+            exempt(&app, "198.51.100.7", email).await,
+            recovery == "none",
+            "after {recovery}"
+        );
+        // A new sign-in from the device makes it known again. (The CLI's
+        // clock runs on while the server's stands still: move it past.)
+        if recovery != "none" {
+            app.clock.advance(Duration::from_secs(60));
+            app.state.limiter.clear(email, None).await.unwrap();
+            let res = login_from(&app, "198.51.100.7", email, password).await;
+            assert_eq!(res.status(), StatusCode::OK, "after {recovery}");
+            wrong_from_many(&app, "203.0.114", email, 20).await;
+            assert!(
+                exempt(&app, "198.51.100.7", email).await,
+                "known again after signing in, after {recovery}"
+            );
+        }
+    }
+}
+
+/// At start-up only live sessions make an address known: one whose session
+/// was revoked is a stranger again after a restart.
+#[tokio::test]
+async fn only_live_sessions_make_devices_known_after_a_restart() {
+    let app = behind_proxy().await;
+    let email = "owner@example.com";
+    app.register(email, PASSWORD).await;
+    let res = login_from(&app, "198.51.100.7", email, PASSWORD).await;
+    let pair: Value = res.json().await.unwrap();
+    let res = login_from(&app, "198.51.100.8", email, PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Logging out of one session keeps the device known in this process...
+    let res = app
+        .post_auth("/auth/logout", &token(&pair, "access_token"), None)
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    wrong_from_many(&app, "203.0.113", email, 20).await;
+    assert!(exempt(&app, "198.51.100.7", email).await);
+    // ...but a restart rebuilds known devices from live sessions only (the
+    // full window is saved and reloaded). Known devices kept in Redis outlive
+    // the restart instead, as they outlive any one instance.
+    let app = app.restart().await;
+    assert_eq!(
+        exempt(&app, "198.51.100.7", email).await,
+        crate::backends::limiter_in_redis()
+    );
+    assert!(
+        exempt(&app, "198.51.100.8", email).await,
+        "the device with a live session"
+    );
+}

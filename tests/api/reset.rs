@@ -31,7 +31,7 @@ fn decode_qp(text: &str) -> String {
 }
 
 /// The token of the reset link in a message.
-fn token_in(message: &str) -> String {
+pub(crate) fn token_in(message: &str) -> String {
     let text = decode_qp(message);
     let start = text.find("token=").expect("a reset link") + "token=".len();
     text[start..]
@@ -40,7 +40,7 @@ fn token_in(message: &str) -> String {
         .collect()
 }
 
-fn outbox(app: &TestApp) -> Vec<PathBuf> {
+pub(crate) fn outbox(app: &TestApp) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(app.dir.path().join("outbox"))
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
