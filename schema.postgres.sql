@@ -98,9 +98,21 @@ CREATE TABLE IF NOT EXISTS signing_keys (
 );
 
 -- Rate-limit windows saved at graceful shutdown of an instance whose limiter
--- is in memory. events: JSON [[at_ms, tag], ...].
-CREATE TABLE IF NOT EXISTS rate_limit_windows (
+-- is in memory. A key is kept as its keyed 128-bit identity (key_id) and the
+-- start of its text as the admin view shows it (shown), never whole.
+-- events: JSON [[at_ms, tag], ...].
+CREATE TABLE IF NOT EXISTS rate_limit_state (
     rule           TEXT NOT NULL,
+    key_id         BYTEA NOT NULL,
+    shown          TEXT NOT NULL,
+    events         TEXT NOT NULL,
+    saved_at       BIGINT NOT NULL,
+    PRIMARY KEY (rule, key_id)
+);
+
+-- Windows saved by versions that kept whole keys: read once at the next
+-- start-up, emptied at the next save.
+CREATE TABLE IF NOT EXISTS rate_limit_windows (rule           TEXT NOT NULL,
     key            TEXT NOT NULL,
     events         TEXT NOT NULL,
     saved_at       BIGINT NOT NULL,

@@ -93,7 +93,20 @@ CREATE TABLE IF NOT EXISTS signing_keys (
 );
 
 -- Rate-limit windows saved at graceful shutdown and reloaded at start-up, so a
--- restart does not lift a lockout. events: JSON [[at_ms, tag], ...].
+-- restart does not lift a lockout. A key is kept as its keyed 128-bit identity
+-- (key_id) and the start of its text as the admin view shows it (shown), never
+-- whole. events: JSON [[at_ms, tag], ...].
+CREATE TABLE IF NOT EXISTS rate_limit_state (
+    rule           TEXT NOT NULL,
+    key_id         BLOB NOT NULL,
+    shown          TEXT NOT NULL,
+    events         TEXT NOT NULL,
+    saved_at       INTEGER NOT NULL,
+    PRIMARY KEY (rule, key_id)
+) WITHOUT ROWID;
+
+-- Windows saved by versions that kept whole keys: read once at the next
+-- start-up, emptied at the next save.
 CREATE TABLE IF NOT EXISTS rate_limit_windows (
     rule           TEXT NOT NULL,
     key            TEXT NOT NULL,

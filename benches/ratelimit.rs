@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::config::Config;
+use portcullis::ratelimit::key::{KeyMaker, LimitKey};
 use portcullis::ratelimit::memory::MemoryStore;
 use portcullis::ratelimit::store::{Acquired, Slot};
 use portcullis::ratelimit::{RuleName, Rules};
@@ -26,12 +27,14 @@ fn checks(c: &mut Criterion) {
     let rules = Rules::from_config(&config.rate_limit);
     let rule = *rules.get(RuleName::LoginIp).expect("login_ip enabled");
     let store = MemoryStore::new(&rules, config.rate_limit.max_keys);
+    let maker = KeyMaker::random();
     let keys: Vec<String> = (0..KEYS).map(key).collect();
-    for k in &keys {
+    let limit_keys: Vec<LimitKey> = keys.iter().map(|k| maker.ip(k)).collect();
+    for k in &limit_keys {
         store.acquire_now(
             &[Slot {
                 rule,
-                key: k,
+                key: *k,
                 tag: 0,
             }],
             0,
@@ -48,7 +51,8 @@ fn checks(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("ratelimit_check_1M_keys");
     let mut i = 0usize;
-    // A key with room: check and reserve (the event is recorded), as for a first failure.
+    // A key with room: its key made from the text, then check and reserve
+    // (the event is recorded), as for a first failure.
     group.bench_function("acquire (login_ip, tracked key)", |b| {
         b.iter(|| {
             i = (i + 7919) % KEYS;
@@ -57,15 +61,28 @@ fn checks(c: &mut Criterion) {
             black_box(store.acquire_now(
                 &[Slot {
                     rule,
-                    key: &keys[i],
+                    key: maker.ip(&keys[i]),
                     tag: 0,
                 }],
                 now,
             ))
         })
     });
+    // Making a key: an address, and the longest valid email (254 characters),
+    // which is checked for being an address before it may be shown.
+    group.bench_function("key of an address", |b| {
+        b.iter(|| {
+            i = (i + 7919) % KEYS;
+            black_box(maker.ip(&keys[i]))
+        })
+    });
+    let long_email = format!("{}@{}.example.com", "a".repeat(64), "b".repeat(177));
+    assert_eq!(long_email.len(), 254);
+    group.bench_function("key of a 254-character email", |b| {
+        b.iter(|| black_box(maker.account(black_box(&long_email))))
+    });
     // A blocked key: the flood path.
-    let blocked = "192.0.2.1";
+    let blocked = maker.ip("192.0.2.1");
     for _ in 0..rule.limit {
         store.acquire_now(
             &[Slot {

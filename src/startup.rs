@@ -23,6 +23,7 @@ use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, extract, limits, request_id, AppState};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::ratelimit::key::KeyMaker;
 use crate::ratelimit::Limiter;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -201,7 +202,10 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-        let limiter = Arc::new(Limiter::from_config(&config, clock.clone()).await?);
+        // Rate-limit keys are identified under a key of their own, derived from
+        // the storage key: stable across restarts and shared by instances.
+        let keys = KeyMaker::new(&auth.master().subkey("rate-limit keys"));
+        let limiter = Arc::new(Limiter::from_config(&config, clock.clone(), keys).await?);
         limiter
             .load(auth.store().as_ref())
             .await

@@ -6,7 +6,7 @@
 
 use actix_web::ResponseError;
 use libfuzzer_sys::fuzz_target;
-use portcullis::auth::email::{normalize, Email};
+use portcullis::email::{normalize, Email};
 use portcullis::auth::password::PasswordPolicy;
 use portcullis::config::PasswordsConfig;
 use portcullis::error::ApiError;

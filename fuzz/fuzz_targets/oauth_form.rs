@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::audit::query::parse_time;
-use portcullis::auth::email::normalize;
+use portcullis::email::normalize;
 use portcullis::http::admin::{AuditQuery, KeyQuery, UsersQuery};
 use portcullis::http::extract::{is_media_type, MediaType};
 use portcullis::http::oauth::parse_form;

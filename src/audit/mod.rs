@@ -20,6 +20,7 @@ use writer::Writer;
 
 use crate::clock::{Millis, SharedClock};
 use crate::metrics::Metrics;
+use crate::ratelimit::key::{KeyId, LimitKey, Shown};
 use crate::ratelimit::RuleName;
 use crate::store::sqlite::configure_connection;
 
@@ -31,6 +32,8 @@ pub struct AuditError(pub String);
 /// Attempts folded into one row, per (rule, key).
 #[derive(Debug)]
 struct Fold {
+    /// What is shown of the key.
+    key: Shown,
     opened_at: Millis,
     followers: u64,
     first_at: Millis,
@@ -52,7 +55,7 @@ enum Backend {
 /// The audit log handle shared by every handler.
 pub struct AuditLog {
     backend: Backend,
-    folds: Mutex<HashMap<(RuleName, String), Fold>>,
+    folds: Mutex<HashMap<(RuleName, KeyId), Fold>>,
     clock: SharedClock,
     coalesce_ms: Millis,
 }
@@ -149,16 +152,18 @@ impl AuditLog {
     /// Records a refused attempt. The first per (rule, key) in a coalescing
     /// window is written (count 1) and awaited; the ones that follow are counted
     /// and written as one row when the window closes ([`AuditLog::flush_folds`]).
+    /// The row names the key by what is shown of it (never a text that is
+    /// not an address in an account's place).
     pub async fn rate_limited(
         &self,
         rule: RuleName,
-        key: &str,
+        key: &LimitKey,
         event: NewEvent,
     ) -> Result<(), AuditError> {
         let now = self.clock.now_ms();
         let closed = {
             let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
-            let id = (rule, key.to_owned());
+            let id = (rule, key.id);
             match folds.get_mut(&id) {
                 Some(fold) if now < fold.opened_at.saturating_add(self.coalesce_ms) => {
                     if fold.followers == 0 {
@@ -173,6 +178,7 @@ impl AuditLog {
                     let previous = folds.insert(
                         id,
                         Fold {
+                            key: key.shown,
                             opened_at: now,
                             followers: 0,
                             first_at: now,
@@ -180,19 +186,17 @@ impl AuditLog {
                             template,
                         },
                     );
-                    previous
-                        .filter(|f| f.followers > 0)
-                        .map(|f| (rule, key.to_owned(), f))
+                    previous.filter(|f| f.followers > 0)
                 }
             }
         };
-        if let Some((rule, key, fold)) = closed {
-            self.record(folded_event(rule, &key, fold)).await?;
+        if let Some(fold) = closed {
+            self.record(folded_event(rule, fold)).await?;
         }
         let first = event
             .at_time(now)
             .extra("rule", rule.as_str())
-            .extra("key", key)
+            .extra("key", key.shown.as_str())
             .extra("count", 1);
         self.record(first).await.map(|_| ())
     }
@@ -201,21 +205,21 @@ impl AuditLog {
     /// `force`, at shutdown).
     pub async fn flush_folds(&self, force: bool) -> Result<usize, AuditError> {
         let now = self.clock.now_ms();
-        let closed: Vec<((RuleName, String), Fold)> = {
+        let closed: Vec<((RuleName, KeyId), Fold)> = {
             let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
-            let ids: Vec<(RuleName, String)> = folds
+            let ids: Vec<(RuleName, KeyId)> = folds
                 .iter()
                 .filter(|(_, f)| force || now >= f.opened_at.saturating_add(self.coalesce_ms))
-                .map(|(id, _)| id.clone())
+                .map(|(id, _)| *id)
                 .collect();
             ids.into_iter()
                 .filter_map(|id| folds.remove(&id).map(|f| (id, f)))
                 .collect()
         };
         let mut written = 0;
-        for ((rule, key), fold) in closed {
+        for ((rule, _), fold) in closed {
             if fold.followers > 0 {
-                self.record(folded_event(rule, &key, fold)).await?;
+                self.record(folded_event(rule, fold)).await?;
                 written += 1;
             }
         }
@@ -311,11 +315,11 @@ impl NewEvent {
     }
 }
 
-fn folded_event(rule: RuleName, key: &str, fold: Fold) -> NewEvent {
+fn folded_event(rule: RuleName, fold: Fold) -> NewEvent {
     fold.template
         .at_time(fold.last_at)
         .extra("rule", rule.as_str())
-        .extra("key", key)
+        .extra("key", fold.key.as_str())
         .extra("count", fold.followers)
         .extra("first_at", crate::time_fmt::rfc3339_ms(fold.first_at))
         .extra("last_at", crate::time_fmt::rfc3339_ms(fold.last_at))

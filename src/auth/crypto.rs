@@ -167,8 +167,10 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// HMAC-SHA-256 under `key` of the concatenated `parts`.
 pub fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    // HMAC pads a key shorter than the hash's 64-byte block with zeros.
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into());
     for part in parts {
         mac.update(part);
     }

@@ -2,7 +2,6 @@
 //! knows about HTTP; handlers in [`crate::http`] call [`service::AuthService`].
 
 pub mod crypto;
-pub mod email;
 pub mod mfa;
 pub mod password;
 #[cfg(feature = "redis")]

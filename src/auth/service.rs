@@ -8,13 +8,13 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::crypto::{decode_opaque_token, new_opaque_token, sha256, MasterKey};
-use super::email::{normalize, Email};
 use super::password::{HashError, HashPool, PasswordPolicy};
 use super::revocation::{RevocationBus, RevocationList};
 use super::tokens::{AccessClaims, TokenError, TokenKeys, TokenSubject};
 use crate::audit::{Action, NewEvent};
 use crate::clock::{Millis, SharedClock};
 use crate::config::Config;
+use crate::email::{normalize, Email};
 use crate::error::FieldErrors;
 use crate::store::{
     Audit, NewUser, Revoked, Rotation, RotationAudit, Session, SessionLimit, Store, StoreError,
@@ -388,7 +388,7 @@ impl AuthService {
     /// not the account exists. Re-hashes a hash made with older parameters.
     pub async fn authenticate(&self, email: &str, password: SecretString) -> AuthResult<User> {
         let email = normalize(email);
-        let user = if email.len() <= super::email::MAX_EMAIL_LEN {
+        let user = if email.len() <= crate::email::MAX_EMAIL_LEN {
             self.store.user_by_email(&email).await?
         } else {
             None

@@ -12,8 +12,8 @@ use super::extract::{Authenticated, JsonBody};
 use super::guard::guarded;
 use super::AppState;
 use crate::audit::Action;
-use crate::auth::email::normalize;
 use crate::auth::service::{AuthError, TokenPair};
+use crate::email::normalize;
 use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::Guarded;
 

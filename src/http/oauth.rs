@@ -15,8 +15,8 @@ use super::context::Caller;
 use super::extract::{has_media_type, MediaType};
 use super::guard::{guarded, NotAFailure};
 use super::AppState;
-use crate::auth::email::normalize;
 use crate::auth::service::TokenPair;
+use crate::email::normalize;
 use crate::error::{insert_rate_headers, ApiError};
 use crate::ratelimit::Guarded;
 

@@ -10,8 +10,8 @@ use super::extract::JsonBody;
 use super::guard::guarded;
 use super::AppState;
 use crate::audit::Action;
-use crate::auth::email::normalize;
 use crate::auth::service::ResetRequest;
+use crate::email::normalize;
 use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::Guarded;
 

@@ -6,25 +6,24 @@
 //! Memory is the design constraint. A moka entry costs about 300 bytes of
 //! bookkeeping before its key and value, more than a window itself, so the
 //! cache does not hold one entry per key: it holds buckets. Every (rule, key)
-//! is spread by a randomly keyed SipHash over `max_keys / 8` buckets, and a
-//! bucket keeps the windows of its few keys in a small vector, keys inline (no
-//! allocation for addresses and short emails). The cache weighs a bucket by
-//! its number of windows, so `max_keys` still bounds windows; a bucket expires
-//! when the longest window among its keys' rules has passed since its last
-//! use; and an attacker cannot aim many keys at one bucket without knowing the
-//! hash key.
+//! is spread by its keyed identity ([`KeyId`]) over `max_keys / 8` buckets,
+//! and a bucket keeps the windows of its few keys in a small vector: the
+//! identity, the shown start of the text and the events, 88 bytes whatever
+//! the text was. The cache weighs a bucket by its number of windows, so
+//! `max_keys` bounds windows and so bytes; a bucket expires when the longest
+//! window among its keys' rules has passed since its last use; and an
+//! attacker cannot aim many keys at one bucket without knowing the key of
+//! the identities.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use compact_str::CompactString;
 use moka::sync::Cache;
 use moka::Expiry;
 use smallvec::SmallVec;
 
+use super::key::{KeyId, LimitKey, Shown};
 use super::rules::{Rule, RuleName, Rules};
 use super::store::{Acquired, LimitResult, LimitStore, Slot, SlotUsage, WindowState};
 use super::window::{Event, Usage, Window};
@@ -39,7 +38,8 @@ type BucketId = u64;
 /// One (rule, key) and its window.
 #[derive(Debug)]
 struct Tracked {
-    key: CompactString,
+    id: KeyId,
+    shown: Shown,
     rule: RuleName,
     window: Window,
 }
@@ -53,8 +53,8 @@ struct Bucket {
 }
 
 /// The usage of `slot`'s key when it has no room left.
-fn full(bucket: &mut Bucket, slot: &Slot<'_>, now: Millis) -> Option<SlotUsage> {
-    let window = bucket.find(slot.rule.name, slot.key)?;
+fn full(bucket: &mut Bucket, slot: &Slot, now: Millis) -> Option<SlotUsage> {
+    let window = bucket.find(slot.rule.name, slot.key.id)?;
     window.prune(now, slot.rule.window_ms);
     (!window.has_room(slot.rule.limit)).then(|| SlotUsage {
         rule: slot.rule,
@@ -64,14 +64,15 @@ fn full(bucket: &mut Bucket, slot: &Slot<'_>, now: Millis) -> Option<SlotUsage> 
 
 impl Bucket {
     /// Adds an event to the window of (rule, key), tracking it if it is new.
-    fn record(&mut self, rule: RuleName, key: &str, event: Event) {
-        match self.find(rule, key) {
+    fn record(&mut self, rule: RuleName, key: LimitKey, event: Event) {
+        match self.find(rule, key.id) {
             Some(window) => window.push(event),
             None => {
                 let mut window = Window::default();
                 window.push(event);
                 self.tracked.push(Tracked {
-                    key: CompactString::from(key),
+                    id: key.id,
+                    shown: key.shown,
                     rule,
                     window,
                 });
@@ -79,10 +80,10 @@ impl Bucket {
         }
     }
 
-    fn find(&mut self, rule: RuleName, key: &str) -> Option<&mut Window> {
+    fn find(&mut self, rule: RuleName, id: KeyId) -> Option<&mut Window> {
         self.tracked
             .iter_mut()
-            .find(|t| t.rule == rule && t.key == key)
+            .find(|t| t.rule == rule && t.id == id)
             .map(|t| &mut t.window)
     }
 
@@ -153,7 +154,6 @@ impl Expiry<BucketId, Shared> for ExpireAfterWindow {
 /// Windows in bounded moka buckets.
 pub struct MemoryStore {
     cache: Cache<BucketId, Shared>,
-    hasher: RandomState,
     mask: u64,
 }
 
@@ -183,7 +183,6 @@ impl MemoryStore {
             .build();
         Self {
             cache,
-            hasher: RandomState::new(),
             mask: buckets - 1,
         }
     }
@@ -194,16 +193,19 @@ impl MemoryStore {
         self.cache.weighted_size()
     }
 
-    fn bucket_id(&self, rule: RuleName, key: &str) -> BucketId {
-        self.hasher.hash_one((rule, key)) & self.mask
+    /// The bucket of (rule, key): bits of the keyed identity, which nobody
+    /// can aim without the key, moved per rule.
+    fn bucket_id(&self, rule: RuleName, id: KeyId) -> BucketId {
+        let rule = u64::try_from(rule.index()).unwrap_or(0);
+        (id.spread() ^ rule.wrapping_mul(0x9e37_79b9_7f4a_7c15)) & self.mask
     }
 
     /// Check-and-reserve, synchronously (the body of [`LimitStore::acquire`]).
-    pub fn acquire_now(&self, slots: &[Slot<'_>], now: Millis) -> Acquired {
+    pub fn acquire_now(&self, slots: &[Slot], now: Millis) -> Acquired {
         let mut buckets: SmallVec<[(BucketId, Option<Shared>); 4]> = slots
             .iter()
             .map(|s| {
-                let id = self.bucket_id(s.rule.name, s.key);
+                let id = self.bucket_id(s.rule.name, s.key.id);
                 (id, self.cache.get(&id))
             })
             .collect();
@@ -236,8 +238,8 @@ impl MemoryStore {
         buckets.dedup_by_key(|(id, _)| *id);
         let mut guards: SmallVec<[MutexGuard<'_, Bucket>; 4]> =
             buckets.iter().map(|(_, bucket)| lock(bucket)).collect();
-        let index = |slot: &Slot<'_>| {
-            let id = self.bucket_id(slot.rule.name, slot.key);
+        let index = |slot: &Slot| {
+            let id = self.bucket_id(slot.rule.name, slot.key.id);
             buckets.iter().position(|(b, _)| *b == id)
         };
 
@@ -277,44 +279,51 @@ impl MemoryStore {
         Acquired::Granted
     }
 
-    /// Runs `f` on the window of (rule, key), if it is tracked.
+    /// Runs `f` on the tracked window of (rule, key), if there is one.
     fn with_window<T>(
         &self,
         rule: RuleName,
-        key: &str,
-        f: impl FnOnce(&mut Window) -> T,
+        id: KeyId,
+        f: impl FnOnce(&mut Tracked) -> T,
     ) -> Option<T> {
-        let bucket = self.cache.get(&self.bucket_id(rule, key))?;
+        let bucket = self.cache.get(&self.bucket_id(rule, id))?;
         let mut bucket = lock(&bucket);
-        bucket.find(rule, key).map(f)
+        bucket
+            .tracked
+            .iter_mut()
+            .find(|t| t.rule == rule && t.id == id)
+            .map(f)
     }
 }
 
-fn live(rule: &Rule, key: &str, window: &mut Window, now: Millis) -> Option<WindowState> {
-    window.prune(now, rule.window_ms);
-    (!window.is_empty()).then(|| WindowState {
+fn live(rule: &Rule, tracked: &mut Tracked, now: Millis) -> Option<WindowState> {
+    tracked.window.prune(now, rule.window_ms);
+    (!tracked.window.is_empty()).then(|| WindowState {
         rule: rule.name,
-        key: key.to_owned(),
-        events: window.events().copied().collect(),
+        key: LimitKey {
+            id: tracked.id,
+            shown: tracked.shown,
+        },
+        events: tracked.window.events().copied().collect(),
     })
 }
 
 #[async_trait]
 impl LimitStore for MemoryStore {
-    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> LimitResult<Acquired> {
+    async fn acquire(&self, slots: &[Slot], now: Millis) -> LimitResult<Acquired> {
         Ok(self.acquire_now(slots, now))
     }
 
-    async fn release(&self, rule: &Rule, key: &str, event: Event) -> LimitResult<()> {
-        self.with_window(rule.name, key, |w| w.remove(event));
+    async fn release(&self, rule: &Rule, key: KeyId, event: Event) -> LimitResult<()> {
+        self.with_window(rule.name, key, |t| t.window.remove(event));
         Ok(())
     }
 
-    async fn usage(&self, rule: &Rule, key: &str, now: Millis) -> LimitResult<Usage> {
+    async fn usage(&self, rule: &Rule, key: KeyId, now: Millis) -> LimitResult<Usage> {
         Ok(self
-            .with_window(rule.name, key, |w| {
-                w.prune(now, rule.window_ms);
-                w.usage(now, rule.window_ms)
+            .with_window(rule.name, key, |t| {
+                t.window.prune(now, rule.window_ms);
+                t.window.usage(now, rule.window_ms)
             })
             .unwrap_or(Usage {
                 count: 0,
@@ -322,15 +331,15 @@ impl LimitStore for MemoryStore {
             }))
     }
 
-    async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>) -> LimitResult<()> {
-        self.with_window(rule.name, key, |w| w.clear(tag));
+    async fn clear(&self, rule: &Rule, key: KeyId, tag: Option<u64>) -> LimitResult<()> {
+        self.with_window(rule.name, key, |t| t.window.clear(tag));
         Ok(())
     }
 
     async fn windows(
         &self,
         rules: &Rules,
-        key: Option<&str>,
+        key: Option<KeyId>,
         now: Millis,
         max: usize,
     ) -> LimitResult<Vec<WindowState>> {
@@ -338,7 +347,7 @@ impl LimitStore for MemoryStore {
             Some(key) => rules
                 .enabled()
                 .filter_map(|rule| {
-                    self.with_window(rule.name, key, |w| live(rule, key, w, now))
+                    self.with_window(rule.name, key, |t| live(rule, t, now))
                         .flatten()
                 })
                 .collect(),
@@ -350,7 +359,7 @@ impl LimitStore for MemoryStore {
                         bucket
                             .tracked
                             .iter_mut()
-                            .filter_map(|t| live(rules.get(t.rule)?, &t.key, &mut t.window, now)),
+                            .filter_map(|t| live(rules.get(t.rule)?, t, now)),
                     );
                     if out.len() >= max {
                         break;
@@ -360,7 +369,7 @@ impl LimitStore for MemoryStore {
             }
         };
         out.truncate(max);
-        out.sort_by(|a, b| (a.rule, &a.key).cmp(&(b.rule, &b.key)));
+        out.sort_by(|a, b| (a.rule, a.key.shown.as_str()).cmp(&(b.rule, b.key.shown.as_str())));
         Ok(out)
     }
 
@@ -374,14 +383,15 @@ impl LimitStore for MemoryStore {
             if window.is_empty() {
                 continue;
             }
-            let id = self.bucket_id(saved.rule, &saved.key);
+            let id = self.bucket_id(saved.rule, saved.key.id);
             let bucket = self.cache.get_with(id, Shared::default);
             let grown = {
                 let mut b = lock(&bucket);
-                match b.find(saved.rule, &saved.key) {
+                match b.find(saved.rule, saved.key.id) {
                     Some(existing) => *existing = window,
                     None => b.tracked.push(Tracked {
-                        key: CompactString::from(saved.key.as_str()),
+                        id: saved.key.id,
+                        shown: saved.key.shown,
                         rule: saved.rule,
                         window,
                     }),
@@ -408,10 +418,15 @@ mod tests {
         Rules::from_config(&Config::default().rate_limit)
     }
 
-    fn slot<'a>(rules: &Rules, name: RuleName, key: &'a str) -> Slot<'a> {
+    /// The key of `text` under a fixed secret.
+    pub(super) fn k(text: &str) -> LimitKey {
+        super::super::key::KeyMaker::new(&[9; 32]).ip(text)
+    }
+
+    fn slot(rules: &Rules, name: RuleName, key: &str) -> Slot {
         Slot {
             rule: *rules.get(name).unwrap(),
-            key,
+            key: k(key),
             tag: 0,
         }
     }
@@ -480,7 +495,11 @@ mod tests {
         ));
         let rule = *rules.get(RuleName::LoginIp).unwrap();
         for key in &keys[1..] {
-            assert_eq!(store.usage(&rule, key, 5).await.unwrap().count, 1, "{key}");
+            assert_eq!(
+                store.usage(&rule, k(key).id, 5).await.unwrap().count,
+                1,
+                "{key}"
+            );
         }
         // A window that has passed is dropped and its key starts afresh.
         let later = rule.window_ms + 10;
@@ -488,7 +507,14 @@ mod tests {
             store.acquire_now(&[slot(&rules, RuleName::LoginIp, &keys[0])], later),
             Acquired::Granted
         );
-        assert_eq!(store.usage(&rule, &keys[0], later).await.unwrap().count, 1);
+        assert_eq!(
+            store
+                .usage(&rule, k(&keys[0]).id, later)
+                .await
+                .unwrap()
+                .count,
+            1
+        );
         assert!(store.tracked_keys() <= 1_000);
     }
 
@@ -508,7 +534,7 @@ mod tests {
         let fresh = MemoryStore::new(&rules, 1000);
         fresh.import(&rules, saved, 900_000).await;
         let back = fresh
-            .windows(&rules, Some("a"), 900_000, 1000)
+            .windows(&rules, Some(k("a").id), 900_000, 1000)
             .await
             .unwrap();
         assert_eq!(back.len(), 1);
@@ -540,6 +566,7 @@ mod model_tests {
     use futures_util::FutureExt;
     use proptest::prelude::*;
 
+    use super::tests::k;
     use super::*;
     use crate::config::Config;
 
@@ -619,26 +646,26 @@ mod model_tests {
                         let account = format!("user{account}@example.com");
                         let mut slots = Vec::new();
                         if which & 1 != 0 {
-                            slots.push(Slot { rule: ip_rule, key: &ip, tag: *tag });
+                            slots.push(Slot { rule: ip_rule, key: k(&ip), tag: *tag });
                         }
                         if which & 2 != 0 {
-                            slots.push(Slot { rule: account_rule, key: &account, tag: *tag });
+                            slots.push(Slot { rule: account_rule, key: k(&account), tag: *tag });
                         }
-                        let room = slots.iter().all(|s| live(&model, &s.rule, s.key, now) < s.rule.limit as usize);
+                        let room = slots.iter().all(|s| live(&model, &s.rule, s.key.shown.as_str(), now) < s.rule.limit as usize);
                         let got = store.acquire_now(&slots, now);
                         prop_assert_eq!(got == Acquired::Granted, room, "step {}: {:?}", step, op);
                         if let Acquired::Denied(denied) = &got {
                             // Exactly the full rules are named.
                             for d in denied {
                                 let slot = slots.iter().find(|s| s.rule.name == d.rule.name).expect("a slot of the check");
-                                prop_assert!(live(&model, &slot.rule, slot.key, now) >= slot.rule.limit as usize);
+                                prop_assert!(live(&model, &slot.rule, slot.key.shown.as_str(), now) >= slot.rule.limit as usize);
                             }
                         }
                         if room {
                             for s in &slots {
                                 let event = Event { at: now, tag: s.tag };
-                                model.entry((s.rule.name, s.key.to_owned())).or_default().push(event);
-                                granted.push((s.rule, s.key.to_owned(), event));
+                                model.entry((s.rule.name, s.key.shown.as_str().to_owned())).or_default().push(event);
+                                granted.push((s.rule, s.key.shown.as_str().to_owned(), event));
                             }
                         }
                     }
@@ -647,7 +674,7 @@ mod model_tests {
                             continue;
                         }
                         let (rule, key, event) = granted.swap_remove(index.index(granted.len()));
-                        store.release(&rule, &key, event).now_or_never().expect("synchronous").expect("in memory");
+                        store.release(&rule, k(&key).id, event).now_or_never().expect("synchronous").expect("in memory");
                         if let Some(events) = model.get_mut(&(rule.name, key.clone())) {
                             if let Some(i) = events.iter().position(|e| *e == event) {
                                 events.remove(i);
@@ -660,7 +687,7 @@ mod model_tests {
                         } else {
                             (ip_rule, format!("198.51.100.{key}"))
                         };
-                        store.clear(&rule, &key, *tag).now_or_never().expect("synchronous").expect("in memory");
+                        store.clear(&rule, k(&key).id, *tag).now_or_never().expect("synchronous").expect("in memory");
                         if let Some(events) = model.get_mut(&(rule.name, key.clone())) {
                             events.retain(|e| tag.is_some_and(|t| e.tag != t));
                         }
@@ -671,7 +698,7 @@ mod model_tests {
                 // Every usage the store reports is the model's.
                 for n in 0..3 {
                     for (rule, key) in [(ip_rule, format!("198.51.100.{n}")), (account_rule, format!("user{n}@example.com"))] {
-                        let usage = store.usage(&rule, &key, now).now_or_never().expect("synchronous").expect("in memory");
+                        let usage = store.usage(&rule, k(&key).id, now).now_or_never().expect("synchronous").expect("in memory");
                         prop_assert_eq!(usage.count as usize, live(&model, &rule, &key, now), "step {}: {} {}", step, rule.name.as_str(), key);
                     }
                 }

@@ -7,6 +7,7 @@
 //! `all` rules keep it. A reservation that is never settled keeps its slots, so
 //! cancelling a request cannot dodge a limit.
 
+pub mod key;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis_store;
@@ -20,10 +21,12 @@ use std::sync::Arc;
 
 use ipnet::Ipv6Net;
 use moka::sync::Cache;
+use smallvec::SmallVec;
 
 use crate::clock::{Millis, SharedClock};
 use crate::config::{Config, LimitStoreKind};
 use crate::store::{RateLimitRow, Store, StoreResult};
+use key::{KeyId, KeyMaker, LimitKey, Shown};
 pub use rules::{Check, Counts, Guarded, KeyKind, Rule, RuleName, Rules};
 pub use store::LimitError;
 use store::{Acquired, LimitResult, LimitStore, Slot, WindowState};
@@ -51,13 +54,6 @@ pub fn ip_key(ip: IpAddr, ipv6_prefix: u8) -> String {
                 .unwrap_or_else(|_| v6.to_string()),
         },
     }
-}
-
-/// A stable 64-bit tag (FNV-1a) naming the other party of an event.
-fn tag_of(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// When a device became known or an account's devices were forgotten: the
@@ -103,10 +99,9 @@ pub struct Reservation {
 #[derive(Debug, Clone)]
 struct Held {
     rule: Rule,
-    key: String,
+    key: KeyId,
     event: Event,
 }
-
 /// The `RateLimit-*` values of the most restrictive rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateHeaders {
@@ -121,7 +116,8 @@ pub struct RateHeaders {
 pub struct Blocked {
     pub group: Guarded,
     pub rule: Rule,
-    pub key: String,
+    /// Identity and shown text (`Blocked::key.shown` is what may be logged).
+    pub key: LimitKey,
     pub count: u32,
     pub retry_after: u64,
 }
@@ -168,6 +164,7 @@ fn ceil_secs(ms: Millis) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitView {
     pub rule: RuleName,
+    /// What is shown of the key (see [`key::Shown`]).
     pub key: String,
     pub count: u32,
     pub limit: u32,
@@ -180,25 +177,35 @@ pub struct Limiter {
     store: Arc<dyn LimitStore>,
     clock: SharedClock,
     ipv6_prefix: u8,
+    /// Key texts to fixed-size keys.
+    keys: KeyMaker,
     /// (account, address) → the last successful login from there.
-    known_devices: Cache<(Box<str>, Box<str>), Mark>,
+    known_devices: Cache<(KeyId, KeyId), Mark>,
     /// Account → when its known devices were last forgotten: a device is
     /// known only by a login after that.
-    forgotten: Cache<Box<str>, Mark>,
+    forgotten: Cache<KeyId, Mark>,
     /// Orders the marks of one millisecond.
     marks: AtomicU64,
     /// Pairs a shared store recently said were not known devices.
-    unknown_devices: Cache<(Box<str>, Box<str>), ()>,
+    unknown_devices: Cache<(KeyId, KeyId), ()>,
     known_ttl_ms: Millis,
 }
 
 impl Limiter {
-    pub fn new(config: &Config, store: Arc<dyn LimitStore>, clock: SharedClock) -> Self {
+    /// A limiter over `store`, its keys made with `keys` (from the storage
+    /// key, so that saved windows and other instances agree).
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn LimitStore>,
+        clock: SharedClock,
+        keys: KeyMaker,
+    ) -> Self {
         Self {
             rules: Rules::from_config(&config.rate_limit),
             store,
             clock,
             ipv6_prefix: config.rate_limit.ipv6_prefix,
+            keys,
             unknown_devices: Cache::builder()
                 .max_capacity(MAX_UNKNOWN_DEVICES)
                 .time_to_live(UNKNOWN_DEVICE_TTL)
@@ -228,13 +235,17 @@ impl Limiter {
 
     /// The limiter the configuration asks for: windows in this process, or in
     /// the shared Redis of `rate_limit.redis_url`.
-    pub async fn from_config(config: &Config, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn from_config(
+        config: &Config,
+        clock: SharedClock,
+        keys: KeyMaker,
+    ) -> anyhow::Result<Self> {
         match config.rate_limit.store {
-            LimitStoreKind::Memory => Ok(Self::in_memory(config, clock)),
+            LimitStoreKind::Memory => Ok(Self::in_memory_with(config, clock, keys)),
             #[cfg(feature = "redis")]
             LimitStoreKind::Redis => {
                 let store = redis_store::RedisStore::connect(&config.rate_limit.redis_url).await?;
-                Ok(Self::new(config, Arc::new(store), clock))
+                Ok(Self::new(config, Arc::new(store), clock, keys))
             }
             #[cfg(not(feature = "redis"))]
             LimitStoreKind::Redis => anyhow::bail!(
@@ -244,12 +255,17 @@ impl Limiter {
     }
 
     /// The in-memory limiter of a default deployment.
-    pub fn in_memory(config: &Config, clock: SharedClock) -> Self {
+    pub fn in_memory_with(config: &Config, clock: SharedClock, keys: KeyMaker) -> Self {
         let rules = Rules::from_config(&config.rate_limit);
         let store = Arc::new(memory::MemoryStore::new(&rules, config.rate_limit.max_keys));
-        Self::new(config, store, clock)
+        Self::new(config, store, clock, keys)
     }
 
+    /// An in-memory limiter with a random key secret, whose windows need not
+    /// outlive the process (tests, benchmarks).
+    pub fn in_memory(config: &Config, clock: SharedClock) -> Self {
+        Self::in_memory_with(config, clock, KeyMaker::random())
+    }
     pub fn rules(&self) -> &Rules {
         &self.rules
     }
@@ -272,7 +288,9 @@ impl Limiter {
         account: Option<&str>,
     ) -> Result<Reservation, Refused> {
         let now = self.clock.now_ms();
-        let mut slots: Vec<Slot<'_>> = Vec::with_capacity(2);
+        let ip = self.keys.ip(ip_key);
+        let account = account.map(|a| self.keys.account(a));
+        let mut slots: SmallVec<[Slot; 3]> = SmallVec::new();
         for name in group.rules() {
             let Some(rule) = self.rules.get(*name) else {
                 continue;
@@ -280,13 +298,13 @@ impl Limiter {
             let slot = match (rule.name.key_kind(), account) {
                 (KeyKind::Ip, _) => Slot {
                     rule: *rule,
-                    key: ip_key,
-                    tag: account.map_or(0, tag_of),
+                    key: ip,
+                    tag: account.map_or(0, |a| a.id.tag()),
                 },
                 (KeyKind::Account, Some(account)) => {
                     if rule.name == RuleName::LoginAccount
                         && self
-                            .is_known_device(account, ip_key, now)
+                            .is_known_device(account.id, ip.id, now)
                             .await
                             .map_err(Refused::Unavailable)?
                     {
@@ -295,7 +313,7 @@ impl Limiter {
                     Slot {
                         rule: *rule,
                         key: account,
-                        tag: tag_of(ip_key),
+                        tag: ip.id.tag(),
                     }
                 }
                 (KeyKind::Account, None) => continue,
@@ -316,7 +334,7 @@ impl Limiter {
                     .iter()
                     .map(|slot| Held {
                         rule: slot.rule,
-                        key: slot.key.to_owned(),
+                        key: slot.key.id,
                         event: Event {
                             at: now,
                             tag: slot.tag,
@@ -333,7 +351,7 @@ impl Limiter {
                 let key = slots
                     .iter()
                     .find(|s| s.rule.name == worst.rule.name)
-                    .map_or_else(String::new, |s| s.key.to_owned());
+                    .map_or(ip, |s| s.key);
                 Err(Refused::Blocked(Blocked {
                     group,
                     rule: worst.rule,
@@ -353,7 +371,7 @@ impl Limiter {
             if held.rule.name.counts() == Counts::Failures
                 && !outcome.is_failure_under(held.rule.name)
             {
-                if let Err(e) = self.store.release(&held.rule, &held.key, held.event).await {
+                if let Err(e) = self.store.release(&held.rule, held.key, held.event).await {
                     tracing::warn!(error = %e, rule = held.rule.name.as_str(), "cannot give back a rate-limit slot");
                 }
             }
@@ -367,7 +385,7 @@ impl Limiter {
         let now = self.clock.now_ms();
         let mut best: Option<RateHeaders> = None;
         for held in &reservation.held {
-            let usage = match self.store.usage(&held.rule, &held.key, now).await {
+            let usage = match self.store.usage(&held.rule, held.key, now).await {
                 Ok(usage) => usage,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read rate-limit usage for headers");
@@ -395,26 +413,23 @@ impl Limiter {
     /// failures against this account (not its failures against others), and
     /// remembers the address as a known device of the account.
     pub async fn login_succeeded(&self, ip_key: &str, account: &str) {
+        let (ip, account) = (self.keys.id(ip_key), self.keys.id(account));
         let mut cleared = Ok(());
         if let Some(rule) = self.rules.get(RuleName::LoginAccount) {
             cleared = cleared.and(self.store.clear(rule, account, None).await);
         }
         if let Some(rule) = self.rules.get(RuleName::LoginIp) {
-            cleared = cleared.and(self.store.clear(rule, ip_key, Some(tag_of(account))).await);
+            cleared = cleared.and(self.store.clear(rule, ip, Some(account.tag())).await);
         }
         if let Err(e) = cleared {
             // The failures stay counted until their window passes: the safe side.
             tracing::warn!(error = %e, "cannot clear failures after a successful login");
         }
         let now = self.clock.now_ms();
-        self.remember_device(account, ip_key, now);
+        self.remember(account, ip, now);
         if self.store.is_shared() {
             let until = now.saturating_add(self.known_ttl_ms);
-            if let Err(e) = self
-                .store
-                .remember_device(account, ip_key, until, now)
-                .await
-            {
+            if let Err(e) = self.store.remember_device(account, ip, until, now).await {
                 tracing::warn!(error = %e, "cannot share a known device with other instances");
             }
         }
@@ -422,11 +437,13 @@ impl Limiter {
 
     /// Records that `account` logged in from `ip_key` at `at`.
     pub fn remember_device(&self, account: &str, ip_key: &str, at: Millis) {
-        let pair: (Box<str>, Box<str>) = (account.into(), ip_key.into());
-        self.unknown_devices.invalidate(&pair);
-        self.known_devices.insert(pair, self.mark(at));
+        self.remember(self.keys.id(account), self.keys.id(ip_key), at);
     }
 
+    fn remember(&self, account: KeyId, ip: KeyId, at: Millis) {
+        self.unknown_devices.invalidate(&(account, ip));
+        self.known_devices.insert((account, ip), self.mark(at));
+    }
     /// Forgets every known device of `account` (its password was changed or
     /// reset, it logged out everywhere, it was disabled): from `at` on, only
     /// a new successful login makes an address known again. With a shared
@@ -434,15 +451,15 @@ impl Limiter {
     /// A recovery heard again (storage is polled with some overlap) changes
     /// nothing.
     pub async fn forget_devices(&self, account: &str, at: Millis) {
-        let key: Box<str> = account.into();
+        let account = self.keys.id(account);
         if self
             .forgotten
-            .get(&key)
+            .get(&account)
             .is_some_and(|before| before.at >= at)
         {
             return;
         }
-        self.forgotten.insert(key, self.mark(at));
+        self.forgotten.insert(account, self.mark(at));
         if self.store.is_shared() {
             if let Err(e) = self.store.forget_devices(account).await {
                 // The devices stay known until their own expiry: logged, and
@@ -454,10 +471,10 @@ impl Limiter {
 
     /// Known here, or (with a shared store, the only source then) made known
     /// by any instance and not forgotten since.
-    async fn is_known_device(&self, account: &str, ip_key: &str, now: Millis) -> LimitResult<bool> {
-        let pair: (Box<str>, Box<str>) = (account.into(), ip_key.into());
+    async fn is_known_device(&self, account: KeyId, ip: KeyId, now: Millis) -> LimitResult<bool> {
+        let pair = (account, ip);
         if !self.store.is_shared() {
-            let forgotten = self.forgotten.get(account);
+            let forgotten = self.forgotten.get(&account);
             return Ok(self.known_devices.get(&pair).is_some_and(|known| {
                 forgotten.is_none_or(|f| known > f)
                     && known.at.saturating_add(self.known_ttl_ms) > now
@@ -466,7 +483,7 @@ impl Limiter {
         if self.unknown_devices.contains_key(&pair) {
             return Ok(false);
         }
-        let known = self.store.known_device(account, ip_key, now).await?;
+        let known = self.store.known_device(account, ip, now).await?;
         if !known {
             self.unknown_devices.insert(pair, ());
         }
@@ -476,6 +493,7 @@ impl Limiter {
     /// Tracked keys with counted events (at most 1000), or only `key`'s.
     pub async fn inspect(&self, key: Option<&str>) -> LimitResult<Vec<LimitView>> {
         let now = self.clock.now_ms();
+        let key = key.map(|k| self.keys.id(k));
         Ok(self
             .store
             .windows(&self.rules, key, now, 1000)
@@ -492,7 +510,7 @@ impl Limiter {
                 };
                 Some(LimitView {
                     rule: w.rule,
-                    key: w.key,
+                    key: w.key.shown.as_str().to_owned(),
                     count,
                     limit: rule.limit,
                     retry_after,
@@ -503,6 +521,7 @@ impl Limiter {
 
     /// Clears `key` under one rule or every rule.
     pub async fn clear(&self, key: &str, rule: Option<RuleName>) -> LimitResult<()> {
+        let key = self.keys.id(key);
         for r in self.rules.enabled() {
             if rule.is_none_or(|only| only == r.name) {
                 self.store.clear(r, key, None).await?;
@@ -537,7 +556,8 @@ impl Limiter {
             .into_iter()
             .map(|w| RateLimitRow {
                 rule: w.rule.as_str().to_owned(),
-                key: w.key,
+                key_id: Some(w.key.id.0.to_vec()),
+                key: w.key.shown.as_str().to_owned(),
                 events: serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into()),
             })
             .collect();
@@ -570,11 +590,18 @@ impl Limiter {
             .filter_map(|row| {
                 let rule = RuleName::parse(&row.rule)?;
                 let events: Vec<Event> = serde_json::from_str(&row.events).ok()?;
-                Some(WindowState {
-                    rule,
-                    key: row.key,
-                    events,
-                })
+                let key = match row.key_id {
+                    Some(id) => LimitKey {
+                        id: KeyId(id.try_into().ok()?),
+                        shown: Shown::new(&row.key),
+                    },
+                    // Saved by an earlier version, under the whole text.
+                    None => match rule.key_kind() {
+                        KeyKind::Ip => self.keys.ip(&row.key),
+                        KeyKind::Account => self.keys.account(&row.key),
+                    },
+                };
+                Some(WindowState { rule, key, events })
             })
             .collect();
         self.import(windows).await;
@@ -777,11 +804,19 @@ mod tests {
         l.login_succeeded("8.8.8.8", "other@x.io").await;
         l.forget_devices("owner@x.io", clock.now_ms() + 1).await;
         assert!(l
-            .is_known_device("other@x.io", "8.8.8.8", clock.now_ms())
+            .is_known_device(
+                l.keys.id("other@x.io"),
+                l.keys.id("8.8.8.8"),
+                clock.now_ms()
+            )
             .await
             .unwrap());
         assert!(!l
-            .is_known_device("owner@x.io", "7.7.7.7", clock.now_ms())
+            .is_known_device(
+                l.keys.id("owner@x.io"),
+                l.keys.id("7.7.7.7"),
+                clock.now_ms()
+            )
             .await
             .unwrap());
     }

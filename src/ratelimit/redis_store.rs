@@ -1,9 +1,11 @@
 //! The shared [`LimitStore`]: sliding windows in Redis, so that several
 //! instances behind one load balancer count against the same budgets.
 //!
-//! A window is a sorted set, `portcullis:rl:<rule>:<key>`, of events scored
-//! by their time in milliseconds; a member is `<at>:<tag>:<nonce>` (the nonce
-//! keeps two events of the same moment and tag apart). Every operation that
+//! A window is a sorted set, `portcullis:rl:<rule>:<key id>` (the key's keyed
+//! identity in hex, never its text), of events scored by their time in
+//! milliseconds; a member is `<at>:<tag>:<nonce>:<i>:<shown>` (the nonce keeps
+//! two events of the same moment and tag apart; `shown` is what the admin view
+//! shows of the key, at most 46 bytes).Every operation that
 //! reads and writes is one Lua script, run atomically by Redis: the check and
 //! the reservation of all of a request's keys happen in one step there, never
 //! as a read followed by a write from here. Each set expires one window after
@@ -20,6 +22,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Script};
 use async_trait::async_trait;
 
+use super::key::{KeyId, LimitKey, Shown};
 use super::rules::{Rule, RuleName, Rules};
 use super::store::{Acquired, LimitError, LimitResult, LimitStore, Slot, SlotUsage, WindowState};
 use super::window::{Event, Usage};
@@ -36,16 +39,15 @@ const PREFIX: &str = "portcullis:rl:";
 const DEVICES: &str = "portcullis:kd:";
 
 /// Check and reserve. KEYS: the windows. ARGV: now, nonce, then per key its
-/// limit, window (ms) and tag. Returns `{}` when every key had room (one event
+/// limit, window (ms), tag and shown text.Returns `{}` when every key had room (one event
 /// recorded in each), else `{index, count, reset_ms, ...}` for each full key
 /// (nothing recorded).
 const ACQUIRE: &str = r"
 local now = tonumber(ARGV[1])
 local full = {}
 for i = 1, #KEYS do
-  local base = 2 + (i - 1) * 3
-  local limit = tonumber(ARGV[base + 1])
-  local window = tonumber(ARGV[base + 2])
+  local base = 2 + (i - 1) * 4
+  local limit = tonumber(ARGV[base + 1])local window = tonumber(ARGV[base + 2])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
   local count = redis.call('ZCARD', KEYS[i])
   if count >= limit then
@@ -59,11 +61,11 @@ for i = 1, #KEYS do
 end
 if #full > 0 then return full end
 for i = 1, #KEYS do
-  local base = 2 + (i - 1) * 3
+  local base = 2 + (i - 1) * 4
   local window = tonumber(ARGV[base + 2])
   local tag = ARGV[base + 3]
-  redis.call('ZADD', KEYS[i], ARGV[1], ARGV[1] .. ':' .. tag .. ':' .. ARGV[2] .. ':' .. i)
-  local newest = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+  local shown = ARGV[base + 4]
+  redis.call('ZADD', KEYS[i], ARGV[1], ARGV[1] .. ':' .. tag .. ':' .. ARGV[2] .. ':' .. i .. ':' .. shown)local newest = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
   local ttl = tonumber(newest[2]) + window - now
   if ttl < 1 then ttl = 1 end
   redis.call('PEXPIRE', KEYS[i], ttl)
@@ -144,22 +146,23 @@ async fn bounded<T>(
     }
 }
 
-fn devices_key(account: &str) -> String {
-    format!("{DEVICES}{account}")
+fn devices_key(account: KeyId) -> String {
+    format!("{DEVICES}{}", account.to_hex())
 }
 
-fn window_key(rule: RuleName, key: &str) -> String {
-    format!("{PREFIX}{}:{key}", rule.as_str())
+fn window_key(rule: RuleName, key: KeyId) -> String {
+    format!("{PREFIX}{}:{}", rule.as_str(), key.to_hex())
 }
 
-/// `(at, tag)` of a member `<at>:<tag>:<nonce>...`.
-fn parse_member(member: &str) -> Option<Event> {
-    let mut parts = member.splitn(3, ':');
+/// `(at, tag)` of a member `<at>:<tag>:<nonce>:<i>:<shown>`, and its shown
+/// text.
+fn parse_member(member: &str) -> Option<(Event, &str)> {
+    let mut parts = member.splitn(5, ':');
     let at = parts.next()?.parse().ok()?;
     let tag = parts.next()?.parse().ok()?;
-    Some(Event { at, tag })
+    let shown = parts.nth(2).unwrap_or("");
+    Some((Event { at, tag }, shown))
 }
-
 /// A connection to `url` that reconnects by itself after an outage, each
 /// command bounded by [`OP_TIMEOUT`]. Fails when Redis cannot be reached now.
 pub async fn connect_manager(url: &str) -> anyhow::Result<ConnectionManager> {
@@ -196,19 +199,9 @@ impl RedisStore {
     async fn live_window(
         &self,
         rule: &Rule,
-        key: &str,
+        key: KeyId,
         now: Millis,
     ) -> LimitResult<Option<WindowState>> {
-        let events = self.live_events(rule, key, now).await?;
-        Ok((!events.is_empty()).then(|| WindowState {
-            rule: rule.name,
-            key: key.to_owned(),
-            events,
-        }))
-    }
-
-    /// The live events of one window.
-    async fn live_events(&self, rule: &Rule, key: &str, now: Millis) -> LimitResult<Vec<Event>> {
         let mut conn = self.conn.clone();
         let flat: Vec<String> = bounded(
             self.live
@@ -218,24 +211,34 @@ impl RedisStore {
                 .invoke_async(&mut conn),
         )
         .await?;
-        Ok(flat
-            .chunks_exact(2)
-            .filter_map(|pair| parse_member(&pair[0]))
-            .collect())
+        let mut shown = Shown::new("");
+        let mut events = Vec::with_capacity(flat.len() / 2);
+        for pair in flat.chunks_exact(2) {
+            if let Some((event, text)) = parse_member(&pair[0]) {
+                shown = Shown::new(text);
+                events.push(event);
+            }
+        }
+        Ok((!events.is_empty()).then(|| WindowState {
+            rule: rule.name,
+            key: LimitKey { id: key, shown },
+            events,
+        }))
     }
 }
 
 #[async_trait]
 impl LimitStore for RedisStore {
-    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> LimitResult<Acquired> {
+    async fn acquire(&self, slots: &[Slot], now: Millis) -> LimitResult<Acquired> {
         let mut invocation = self.acquire.prepare_invoke();
         invocation.arg(now).arg(rand::random::<u64>());
         for slot in slots {
             invocation
-                .key(window_key(slot.rule.name, slot.key))
+                .key(window_key(slot.rule.name, slot.key.id))
                 .arg(slot.rule.limit)
                 .arg(slot.rule.window_ms)
-                .arg(slot.tag);
+                .arg(slot.tag)
+                .arg(slot.key.shown.as_str());
         }
         let mut conn = self.conn.clone();
         let full: Vec<i64> = bounded(invocation.invoke_async(&mut conn)).await?;
@@ -263,7 +266,7 @@ impl LimitStore for RedisStore {
         Ok(Acquired::Denied(denied))
     }
 
-    async fn release(&self, rule: &Rule, key: &str, event: Event) -> LimitResult<()> {
+    async fn release(&self, rule: &Rule, key: KeyId, event: Event) -> LimitResult<()> {
         let mut conn = self.conn.clone();
         let _: i64 = bounded(
             self.release
@@ -276,7 +279,7 @@ impl LimitStore for RedisStore {
         Ok(())
     }
 
-    async fn usage(&self, rule: &Rule, key: &str, now: Millis) -> LimitResult<Usage> {
+    async fn usage(&self, rule: &Rule, key: KeyId, now: Millis) -> LimitResult<Usage> {
         let mut conn = self.conn.clone();
         let answer: Vec<i64> = bounded(
             self.usage
@@ -297,7 +300,7 @@ impl LimitStore for RedisStore {
         }
     }
 
-    async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>) -> LimitResult<()> {
+    async fn clear(&self, rule: &Rule, key: KeyId, tag: Option<u64>) -> LimitResult<()> {
         let mut conn = self.conn.clone();
         let window = window_key(rule.name, key);
         match tag {
@@ -316,7 +319,7 @@ impl LimitStore for RedisStore {
     async fn windows(
         &self,
         rules: &Rules,
-        key: Option<&str>,
+        key: Option<KeyId>,
         now: Millis,
         max: usize,
     ) -> LimitResult<Vec<WindowState>> {
@@ -345,6 +348,7 @@ impl LimitStore for RedisStore {
                         let Some((name, key)) = full
                             .strip_prefix(PREFIX)
                             .and_then(|rest| rest.split_once(':'))
+                            .and_then(|(name, hex)| Some((name, KeyId::from_hex(hex)?)))
                         else {
                             continue;
                         };
@@ -361,14 +365,14 @@ impl LimitStore for RedisStore {
             }
         }
         out.truncate(max);
-        out.sort_by(|a, b| (a.rule, &a.key).cmp(&(b.rule, &b.key)));
+        out.sort_by(|a, b| (a.rule, a.key.shown.as_str()).cmp(&(b.rule, b.key.shown.as_str())));
         Ok(out)
     }
 
     async fn remember_device(
         &self,
-        account: &str,
-        ip_key: &str,
+        account: KeyId,
+        ip: KeyId,
         until: Millis,
         now: Millis,
     ) -> LimitResult<()> {
@@ -376,7 +380,7 @@ impl LimitStore for RedisStore {
         let key = devices_key(account);
         let mut pipe = ::redis::pipe();
         pipe.atomic()
-            .hset(&key, ip_key, until)
+            .hset(&key, ip.to_hex(), until)
             .ignore()
             .pexpire(&key, ttl)
             .ignore();
@@ -384,14 +388,14 @@ impl LimitStore for RedisStore {
         bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
-    async fn forget_devices(&self, account: &str) -> LimitResult<()> {
+    async fn forget_devices(&self, account: KeyId) -> LimitResult<()> {
         let mut conn = self.conn.clone();
         bounded(conn.del::<_, ()>(devices_key(account))).await
     }
 
-    async fn known_device(&self, account: &str, ip_key: &str, now: Millis) -> LimitResult<bool> {
+    async fn known_device(&self, account: KeyId, ip: KeyId, now: Millis) -> LimitResult<bool> {
         let mut conn = self.conn.clone();
-        let until: Option<Millis> = bounded(conn.hget(devices_key(account), ip_key)).await?;
+        let until: Option<Millis> = bounded(conn.hget(devices_key(account), ip.to_hex())).await?;
         Ok(until.is_some_and(|until| until > now))
     }
 
@@ -414,16 +418,19 @@ mod tests {
     #[test]
     fn members_name_their_time_and_tag() {
         assert_eq!(
-            parse_member("1700000000123:18446744073709551615:42:1"),
-            Some(Event {
-                at: 1_700_000_000_123,
-                tag: u64::MAX
-            })
+            parse_member("1700000000123:18446744073709551615:42:1:2001:db8::/64"),
+            Some((
+                Event {
+                    at: 1_700_000_000_123,
+                    tag: u64::MAX
+                },
+                "2001:db8::/64"
+            ))
         );
         assert_eq!(parse_member("garbage"), None);
         assert_eq!(
-            window_key(RuleName::LoginIp, "2001:db8::/64"),
-            "portcullis:rl:login_ip:2001:db8::/64"
+            window_key(RuleName::LoginIp, KeyId([0xab; 16])),
+            format!("portcullis:rl:login_ip:{}", "ab".repeat(16))
         );
     }
 }

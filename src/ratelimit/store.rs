@@ -4,15 +4,16 @@
 
 use async_trait::async_trait;
 
+use super::key::{KeyId, LimitKey};
 use super::rules::{Rule, RuleName, Rules};
 use super::window::{Event, Usage};
 use crate::clock::Millis;
 
 /// One slot to reserve: a rule, its key, and the event's tag.
 #[derive(Debug, Clone, Copy)]
-pub struct Slot<'a> {
+pub struct Slot {
     pub rule: Rule,
-    pub key: &'a str,
+    pub key: LimitKey,
     pub tag: u64,
 }
 
@@ -36,7 +37,7 @@ pub enum Acquired {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowState {
     pub rule: RuleName,
-    pub key: String,
+    pub key: LimitKey,
     pub events: Vec<Event>,
 }
 
@@ -54,42 +55,42 @@ pub type LimitResult<T> = Result<T, LimitError>;
 pub trait LimitStore: Send + Sync + 'static {
     /// Checks every slot and, only if all have room, records one event at `now`
     /// in each — one atomic step for all the slots' keys.
-    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> LimitResult<Acquired>;
+    async fn acquire(&self, slots: &[Slot], now: Millis) -> LimitResult<Acquired>;
     /// Gives back an event recorded by `acquire`.
-    async fn release(&self, rule: &Rule, key: &str, event: Event) -> LimitResult<()>;
+    async fn release(&self, rule: &Rule, key: KeyId, event: Event) -> LimitResult<()>;
     /// A key's usage under a rule at `now`, without reserving.
-    async fn usage(&self, rule: &Rule, key: &str, now: Millis) -> LimitResult<Usage>;
+    async fn usage(&self, rule: &Rule, key: KeyId, now: Millis) -> LimitResult<Usage>;
     /// Forgets a key's events under a rule, or only those with `tag`.
-    async fn clear(&self, rule: &Rule, key: &str, tag: Option<u64>) -> LimitResult<()>;
+    async fn clear(&self, rule: &Rule, key: KeyId, tag: Option<u64>) -> LimitResult<()>;
     /// Live windows (at most `max`), only `key`'s when given, pruned to `now`.
     async fn windows(
         &self,
         rules: &Rules,
-        key: Option<&str>,
+        key: Option<KeyId>,
         now: Millis,
         max: usize,
     ) -> LimitResult<Vec<WindowState>>;
     /// Replaces windows with saved ones (events outside their window are dropped).
     async fn import(&self, rules: &Rules, windows: Vec<WindowState>, now: Millis);
-    /// Records that `account` logged in from `ip_key`, known until `until`
+    /// Records that `account` logged in from `ip`, known until `until`
     /// (for the `login_account` exemption). A shared store tells every
     /// instance; the in-process one leaves it to the limiter's own cache.
     async fn remember_device(
         &self,
-        _account: &str,
-        _ip_key: &str,
+        _account: KeyId,
+        _ip: KeyId,
         _until: Millis,
         _now: Millis,
     ) -> LimitResult<()> {
         Ok(())
     }
     /// Forgets every device of `account`, for every instance.
-    async fn forget_devices(&self, _account: &str) -> LimitResult<()> {
+    async fn forget_devices(&self, _account: KeyId) -> LimitResult<()> {
         Ok(())
     }
-    /// Whether another instance recorded `account` from `ip_key` and it is
-    /// still known at `now`.
-    async fn known_device(&self, _account: &str, _ip_key: &str, _now: Millis) -> LimitResult<bool> {
+    /// Whether an instance recorded `account` from `ip`, and it is still
+    /// known at `now`.
+    async fn known_device(&self, _account: KeyId, _ip: KeyId, _now: Millis) -> LimitResult<bool> {
         Ok(false)
     }
     /// Whether the windows outlive this process by themselves (a shared store):

@@ -160,10 +160,13 @@ pub struct Revoked {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitRow {
     pub rule: String,
+    /// The key's identity; `None` for a window an earlier version saved under
+    /// its whole text (then `key` is that text).
+    pub key_id: Option<Vec<u8>>,
+    /// What is shown of the key.
     pub key: String,
     pub events: String,
 }
-
 /// A successful login: who, from where, when (for the known-device exemption).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecentLogin {

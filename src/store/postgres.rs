@@ -1198,15 +1198,18 @@ impl Store for PgStore {
     async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        tx.execute("DELETE FROM rate_limit_state", &[]).await?;
         tx.execute("DELETE FROM rate_limit_windows", &[]).await?;
         let insert = tx
             .prepare(
-                "INSERT INTO rate_limit_windows (rule, key, events, saved_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (rule, key) DO UPDATE SET events = excluded.events, saved_at = excluded.saved_at",
+                "INSERT INTO rate_limit_state (rule, key_id, shown, events, saved_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (rule, key_id) DO UPDATE SET shown = excluded.shown, events = excluded.events,
+                 saved_at = excluded.saved_at",
             )
             .await?;
         for row in rows {
-            tx.execute(&insert, &[&row.rule, &row.key, &row.events, &now])
+            let Some(id) = row.key_id else { continue };
+            tx.execute(&insert, &[&row.rule, &id, &row.key, &row.events, &now])
                 .await?;
         }
         tx.commit().await?;
@@ -1216,14 +1219,19 @@ impl Store for PgStore {
     async fn load_rate_limits(&self) -> StoreResult<Vec<RateLimitRow>> {
         let client = self.client().await?;
         let rows = client
-            .query("SELECT rule, key, events FROM rate_limit_windows", &[])
+            .query(
+                "SELECT rule, key_id, shown, events FROM rate_limit_state
+                 UNION ALL SELECT rule, NULL, key, events FROM rate_limit_windows",
+                &[],
+            )
             .await?;
         rows.iter()
             .map(|r| {
                 Ok(RateLimitRow {
                     rule: r.try_get(0)?,
-                    key: r.try_get(1)?,
-                    events: r.try_get(2)?,
+                    key_id: r.try_get(1)?,
+                    key: r.try_get(2)?,
+                    events: r.try_get(3)?,
                 })
             })
             .collect()

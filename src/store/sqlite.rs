@@ -994,13 +994,16 @@ impl Store for SqliteStore {
     async fn save_rate_limits(&self, rows: Vec<RateLimitRow>, now: Millis) -> StoreResult<()> {
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM rate_limit_state", [])?;
             tx.execute("DELETE FROM rate_limit_windows", [])?;
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO rate_limit_windows (rule, key, events, saved_at) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR REPLACE INTO rate_limit_state (rule, key_id, shown, events, saved_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for row in rows {
-                    stmt.execute(params![row.rule, row.key, row.events, now])?;
+                    let Some(id) = row.key_id else { continue };
+                    stmt.execute(params![row.rule, id, row.key, row.events, now])?;
                 }
             }
             tx.commit()?;
@@ -1011,14 +1014,17 @@ impl Store for SqliteStore {
 
     async fn load_rate_limits(&self) -> StoreResult<Vec<RateLimitRow>> {
         self.run(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT rule, key, events FROM rate_limit_windows")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT rule, key_id, shown, events FROM rate_limit_state
+                 UNION ALL SELECT rule, NULL, key, events FROM rate_limit_windows",
+            )?;
             let rows = stmt
                 .query_map([], |r| {
                     Ok(RateLimitRow {
                         rule: r.get(0)?,
-                        key: r.get(1)?,
-                        events: r.get(2)?,
+                        key_id: r.get(1)?,
+                        key: r.get(2)?,
+                        events: r.get(3)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use portcullis::{
     clock::Millis,
     config::Config,
+    ratelimit::key::{KeyId, KeyMaker},
     ratelimit::memory::MemoryStore,
     ratelimit::redis_store::RedisStore,
     ratelimit::store::{Acquired, LimitStore, Slot},
@@ -344,22 +345,23 @@ async fn the_redis_store_answers_exactly_as_the_memory_store() {
     eprintln!("seed {seed} (PORTCULLIS_EQUIVALENCE_SEED)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut now: Millis = 1_800_000_000_000;
-    let mut granted: Vec<(Rule, String, Event)> = Vec::new();
+    let mut granted: Vec<(Rule, KeyId, Event)> = Vec::new();
+    let maker = KeyMaker::random();
     for step in 0..3_000 {
-        let ip = format!("198.51.100.{}", rng.gen_range(0..3));
-        let account = format!("user{}@example.com", rng.gen_range(0..3));
+        let ip = maker.ip(&format!("198.51.100.{}", rng.gen_range(0..3)));
+        let account = maker.account(&format!("user{}@example.com", rng.gen_range(0..3)));
         match rng.gen_range(0..10) {
             0..=4 => {
                 let tag = rng.gen_range(0..3u64);
                 let mut slots = vec![Slot {
                     rule: ip_rule,
-                    key: &ip,
+                    key: ip,
                     tag,
                 }];
                 if rng.gen_bool(0.5) {
                     slots.push(Slot {
                         rule: account_rule,
-                        key: &account,
+                        key: account,
                         tag,
                     });
                 }
@@ -370,7 +372,7 @@ async fn the_redis_store_answers_exactly_as_the_memory_store() {
                     for s in &slots {
                         granted.push((
                             s.rule,
-                            s.key.to_owned(),
+                            s.key.id,
                             Event {
                                 at: now,
                                 tag: s.tag,
@@ -381,24 +383,28 @@ async fn the_redis_store_answers_exactly_as_the_memory_store() {
             }
             5 if !granted.is_empty() => {
                 let (rule, key, event) = granted.swap_remove(rng.gen_range(0..granted.len()));
-                memory.release(&rule, &key, event).await.expect("memory");
-                shared.release(&rule, &key, event).await.expect("redis");
+                memory.release(&rule, key, event).await.expect("memory");
+                shared.release(&rule, key, event).await.expect("redis");
             }
             6 => {
                 let tag = rng.gen_bool(0.5).then(|| rng.gen_range(0..3u64));
-                memory.clear(&ip_rule, &ip, tag).await.expect("memory");
-                shared.clear(&ip_rule, &ip, tag).await.expect("redis");
+                memory.clear(&ip_rule, ip.id, tag).await.expect("memory");
+                shared.clear(&ip_rule, ip.id, tag).await.expect("redis");
                 granted.retain(|(r, k, e)| {
-                    !(r.name == ip_rule.name && *k == ip && tag.is_none_or(|t| e.tag == t))
+                    !(r.name == ip_rule.name && *k == ip.id && tag.is_none_or(|t| e.tag == t))
                 });
             }
             _ => now += rng.gen_range(0..400_000),
         }
         for rule in [&ip_rule, &account_rule] {
             for key in [&ip, &account] {
-                let want = memory.usage(rule, key, now).await.expect("memory");
-                let got = shared.usage(rule, key, now).await.expect("redis");
-                assert_eq!(got, want, "step {step} (seed {seed}): usage of {key}");
+                let want = memory.usage(rule, key.id, now).await.expect("memory");
+                let got = shared.usage(rule, key.id, now).await.expect("redis");
+                assert_eq!(
+                    got, want,
+                    "step {step} (seed {seed}): usage of {:?}",
+                    key.shown
+                );
             }
         }
     }
