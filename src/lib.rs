@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod mail;
 pub mod metrics;
+pub mod private_files;
 pub mod ratelimit;
 pub mod startup;
 pub mod store;

@@ -121,15 +121,24 @@ impl Mailer {
     }
 }
 
+/// Writes one message under `dir` (0700), readable by this user only (0600):
+/// it holds a live reset link.
 fn write_eml(dir: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::private_files::create_dir(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let name = format!(
         "{}-{}.eml",
         time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
         uuid::Uuid::new_v4().simple()
     );
     let path = dir.join(name);
-    std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    crate::private_files::create_new(&path)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 

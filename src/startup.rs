@@ -53,7 +53,7 @@ enum Opened {
 /// [`build_auth`], and what the audit log needs to share the store's database.
 async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthService, Opened)> {
     let dir = &config.storage.data_dir;
-    std::fs::create_dir_all(dir)
+    crate::private_files::create_data_dir(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let master = Arc::new(MasterKey::load_or_create(
         &config.storage.encryption_key,

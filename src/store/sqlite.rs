@@ -49,6 +49,17 @@ pub fn configure_connection(conn: &Connection) -> rusqlite::Result<()> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies the schema.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        // Only this user may read the database: it is created 0600 (SQLite
+        // gives its -wal and -shm the same mode), and files an earlier
+        // version left readable are narrowed.
+        crate::private_files::ensure(path)
+            .with_context(|| format!("cannot create database {}", path.display()))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            crate::private_files::narrow(Path::new(&side))
+                .with_context(|| format!("cannot restrict {}", Path::new(&side).display()))?;
+        }
         let mut conn = Connection::open(path)
             .with_context(|| format!("cannot open database {}", path.display()))?;
         configure_connection(&conn)

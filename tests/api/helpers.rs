@@ -387,18 +387,32 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
-        use std::io::BufRead;
+        Self::start_command(Self::command(dir, args, envs))
+    }
+
+    /// The command [`ServerProcess::start`] runs, to adjust before starting.
+    pub fn command(
+        dir: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> std::process::Command {
         let mut cmd = portcullis();
         cmd.args(["--bind", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(args)
             .env("PORTCULLIS_PASSWORDS__ARGON2_MEMORY_KIB", "1024")
-            .env("PORTCULLIS_PASSWORDS__ARGON2_ITERATIONS", "1")
-            .stderr(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null());
+            .env("PORTCULLIS_PASSWORDS__ARGON2_ITERATIONS", "1");
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Starts `cmd` (a [`ServerProcess::command`]) and waits for its address.
+    pub fn start_command(mut cmd: std::process::Command) -> Self {
+        use std::io::BufRead;
+        cmd.stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
         let mut child = cmd.spawn().expect("start the binary");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, log) = std::sync::mpsc::channel::<String>();

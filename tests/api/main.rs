@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod errors;
 mod faults;
+mod files;
 mod helpers;
 mod jwks;
 mod mfa;
