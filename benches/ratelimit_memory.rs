@@ -45,11 +45,13 @@ fn fill(kind: &str, windows: usize) {
     let store = MemoryStore::new(&rules, config.rate_limit.max_keys);
     for i in 0..windows {
         let text = key(i);
-        let key = match name {
-            RuleName::LoginIp => maker.ip(&text),
-            _ => maker.account(&text),
+        let slot = Slot {
+            rule,
+            id: maker.id(&text),
+            text: &text,
+            tag: 0,
         };
-        store.acquire_now(&[Slot { rule, key, tag: 0 }], 0);
+        store.acquire_now(&[slot], 0);
     }
     println!("{} {before} {}", store.tracked_keys(), rss_bytes());
 }

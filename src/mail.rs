@@ -86,11 +86,6 @@ impl Mailer {
         Ok(Self { transport, from })
     }
 
-    /// Whether sending is a local file write (fast, done before answering).
-    pub fn is_local(&self) -> bool {
-        matches!(self.transport, Transport::Outbox(_))
-    }
-
     /// Sends a plain-text message; returns where it went (a file or the relay).
     pub async fn send(&self, to: &str, subject: &str, body: String) -> anyhow::Result<String> {
         let to_box: Mailbox = to.parse().map_err(|e| anyhow!("bad recipient: {e}"))?;
@@ -131,13 +126,17 @@ fn write_eml(dir: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
         time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
         uuid::Uuid::new_v4().simple()
     );
+    // Written under a name no reader picks up, then renamed: whoever reads
+    // the outbox sees whole messages only.
     let path = dir.join(name);
-    crate::private_files::create_new(&path)
+    let partial = path.with_extension("eml.part");
+    crate::private_files::create_new(&partial)
         .and_then(|mut f| {
             use std::io::Write;
             f.write_all(bytes)?;
             f.sync_all()
         })
+        .and_then(|()| std::fs::rename(&partial, &path))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }

@@ -20,7 +20,7 @@ use writer::Writer;
 
 use crate::clock::{Millis, SharedClock};
 use crate::metrics::Metrics;
-use crate::ratelimit::key::{KeyId, LimitKey, Shown};
+use crate::ratelimit::key::{KeyId, Shown};
 use crate::ratelimit::RuleName;
 use crate::store::sqlite::configure_connection;
 
@@ -154,16 +154,19 @@ impl AuditLog {
     /// and written as one row when the window closes ([`AuditLog::flush_folds`]).
     /// The row names the key by what is shown of it (never a text that is
     /// not an address in an account's place).
+    /// `shown` is asked only for the first attempt of a fold, as it may cost
+    /// more than the rest of a refusal.
     pub async fn rate_limited(
         &self,
         rule: RuleName,
-        key: &LimitKey,
+        key: KeyId,
+        shown: impl FnOnce() -> Shown,
         event: NewEvent,
     ) -> Result<(), AuditError> {
         let now = self.clock.now_ms();
-        let closed = {
+        let (closed, shown) = {
             let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
-            let id = (rule, key.id);
+            let id = (rule, key);
             match folds.get_mut(&id) {
                 Some(fold) if now < fold.opened_at.saturating_add(self.coalesce_ms) => {
                     if fold.followers == 0 {
@@ -175,10 +178,11 @@ impl AuditLog {
                 }
                 _ => {
                     let template = event.clone();
+                    let shown = shown();
                     let previous = folds.insert(
                         id,
                         Fold {
-                            key: key.shown,
+                            key: shown,
                             opened_at: now,
                             followers: 0,
                             first_at: now,
@@ -186,7 +190,7 @@ impl AuditLog {
                             template,
                         },
                     );
-                    previous.filter(|f| f.followers > 0)
+                    (previous.filter(|f| f.followers > 0), shown)
                 }
             }
         };
@@ -196,7 +200,7 @@ impl AuditLog {
         let first = event
             .at_time(now)
             .extra("rule", rule.as_str())
-            .extra("key", key.shown.as_str())
+            .extra("key", shown.as_str())
             .extra("count", 1);
         self.record(first).await.map(|_| ())
     }

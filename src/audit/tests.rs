@@ -6,7 +6,7 @@ use super::query::{list, parse_time, Filter};
 use super::*;
 
 /// The rate-limit key of `text`.
-fn key(text: &str) -> LimitKey {
+fn key(text: &str) -> crate::ratelimit::key::LimitKey {
     crate::ratelimit::key::KeyMaker::new(&[5; 32]).ip(text)
 }
 use crate::clock::{Clock, ManualClock};
@@ -161,7 +161,12 @@ async fn rate_limited_attempts_fold_and_add_up() {
     let ev = || NewEvent::new(Action::LoginRateLimited, &origin());
     for _ in 0..1000 {
         f.log
-            .rate_limited(RuleName::LoginIp, &key("203.0.113.7"), ev())
+            .rate_limited(
+                RuleName::LoginIp,
+                key("203.0.113.7").id,
+                || key("203.0.113.7").shown,
+                ev(),
+            )
             .await
             .unwrap();
         f.clock.advance(Duration::from_millis(10));
@@ -182,7 +187,12 @@ async fn rate_limited_attempts_fold_and_add_up() {
     assert_eq!(page.events[0].extra_data["rule"], "login_ip");
     // A new window opens with a fresh count-1 row.
     f.log
-        .rate_limited(RuleName::LoginIp, &key("203.0.113.7"), ev())
+        .rate_limited(
+            RuleName::LoginIp,
+            key("203.0.113.7").id,
+            || key("203.0.113.7").shown,
+            ev(),
+        )
         .await
         .unwrap();
     assert_eq!(list(&conn(&f), &Filter::default()).unwrap().events.len(), 3);
@@ -196,7 +206,8 @@ async fn shutdown_flushes_open_folds() {
         f.log
             .rate_limited(
                 RuleName::LoginIp,
-                &key("k"),
+                key("k").id,
+                || key("k").shown,
                 NewEvent::new(Action::LoginRateLimited, &origin()),
             )
             .await

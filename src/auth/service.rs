@@ -129,8 +129,8 @@ pub const RESET_TOKEN_TTL_MS: Millis = 3_600_000;
 /// for both.
 #[derive(Debug)]
 pub enum ResetRequest {
-    /// No enabled account has this email; nothing was sent.
-    NoAccount { disabled: bool },
+    /// No enabled account has this email; nothing is sent.
+    NoAccount,
     /// A token was issued; send it to the user.
     Issued { user: User, token: String },
 }
@@ -709,27 +709,43 @@ impl AuthService {
 
     /// Issues a reset token for an enabled account (voiding older ones),
     /// committed with `audit` (given the user).
-    pub async fn request_reset(&self, email: &str, audit: Audit) -> AuthResult<ResetRequest> {
+    /// `requested` is the `password_reset_requested` row, which this fills
+    /// in (`account_exists`, `account_disabled`). Whether or not a token is
+    /// issued, the same work is done before the answer: a token is made and
+    /// one write commits with the row; only the mail differs, and it goes out
+    /// after the answer.
+    pub async fn request_reset(
+        &self,
+        email: &str,
+        requested: NewEvent,
+    ) -> AuthResult<ResetRequest> {
         let email = Email::parse(email)
             .map_err(|r| AuthError::Validation(FieldErrors::from([("email", r.to_owned())])))?;
-        let Some(user) = self.store.user_by_email(email.as_str()).await? else {
-            return Ok(ResetRequest::NoAccount { disabled: false });
-        };
-        if user.is_disabled() {
-            return Ok(ResetRequest::NoAccount { disabled: true });
-        }
+        let user = self.store.user_by_email(email.as_str()).await?;
         let token = new_opaque_token();
+        let hash = refresh_hash(&token)?;
+        let mut event = requested.extra("account_exists", user.is_some());
+        if let Some(user) = &user {
+            event = event.user(user.id);
+            if user.is_disabled() {
+                event = event.extra("account_disabled", true);
+            }
+        }
+        let user = user.filter(|u| !u.is_disabled());
         let now = self.now();
         self.store
             .create_reset_token(
-                user.id,
-                refresh_hash(&token)?,
+                user.as_ref().map(|u| u.id),
+                hash,
                 now,
                 now + RESET_TOKEN_TTL_MS,
-                audit.into_iter().map(|e| e.user(user.id)).collect(),
+                vec![event],
             )
             .await?;
-        Ok(ResetRequest::Issued { user, token })
+        Ok(match user {
+            Some(user) => ResetRequest::Issued { user, token },
+            None => ResetRequest::NoAccount,
+        })
     }
 
     /// Sets a new password with a reset token and revokes every session of the

@@ -10,7 +10,7 @@ use super::context::Caller;
 use super::AppState;
 use crate::audit::Action;
 use crate::error::{insert_rate_headers, ApiError};
-use crate::ratelimit::{Check, Guarded, Outcome, Refused};
+use crate::ratelimit::{Check, Guarded, KeyKind, Outcome, Refused};
 
 /// Marks a 4xx answer that is not the client's failure (the password grant of
 /// an account with two-factor on: the password was right), so its slots are
@@ -48,9 +48,14 @@ where
                 state.metrics.login("rate_limited");
             }
             let event = caller.event(Action::LoginRateLimited);
+            let text = match blocked.rule.name.key_kind() {
+                KeyKind::Ip => ip_key.as_str(),
+                KeyKind::Account => account.unwrap_or_default(),
+            };
+            let shown = || state.limiter.shown(blocked.rule.name, text);
             state
                 .audit
-                .rate_limited(blocked.rule.name, &blocked.key, event)
+                .rate_limited(blocked.rule.name, blocked.key, shown, event)
                 .await?;
             return Err(ApiError::TooManyRequests(Box::new(blocked)));
         }

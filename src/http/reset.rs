@@ -49,61 +49,47 @@ pub async fn request(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let account = normalize(&body.email);
-    guarded(&state, &caller, Guarded::ResetRequest, Some(&account), async {
-        let issued = caller
-            .event(Action::PasswordResetRequested)
-            .extra("account_exists", true);
-        match state.auth.request_reset(&body.email, vec![issued]).await? {
-            ResetRequest::NoAccount { disabled } => {
-                let mut event = caller
-                    .event(Action::PasswordResetRequested)
-                    .extra("account_exists", disabled);
-                if disabled {
-                    event = event.extra("account_disabled", true);
-                }
-                state.audit(event).await?;
-            }
-            // The token and its row are committed; the mail goes out now, and
-            // a mail that cannot go out is one more row.
-            ResetRequest::Issued { user, token } => {
-                let link = state.config.mail.reset_url.replace("{token}", &token);
-                let text = format!(
-                    "Someone asked to reset the password of your account {}.\n\n\
+    guarded(
+        &state,
+        &caller,
+        Guarded::ResetRequest,
+        Some(&account),
+        async {
+            let requested = caller.event(Action::PasswordResetRequested);
+            if let ResetRequest::Issued { user, token } =
+                state.auth.request_reset(&body.email, requested).await?
+            {
+                // The token and its row are committed. Every transport sends after
+                // the answer, so its timing does not tell whether the account
+                // exists; a mail that cannot go out is one more row.
+                let state = state.clone();
+                let failed = caller.event(Action::PasswordResetRequested).user(user.id);
+                actix_web::rt::spawn(async move {
+                    let link = state.config.mail.reset_url.replace("{token}", &token);
+                    let text = format!(
+                        "Someone asked to reset the password of your account {}.\n\n\
                      To choose a new password, open this link within one hour:\n\n{link}\n\n\
                      If it was not you, ignore this message; your password stays as it is.\n",
-                    user.email
-                );
-                if state.mailer.is_local() {
-                    if let Err(e) = state.mailer.send(&user.email, "Reset your password", text).await {
-                        tracing::error!(error = %e, recipient = %user.email, "reset mail not written");
-                        let event = caller
-                            .event(Action::PasswordResetRequested)
-                            .user(user.id)
+                        user.email
+                    );
+                    if let Err(e) = state
+                        .mailer
+                        .send(&user.email, "Reset your password", text)
+                        .await
+                    {
+                        tracing::error!(error = %e, recipient = %user.email, "reset mail not sent");
+                        let event = failed
                             .extra("account_exists", true)
-                            .extra("mail_error", e.to_string());
-                        state.audit(event).await?;
-                    }
-                } else {
-                    // A relay can be slow: send after answering, so the answer's
-                    // timing does not reveal that the account exists.
-                    let state = state.clone();
-                    let failed = caller.event(Action::PasswordResetRequested).user(user.id);
-                    actix_web::rt::spawn(async move {
-                        if let Err(e) = state.mailer.send(&user.email, "Reset your password", text).await {
-                            tracing::error!(error = %e, recipient = %user.email, "reset mail not sent");
-                            let event = failed
-                                .extra("account_exists", true)
-                                .extra("mail_error", format!("{e:#}"));
-                            if let Err(e) = state.audit(event).await {
-                                tracing::error!(error = %e, "cannot audit a failed reset mail");
-                            }
+                            .extra("mail_error", format!("{e:#}"));
+                        if let Err(e) = state.audit(event).await {
+                            tracing::error!(error = %e, "cannot audit a failed reset mail");
                         }
-                    });
-                }
+                    }
+                });
             }
-        }
-        Ok(HttpResponse::Accepted().json(Message { message: REQUESTED }))
-    })
+            Ok(HttpResponse::Accepted().json(Message { message: REQUESTED }))
+        },
+    )
     .await
 }
 

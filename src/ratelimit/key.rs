@@ -23,6 +23,7 @@ use std::fmt;
 
 use siphasher::sip128::SipHasher24;
 
+use super::rules::KeyKind;
 use crate::email::Email;
 
 /// Bytes of a key's text that are kept to show it. An IPv6 network as a key
@@ -162,31 +163,36 @@ impl KeyMaker {
 
     /// The key of a client address (already grouped by prefix), shown as is.
     pub fn ip(&self, text: &str) -> LimitKey {
-        LimitKey {
-            id: self.id(text),
-            shown: Shown::new(text),
-        }
+        self.key(KeyKind::Ip, text)
     }
 
     /// The key of a normalized email, known or not: shown only when it is an
     /// address.
     pub fn account(&self, text: &str) -> LimitKey {
-        let id = self.id(text);
-        let shown = if Email::parse(text).is_ok() {
-            Shown::new(text)
-        } else {
-            hidden(id)
-        };
-        LimitKey { id, shown }
+        self.key(KeyKind::Account, text)
     }
 
-    /// The key of `text` as given (the admin view, a saved window): shown as
-    /// is, bounded.
-    pub fn any(&self, text: &str) -> LimitKey {
-        self.ip(text)
+    fn key(&self, kind: KeyKind, text: &str) -> LimitKey {
+        let id = self.id(text);
+        LimitKey {
+            id,
+            shown: shown(kind, id, text),
+        }
     }
 }
 
+/// What is shown of a key of `kind` whose identity is `id`: its text, cut to
+/// [`SHOWN_BYTES`]; for an account key that is not an email address, `#` and
+/// 12 hex digits of its identity instead. (Checking the address costs more
+/// than the rest of a check, so the limiter asks only when it keeps a new
+/// window or writes a row.)
+pub fn shown(kind: KeyKind, id: KeyId, text: &str) -> Shown {
+    match kind {
+        KeyKind::Ip => Shown::new(text),
+        KeyKind::Account if Email::parse(text).is_ok() => Shown::new(text),
+        KeyKind::Account => hidden(id),
+    }
+}
 /// What stands for a key that must not be shown: `#` and 12 hex digits of
 /// its identity.
 fn hidden(id: KeyId) -> Shown {

@@ -53,8 +53,8 @@ struct Bucket {
 }
 
 /// The usage of `slot`'s key when it has no room left.
-fn full(bucket: &mut Bucket, slot: &Slot, now: Millis) -> Option<SlotUsage> {
-    let window = bucket.find(slot.rule.name, slot.key.id)?;
+fn full(bucket: &mut Bucket, slot: &Slot<'_>, now: Millis) -> Option<SlotUsage> {
+    let window = bucket.find(slot.rule.name, slot.id)?;
     window.prune(now, slot.rule.window_ms);
     (!window.has_room(slot.rule.limit)).then(|| SlotUsage {
         rule: slot.rule,
@@ -63,23 +63,23 @@ fn full(bucket: &mut Bucket, slot: &Slot, now: Millis) -> Option<SlotUsage> {
 }
 
 impl Bucket {
-    /// Adds an event to the window of (rule, key), tracking it if it is new.
-    fn record(&mut self, rule: RuleName, key: LimitKey, event: Event) {
-        match self.find(rule, key.id) {
+    /// Adds an event to the window of the slot's (rule, key), tracking it if
+    /// it is new.
+    fn record(&mut self, slot: &Slot<'_>, event: Event) {
+        match self.find(slot.rule.name, slot.id) {
             Some(window) => window.push(event),
             None => {
                 let mut window = Window::default();
                 window.push(event);
                 self.tracked.push(Tracked {
-                    id: key.id,
-                    shown: key.shown,
-                    rule,
+                    id: slot.id,
+                    shown: slot.key().shown,
+                    rule: slot.rule.name,
                     window,
                 });
             }
         }
     }
-
     fn find(&mut self, rule: RuleName, id: KeyId) -> Option<&mut Window> {
         self.tracked
             .iter_mut()
@@ -201,11 +201,11 @@ impl MemoryStore {
     }
 
     /// Check-and-reserve, synchronously (the body of [`LimitStore::acquire`]).
-    pub fn acquire_now(&self, slots: &[Slot], now: Millis) -> Acquired {
+    pub fn acquire_now(&self, slots: &[Slot<'_>], now: Millis) -> Acquired {
         let mut buckets: SmallVec<[(BucketId, Option<Shared>); 4]> = slots
             .iter()
             .map(|s| {
-                let id = self.bucket_id(s.rule.name, s.key.id);
+                let id = self.bucket_id(s.rule.name, s.id);
                 (id, self.cache.get(&id))
             })
             .collect();
@@ -238,8 +238,8 @@ impl MemoryStore {
         buckets.dedup_by_key(|(id, _)| *id);
         let mut guards: SmallVec<[MutexGuard<'_, Bucket>; 4]> =
             buckets.iter().map(|(_, bucket)| lock(bucket)).collect();
-        let index = |slot: &Slot| {
-            let id = self.bucket_id(slot.rule.name, slot.key.id);
+        let index = |slot: &Slot<'_>| {
+            let id = self.bucket_id(slot.rule.name, slot.id);
             buckets.iter().position(|(b, _)| *b == id)
         };
 
@@ -257,8 +257,7 @@ impl MemoryStore {
         for slot in slots {
             if let Some(i) = index(slot) {
                 guards[i].record(
-                    slot.rule.name,
-                    slot.key,
+                    slot,
                     Event {
                         at: now,
                         tag: slot.tag,
@@ -310,7 +309,7 @@ fn live(rule: &Rule, tracked: &mut Tracked, now: Millis) -> Option<WindowState> 
 
 #[async_trait]
 impl LimitStore for MemoryStore {
-    async fn acquire(&self, slots: &[Slot], now: Millis) -> LimitResult<Acquired> {
+    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> LimitResult<Acquired> {
         Ok(self.acquire_now(slots, now))
     }
 
@@ -423,14 +422,14 @@ mod tests {
         super::super::key::KeyMaker::new(&[9; 32]).ip(text)
     }
 
-    fn slot(rules: &Rules, name: RuleName, key: &str) -> Slot {
+    fn slot<'a>(rules: &Rules, name: RuleName, key: &'a str) -> Slot<'a> {
         Slot {
             rule: *rules.get(name).unwrap(),
-            key: k(key),
+            id: k(key).id,
+            text: key,
             tag: 0,
         }
     }
-
     #[test]
     fn all_or_nothing_across_rules() {
         let rules = rules();
@@ -646,26 +645,26 @@ mod model_tests {
                         let account = format!("user{account}@example.com");
                         let mut slots = Vec::new();
                         if which & 1 != 0 {
-                            slots.push(Slot { rule: ip_rule, key: k(&ip), tag: *tag });
+                            slots.push(Slot { rule: ip_rule, id: k(&ip).id, text: &ip, tag: *tag });
                         }
                         if which & 2 != 0 {
-                            slots.push(Slot { rule: account_rule, key: k(&account), tag: *tag });
+                            slots.push(Slot { rule: account_rule, id: k(&account).id, text: &account, tag: *tag });
                         }
-                        let room = slots.iter().all(|s| live(&model, &s.rule, s.key.shown.as_str(), now) < s.rule.limit as usize);
+                        let room = slots.iter().all(|s| live(&model, &s.rule, s.text, now) < s.rule.limit as usize);
                         let got = store.acquire_now(&slots, now);
                         prop_assert_eq!(got == Acquired::Granted, room, "step {}: {:?}", step, op);
                         if let Acquired::Denied(denied) = &got {
                             // Exactly the full rules are named.
                             for d in denied {
                                 let slot = slots.iter().find(|s| s.rule.name == d.rule.name).expect("a slot of the check");
-                                prop_assert!(live(&model, &slot.rule, slot.key.shown.as_str(), now) >= slot.rule.limit as usize);
+                                prop_assert!(live(&model, &slot.rule, slot.text, now) >= slot.rule.limit as usize);
                             }
                         }
                         if room {
                             for s in &slots {
                                 let event = Event { at: now, tag: s.tag };
-                                model.entry((s.rule.name, s.key.shown.as_str().to_owned())).or_default().push(event);
-                                granted.push((s.rule, s.key.shown.as_str().to_owned(), event));
+                                model.entry((s.rule.name, s.text.to_owned())).or_default().push(event);
+                                granted.push((s.rule, s.text.to_owned(), event));
                             }
                         }
                     }

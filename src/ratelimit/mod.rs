@@ -116,8 +116,9 @@ pub struct RateHeaders {
 pub struct Blocked {
     pub group: Guarded,
     pub rule: Rule,
-    /// Identity and shown text (`Blocked::key.shown` is what may be logged).
-    pub key: LimitKey,
+    /// The key that is full; what may be shown of it is
+    /// [`Limiter::shown`] of its text.
+    pub key: KeyId,
     pub count: u32,
     pub retry_after: u64,
 }
@@ -274,6 +275,12 @@ impl Limiter {
         &self.store
     }
 
+    /// What may be shown of a key of `rule`'s kind with `text` (see
+    /// [`key::shown`]).
+    pub fn shown(&self, rule: RuleName, text: &str) -> Shown {
+        key::shown(rule.key_kind(), self.keys.id(text), text)
+    }
+
     /// The key of a client address under this configuration.
     pub fn ip_key(&self, ip: IpAddr) -> String {
         ip_key(ip, self.ipv6_prefix)
@@ -288,9 +295,9 @@ impl Limiter {
         account: Option<&str>,
     ) -> Result<Reservation, Refused> {
         let now = self.clock.now_ms();
-        let ip = self.keys.ip(ip_key);
-        let account = account.map(|a| self.keys.account(a));
-        let mut slots: SmallVec<[Slot; 3]> = SmallVec::new();
+        let ip = self.keys.id(ip_key);
+        let account = account.map(|a| (self.keys.id(a), a));
+        let mut slots: SmallVec<[Slot<'_>; 3]> = SmallVec::new();
         for name in group.rules() {
             let Some(rule) = self.rules.get(*name) else {
                 continue;
@@ -298,13 +305,14 @@ impl Limiter {
             let slot = match (rule.name.key_kind(), account) {
                 (KeyKind::Ip, _) => Slot {
                     rule: *rule,
-                    key: ip,
-                    tag: account.map_or(0, |a| a.id.tag()),
+                    id: ip,
+                    text: ip_key,
+                    tag: account.map_or(0, |(id, _)| id.tag()),
                 },
-                (KeyKind::Account, Some(account)) => {
+                (KeyKind::Account, Some((id, text))) => {
                     if rule.name == RuleName::LoginAccount
                         && self
-                            .is_known_device(account.id, ip.id, now)
+                            .is_known_device(id, ip, now)
                             .await
                             .map_err(Refused::Unavailable)?
                     {
@@ -312,8 +320,9 @@ impl Limiter {
                     }
                     Slot {
                         rule: *rule,
-                        key: account,
-                        tag: ip.id.tag(),
+                        id,
+                        text,
+                        tag: ip.tag(),
                     }
                 }
                 (KeyKind::Account, None) => continue,
@@ -334,7 +343,7 @@ impl Limiter {
                     .iter()
                     .map(|slot| Held {
                         rule: slot.rule,
-                        key: slot.key.id,
+                        key: slot.id,
                         event: Event {
                             at: now,
                             tag: slot.tag,
@@ -351,7 +360,7 @@ impl Limiter {
                 let key = slots
                     .iter()
                     .find(|s| s.rule.name == worst.rule.name)
-                    .map_or(ip, |s| s.key);
+                    .map_or(ip, |s| s.id);
                 Err(Refused::Blocked(Blocked {
                     group,
                     rule: worst.rule,

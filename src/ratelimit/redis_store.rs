@@ -219,7 +219,7 @@ impl RedisStore {
                 events.push(event);
             }
         }
-        Ok((!events.is_empty()).then(|| WindowState {
+        Ok((!events.is_empty()).then_some(WindowState {
             rule: rule.name,
             key: LimitKey { id: key, shown },
             events,
@@ -229,16 +229,16 @@ impl RedisStore {
 
 #[async_trait]
 impl LimitStore for RedisStore {
-    async fn acquire(&self, slots: &[Slot], now: Millis) -> LimitResult<Acquired> {
+    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> LimitResult<Acquired> {
         let mut invocation = self.acquire.prepare_invoke();
         invocation.arg(now).arg(rand::random::<u64>());
         for slot in slots {
             invocation
-                .key(window_key(slot.rule.name, slot.key.id))
+                .key(window_key(slot.rule.name, slot.id))
                 .arg(slot.rule.limit)
                 .arg(slot.rule.window_ms)
                 .arg(slot.tag)
-                .arg(slot.key.shown.as_str());
+                .arg(slot.key().shown.as_str());
         }
         let mut conn = self.conn.clone();
         let full: Vec<i64> = bounded(invocation.invoke_async(&mut conn)).await?;
@@ -376,7 +376,7 @@ impl LimitStore for RedisStore {
         until: Millis,
         now: Millis,
     ) -> LimitResult<()> {
-        let ttl = i64::try_from(until.saturating_sub(now)).unwrap_or(0).max(1);
+        let ttl = until.saturating_sub(now).max(1);
         let key = devices_key(account);
         let mut pipe = ::redis::pipe();
         pipe.atomic()

@@ -4,19 +4,30 @@
 
 use async_trait::async_trait;
 
-use super::key::{KeyId, LimitKey};
+use super::key::{self, KeyId, LimitKey};
 use super::rules::{Rule, RuleName, Rules};
 use super::window::{Event, Usage};
 use crate::clock::Millis;
 
-/// One slot to reserve: a rule, its key, and the event's tag.
+/// One slot to reserve: a rule, its key (identity and text), and the
+/// event's tag.
 #[derive(Debug, Clone, Copy)]
-pub struct Slot {
+pub struct Slot<'a> {
     pub rule: Rule,
-    pub key: LimitKey,
+    pub id: KeyId,
+    pub text: &'a str,
     pub tag: u64,
 }
 
+impl Slot<'_> {
+    /// The key as a window keeps it (see [`key::shown`]).
+    pub fn key(&self) -> LimitKey {
+        LimitKey {
+            id: self.id,
+            shown: key::shown(self.rule.name.key_kind(), self.id, self.text),
+        }
+    }
+}
 /// A rule's usage after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotUsage {
@@ -55,7 +66,7 @@ pub type LimitResult<T> = Result<T, LimitError>;
 pub trait LimitStore: Send + Sync + 'static {
     /// Checks every slot and, only if all have room, records one event at `now`
     /// in each — one atomic step for all the slots' keys.
-    async fn acquire(&self, slots: &[Slot], now: Millis) -> LimitResult<Acquired>;
+    async fn acquire(&self, slots: &[Slot<'_>], now: Millis) -> LimitResult<Acquired>;
     /// Gives back an event recorded by `acquire`.
     async fn release(&self, rule: &Rule, key: KeyId, event: Event) -> LimitResult<()>;
     /// A key's usage under a rule at `now`, without reserving.

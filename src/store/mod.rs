@@ -307,10 +307,13 @@ pub trait Store: Send + Sync + 'static {
     async fn active_signing_key(&self, algorithm: &str) -> StoreResult<Option<SigningKeyRow>>;
     async fn insert_signing_key(&self, key: SigningKeyRow) -> StoreResult<()>;
 
-    /// Stores a reset token for `user_id`, voiding the user's older unused ones.
+    /// Stores a reset token for `user_id`, voiding the user's older unused
+    /// ones, with `audit`. Without a user (no enabled account has the email)
+    /// it does the same work, finding nothing to void, and stores only
+    /// `audit`: both answers take the same time.
     async fn create_reset_token(
         &self,
-        user_id: Uuid,
+        user_id: Option<Uuid>,
         token_hash: [u8; 32],
         now: Millis,
         expires_at: Millis,

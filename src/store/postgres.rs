@@ -898,7 +898,7 @@ impl Store for PgStore {
 
     async fn create_reset_token(
         &self,
-        user_id: Uuid,
+        user_id: Option<Uuid>,
         token_hash: [u8; 32],
         now: Millis,
         expires_at: Millis,
@@ -906,17 +906,19 @@ impl Store for PgStore {
     ) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let id = user_id.to_string();
+        let id = user_id.unwrap_or_default().to_string();
         tx.execute(
             "UPDATE password_reset_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL",
             &[&now, &id],
         )
         .await?;
-        tx.execute(
-            "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-            &[&&token_hash[..], &id, &now, &expires_at],
-        )
-        .await?;
+        if user_id.is_some() {
+            tx.execute(
+                "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                &[&&token_hash[..], &id, &now, &expires_at],
+            )
+            .await?;
+        }
         self.commit_audited(tx, &stamped(audit, now), now).await?;
         Ok(())
     }

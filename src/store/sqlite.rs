@@ -707,7 +707,7 @@ impl Store for SqliteStore {
 
     async fn create_reset_token(
         &self,
-        user_id: Uuid,
+        user_id: Option<Uuid>,
         token_hash: [u8; 32],
         now: Millis,
         expires_at: Millis,
@@ -715,14 +715,17 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         self.audited(audit, now, move |conn| {
             let tx = conn.savepoint()?;
+            let id = user_id.unwrap_or_default().to_string();
             tx.execute(
                 "UPDATE password_reset_tokens SET used_at = ?1 WHERE user_id = ?2 AND used_at IS NULL",
-                params![now, user_id.to_string()],
+                params![now, id],
             )?;
-            tx.execute(
-                "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![&token_hash[..], user_id.to_string(), now, expires_at],
-            )?;
+            if user_id.is_some() {
+                tx.execute(
+                    "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![&token_hash[..], id, now, expires_at],
+                )?;
+            }
             tx.commit()?;
             Ok(())
         })

@@ -534,7 +534,10 @@ async fn recoveries_forget_known_devices() {
                     .post("/auth/password-reset/request", &json!({ "email": email }))
                     .await;
                 assert_eq!(res.status(), StatusCode::ACCEPTED);
-                let mail = crate::reset::outbox(&app).pop().expect("a reset mail");
+                let mail = crate::reset::mails(&app, 1)
+                    .await
+                    .pop()
+                    .expect("a reset mail");
                 let reset = crate::reset::token_in(&std::fs::read_to_string(mail).unwrap());
                 let body = json!({ "token": reset, "new_password": new_password });
                 let res = app.post("/auth/password-reset/confirm", &body).await;

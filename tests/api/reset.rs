@@ -40,12 +40,35 @@ pub(crate) fn token_in(message: &str) -> String {
         .collect()
 }
 
+/// The messages in the outbox, oldest first.
 pub(crate) fn outbox(app: &TestApp) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(app.dir.path().join("outbox"))
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
+}
+
+/// The outbox once it holds `count` messages: mail goes out after the
+/// answer, so a test waits for it (at most ten seconds).
+pub(crate) async fn mails(app: &TestApp, count: usize) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let files = outbox(app);
+        if files.len() >= count {
+            return files;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} mails",
+            files.len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn request(app: &TestApp, email: &str) -> reqwest::Response {
@@ -74,7 +97,7 @@ async fn reset_by_outbox_link_revokes_every_session() {
     let unknown: Value = res.json().await.unwrap();
     assert_eq!(known, unknown, "the answer does not reveal the account");
 
-    let files = outbox(&app);
+    let files = mails(&app, 1).await;
     assert_eq!(files.len(), 1, "mail only for the real account");
     let message = std::fs::read_to_string(&files[0]).unwrap();
     assert!(message.contains("To: rita@example.com"));
@@ -149,8 +172,9 @@ async fn tokens_expire_and_newer_requests_void_older_ones() {
     let app = TestApp::spawn_with(without_limits).await;
     app.register("sven@example.com", PASSWORD).await;
     request(&app, "sven@example.com").await;
+    mails(&app, 1).await;
     request(&app, "sven@example.com").await;
-    let files = outbox(&app);
+    let files = mails(&app, 2).await;
     let first = token_in(&std::fs::read_to_string(&files[0]).unwrap());
     let second = token_in(&std::fs::read_to_string(&files[1]).unwrap());
     expect_error(

@@ -348,20 +348,23 @@ async fn the_redis_store_answers_exactly_as_the_memory_store() {
     let mut granted: Vec<(Rule, KeyId, Event)> = Vec::new();
     let maker = KeyMaker::random();
     for step in 0..3_000 {
-        let ip = maker.ip(&format!("198.51.100.{}", rng.gen_range(0..3)));
-        let account = maker.account(&format!("user{}@example.com", rng.gen_range(0..3)));
+        let ip_text = format!("198.51.100.{}", rng.gen_range(0..3));
+        let account_text = format!("user{}@example.com", rng.gen_range(0..3));
+        let (ip, account) = (maker.ip(&ip_text), maker.account(&account_text));
         match rng.gen_range(0..10) {
             0..=4 => {
                 let tag = rng.gen_range(0..3u64);
                 let mut slots = vec![Slot {
                     rule: ip_rule,
-                    key: ip,
+                    id: ip.id,
+                    text: &ip_text,
                     tag,
                 }];
                 if rng.gen_bool(0.5) {
                     slots.push(Slot {
                         rule: account_rule,
-                        key: account,
+                        id: account.id,
+                        text: &account_text,
                         tag,
                     });
                 }
@@ -372,7 +375,7 @@ async fn the_redis_store_answers_exactly_as_the_memory_store() {
                     for s in &slots {
                         granted.push((
                             s.rule,
-                            s.key.id,
+                            s.id,
                             Event {
                                 at: now,
                                 tag: s.tag,
