@@ -437,8 +437,11 @@ impl Limiter {
         let now = self.clock.now_ms();
         self.remember(account, ip, now);
         if self.store.is_shared() {
-            let until = now.saturating_add(self.known_ttl_ms);
-            if let Err(e) = self.store.remember_device(account, ip, until, now).await {
+            if let Err(e) = self
+                .store
+                .remember_device(account, ip, now, self.known_ttl_ms)
+                .await
+            {
                 tracing::warn!(error = %e, "cannot share a known device with other instances");
             }
         }
@@ -470,7 +473,7 @@ impl Limiter {
         }
         self.forgotten.insert(account, self.mark(at));
         if self.store.is_shared() {
-            if let Err(e) = self.store.forget_devices(account).await {
+            if let Err(e) = self.store.forget_devices(account, at).await {
                 // The devices stay known until their own expiry: logged, and
                 // the safe side for the owner, not for the account's budget.
                 tracing::warn!(error = %e, "cannot forget known devices in the shared store");
@@ -492,7 +495,8 @@ impl Limiter {
         if self.unknown_devices.contains_key(&pair) {
             return Ok(false);
         }
-        let known = self.store.known_device(account, ip, now).await?;
+        let since = now.saturating_sub(self.known_ttl_ms);
+        let known = self.store.known_device(account, ip, since).await?;
         if !known {
             self.unknown_devices.insert(pair, ());
         }

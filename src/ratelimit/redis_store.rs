@@ -33,9 +33,8 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Prefix of every window's key.
 const PREFIX: &str = "portcullis:rl:";
-/// Prefix of the known devices: a hash per account, `portcullis:kd:<account>`,
-/// from each known address to the time until which it is known. Forgetting
-/// an account's devices deletes its hash.
+/// Prefix of the known devices: a hash per account, `portcullis:kd:<account
+/// id>`, from each known address's id to the time it signed in.
 const DEVICES: &str = "portcullis:kd:";
 
 /// Check and reserve. KEYS: the windows. ARGV: now, nonce, then per key its
@@ -112,6 +111,18 @@ end
 return removed
 ";
 
+/// Forgets the devices of an account remembered at or before a time.
+/// KEYS: the account's devices. ARGV: the time.
+const FORGET: &str = r"
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if tonumber(fields[i + 1]) <= tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+return 0
+";
+
 /// Live events of a window: `{member, score, ...}` after the horizon.
 /// KEYS: the window. ARGV: now, window (ms).
 const LIVE: &str = r"
@@ -127,6 +138,7 @@ pub struct RedisStore {
     usage: Script,
     clear_tag: Script,
     live: Script,
+    forget: Script,
 }
 
 fn down(e: impl std::fmt::Display) -> LimitError {
@@ -192,6 +204,7 @@ impl RedisStore {
             usage: Script::new(USAGE),
             clear_tag: Script::new(CLEAR_TAG),
             live: Script::new(LIVE),
+            forget: Script::new(FORGET),
         })
     }
 
@@ -373,30 +386,36 @@ impl LimitStore for RedisStore {
         &self,
         account: KeyId,
         ip: KeyId,
-        until: Millis,
-        now: Millis,
+        at: Millis,
+        ttl_ms: Millis,
     ) -> LimitResult<()> {
-        let ttl = until.saturating_sub(now).max(1);
         let key = devices_key(account);
         let mut pipe = ::redis::pipe();
         pipe.atomic()
-            .hset(&key, ip.to_hex(), until)
+            .hset(&key, ip.to_hex(), at)
             .ignore()
-            .pexpire(&key, ttl)
+            .pexpire(&key, ttl_ms.max(1))
             .ignore();
         let mut conn = self.conn.clone();
         bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
-    async fn forget_devices(&self, account: KeyId) -> LimitResult<()> {
+    async fn forget_devices(&self, account: KeyId, before: Millis) -> LimitResult<()> {
         let mut conn = self.conn.clone();
-        bounded(conn.del::<_, ()>(devices_key(account))).await
+        bounded(
+            self.forget
+                .key(devices_key(account))
+                .arg(before)
+                .invoke_async::<i64>(&mut conn),
+        )
+        .await
+        .map(drop)
     }
 
-    async fn known_device(&self, account: KeyId, ip: KeyId, now: Millis) -> LimitResult<bool> {
+    async fn known_device(&self, account: KeyId, ip: KeyId, since: Millis) -> LimitResult<bool> {
         let mut conn = self.conn.clone();
-        let until: Option<Millis> = bounded(conn.hget(devices_key(account), ip.to_hex())).await?;
-        Ok(until.is_some_and(|until| until > now))
+        let at: Option<Millis> = bounded(conn.hget(devices_key(account), ip.to_hex())).await?;
+        Ok(at.is_some_and(|at| at > since))
     }
 
     /// Windows in Redis outlive every instance: nothing to import.

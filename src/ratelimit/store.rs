@@ -83,25 +83,26 @@ pub trait LimitStore: Send + Sync + 'static {
     ) -> LimitResult<Vec<WindowState>>;
     /// Replaces windows with saved ones (events outside their window are dropped).
     async fn import(&self, rules: &Rules, windows: Vec<WindowState>, now: Millis);
-    /// Records that `account` logged in from `ip`, known until `until`
-    /// (for the `login_account` exemption). A shared store tells every
-    /// instance; the in-process one leaves it to the limiter's own cache.
+    /// Records that `account` logged in from `ip` at `at` (for the
+    /// `login_account` exemption), kept for `ttl_ms`. A shared store tells
+    /// every instance; the in-process one leaves it to the limiter's own cache.
     async fn remember_device(
         &self,
         _account: KeyId,
         _ip: KeyId,
-        _until: Millis,
-        _now: Millis,
+        _at: Millis,
+        _ttl_ms: Millis,
     ) -> LimitResult<()> {
         Ok(())
     }
-    /// Forgets every device of `account`, for every instance.
-    async fn forget_devices(&self, _account: KeyId) -> LimitResult<()> {
+    /// Forgets the devices of `account` remembered at or before `before`, for
+    /// every instance; one remembered later (a sign-in after the recovery)
+    /// stays, so hearing a recovery again, or late, does no harm.
+    async fn forget_devices(&self, _account: KeyId, _before: Millis) -> LimitResult<()> {
         Ok(())
     }
-    /// Whether an instance recorded `account` from `ip`, and it is still
-    /// known at `now`.
-    async fn known_device(&self, _account: KeyId, _ip: KeyId, _now: Millis) -> LimitResult<bool> {
+    /// Whether an instance recorded `account` from `ip` after `since`.
+    async fn known_device(&self, _account: KeyId, _ip: KeyId, _since: Millis) -> LimitResult<bool> {
         Ok(false)
     }
     /// Whether the windows outlive this process by themselves (a shared store):

@@ -4,20 +4,19 @@ use serde_json::Value;
 
 use crate::helpers::{token, TestApp};
 
-fn verify(app: &TestApp, jwt: &str) -> std::process::Output {
-    crate::tools::python_command()
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/api/verify_jwks.py"
-        ))
-        .args([
-            app.url("/.well-known/jwks.json").as_str(),
-            jwt,
-            "portcullis",
-            "portcullis",
-        ])
-        .output()
-        .expect("the tests' python3")
+async fn verify(app: &TestApp, jwt: &str) -> std::process::Output {
+    let mut cmd = crate::tools::python_command();
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/api/verify_jwks.py"
+    ))
+    .args([
+        app.url("/.well-known/jwks.json").as_str(),
+        jwt,
+        "portcullis",
+        "portcullis",
+    ]);
+    crate::tools::output(cmd).await
 }
 
 #[tokio::test]
@@ -25,7 +24,7 @@ async fn pyjwt_verifies_access_tokens_from_the_jwks() {
     let app = TestApp::spawn().await;
     let pair = app.signed_up("jw@example.com").await;
     let jwt = token(&pair, "access_token");
-    let out = verify(&app, &jwt);
+    let out = verify(&app, &jwt).await;
     assert!(
         out.status.success(),
         "PyJWT refused the token: {}",
@@ -38,6 +37,6 @@ async fn pyjwt_verifies_access_tokens_from_the_jwks() {
     // A tampered token fails there too.
     let mut parts: Vec<String> = jwt.split('.').map(str::to_owned).collect();
     parts[2] = parts[2].chars().rev().collect();
-    let out = verify(&app, &parts.join("."));
+    let out = verify(&app, &parts.join(".")).await;
     assert!(!out.status.success());
 }

@@ -186,15 +186,14 @@ async fn token_endpoint_shares_the_login_rules() {
 }
 
 /// Runs `tests/api/oauth_clients.py` with one Python library against `app`.
-fn python_client(app: &TestApp, library: &str, email: &str) -> Value {
-    let out = crate::tools::python_command()
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/api/oauth_clients.py"
-        ))
-        .args([library, &app.address, email, PASSWORD])
-        .output()
-        .expect("the tests' python3");
+async fn python_client(app: &TestApp, library: &str, email: &str) -> Value {
+    let mut cmd = crate::tools::python_command();
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/api/oauth_clients.py"
+    ))
+    .args([library, &app.address, email, PASSWORD]);
+    let out = crate::tools::output(cmd).await;
     assert!(
         out.status.success(),
         "{library} could not log in and refresh:\n{}",
@@ -212,7 +211,7 @@ async fn python_oauth_libraries_log_in_and_refresh() {
         ("requests-oauthlib", "oauthlib@example.com"),
     ] {
         app.register(email, PASSWORD).await;
-        let got = python_client(&app, library, email);
+        let got = python_client(&app, library, email).await;
         assert_eq!(got["me_first"]["email"], email, "{library}: {got}");
         assert_eq!(got["me_second"]["email"], email, "{library}: {got}");
         assert_eq!(got["token_type"], "Bearer", "{library}");

@@ -408,15 +408,14 @@ async fn real_answers_validate_against_the_document() {
     let samples_path = dir.path().join("samples.json");
     std::fs::write(&doc_path, doc.to_string()).unwrap();
     std::fs::write(&samples_path, Value::Array(s.kept).to_string()).unwrap();
-    let out = crate::tools::python_command()
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/api/validate_openapi.py"
-        ))
-        .arg(&doc_path)
-        .arg(&samples_path)
-        .output()
-        .unwrap();
+    let mut cmd = crate::tools::python_command();
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/api/validate_openapi.py"
+    ))
+    .arg(&doc_path)
+    .arg(&samples_path);
+    let out = crate::tools::output(cmd).await;
     assert!(
         out.status.success(),
         "answers that contradict /openapi.json:\n{}{}",

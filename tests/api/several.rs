@@ -181,8 +181,12 @@ async fn two_instances_share_one_budget_one_lockout_and_one_view_of_revocations(
     let slowest = logouts_are_refused_across(&client, &a, &b, email).await;
     eprintln!("a logout on one instance was refused on the other within {slowest:?} (every round)");
 
-    // Round 0 logged in on B from 198.51.100.10: A knows that device too. Twenty
-    // failures from twenty strangers lock the account for strangers on both...
+    // The logout-all of round 4 forgot every known device of the account, on
+    // both instances; B signs in from 198.51.100.10 again, and A knows that
+    // device too. Twenty failures from twenty strangers lock the account for
+    // strangers on both...
+    let (status, body) = login(&client, &b.address, "198.51.100.10", email, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     for i in 0..20 {
         let base = if i % 2 == 0 { &a.address } else { &b.address };
         let (status, _) = login(&client, base, &format!("192.0.2.{i}"), email, "not it").await;

@@ -161,3 +161,13 @@ pub fn install_debian(package: &str) {
     );
     assert!(install(), "apt-get install {package} failed");
 }
+
+/// Runs `cmd` to its end off the test's runtime, so that a server in this
+/// process (whose connections to Redis or PostgreSQL that runtime drives)
+/// keeps answering the program meanwhile.
+pub async fn output(mut cmd: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("the command's thread")
+        .expect("the command runs")
+}
