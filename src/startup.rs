@@ -27,6 +27,7 @@ use crate::ratelimit::key::KeyMaker;
 use crate::ratelimit::Limiter;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::telemetry::fold::{self, LineFolder};
 
 /// How often revocations made by other processes are picked up.
 const REVOCATION_POLL: Duration = Duration::from_secs(1);
@@ -238,6 +239,7 @@ impl Application {
             metrics,
             trusted_proxies: TrustedProxies::new(config.server.trusted_proxies.clone()),
             config: config.clone(),
+            request_lines: LineFolder::new(clock.now_ms()),
         });
         let listener = TcpListener::bind(&config.server.bind)
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -302,6 +304,7 @@ impl Application {
                 if let Err(e) = folds.audit.flush_folds(false).await {
                     tracing::error!(error = %e, "cannot write folded audit rows");
                 }
+                fold::log_summaries(folds.request_lines.flush(folds.auth.now(), false));
             }
         }));
         let retention = state.clone();
@@ -357,6 +360,7 @@ impl Application {
             task.abort();
         }
         let state = &self.state;
+        fold::log_summaries(state.request_lines.flush(state.auth.now(), true));
         state.audit.shutdown().await;
         match state.limiter.save(state.auth.store().as_ref()).await {
             Ok(n) => tracing::info!(windows = n, "saved rate-limit windows"),

@@ -2,12 +2,13 @@
 //! pool that keeps argon2id off the async workers and refuses work beyond a
 //! bounded queue instead of queueing without limit.
 
+use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 use std::thread;
 
 use anyhow::anyhow;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::oneshot;
@@ -93,10 +94,41 @@ pub struct Verification {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// argon2id with the configured parameters.
+///
+/// A hash needs `m_cost` KiB of working memory (19 MiB by default). Taken
+/// from the allocator and given back at every hash, that memory fragments
+/// the heap: a flood of wrong passwords left a process hundreds of MB large.
+/// So each thread that hashes keeps one buffer of blocks and reuses it: the
+/// hashing pool's threads hold their memory for good and a flood allocates
+/// nothing.
 #[derive(Clone)]
 pub struct Argon {
     argon: Argon2<'static>,
     params: Params,
+}
+
+thread_local! {
+    /// This thread's argon2 working memory, grown to the largest need seen.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs argon2 `argon` over `password` and `salt` into `out`, in this
+/// thread's reused memory.
+fn hash_into(
+    argon: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> argon2::Result<()> {
+    BLOCKS.with(|cell| {
+        let mut blocks = cell.borrow_mut();
+        let needed = params.block_count();
+        if blocks.len() < needed {
+            blocks.resize(needed, Block::default());
+        }
+        argon.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
+    })
 }
 
 impl Argon {
@@ -116,15 +148,29 @@ impl Argon {
 
     /// Hashes a password into a PHC string. Blocking: call from the pool.
     pub fn hash(&self, password: &str) -> anyhow::Result<String> {
-        let salt =
-            SaltString::encode_b64(&random_bytes::<16>()).map_err(|e| anyhow!("salt: {e}"))?;
-        self.argon
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| anyhow!("argon2: {e}"))
+        let salt = random_bytes::<16>();
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        hash_into(
+            &self.argon,
+            &self.params,
+            password.as_bytes(),
+            &salt,
+            &mut out,
+        )
+        .map_err(|e| anyhow!("argon2: {e}"))?;
+        let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow!("salt: {e}"))?;
+        let phc = PasswordHash {
+            algorithm: argon2::ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(|e| anyhow!("argon2: {e}"))?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&out).map_err(|e| anyhow!("argon2: {e}"))?),
+        };
+        Ok(phc.to_string())
     }
 
-    /// Verifies a password against a PHC string. Blocking: call from the pool.
+    /// Verifies a password against a PHC string, with the parameters the
+    /// string names. Blocking: call from the pool.
     pub fn verify(&self, password: &str, stored: &str) -> Verification {
         let Ok(parsed) = PasswordHash::new(stored) else {
             tracing::warn!("stored password hash is not a valid PHC string");
@@ -133,10 +179,10 @@ impl Argon {
                 needs_rehash: false,
             };
         };
-        let valid = self
-            .argon
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
+        let valid = check(password.as_bytes(), &parsed).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "stored password hash cannot be checked");
+            false
+        });
         let current = parsed.algorithm.as_str() == "argon2id"
             && parsed.version == Some(Version::V0x13.into())
             && Params::try_from(&parsed).is_ok_and(|p| {
@@ -254,6 +300,33 @@ impl HashPool {
     }
 }
 
+/// Whether `password` gives the hash `stored` names, under the algorithm,
+/// version and parameters it names; compared in constant time.
+fn check(password: &[u8], stored: &PasswordHash<'_>) -> anyhow::Result<bool> {
+    let algorithm = Algorithm::try_from(stored.algorithm).map_err(|e| anyhow!("{e}"))?;
+    let version = stored
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| anyhow!("{e}"))?
+        .unwrap_or_default();
+    let params = Params::try_from(stored).map_err(|e| anyhow!("{e}"))?;
+    let (Some(salt), Some(expected)) = (&stored.salt, &stored.hash) else {
+        return Ok(false);
+    };
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let out = out
+        .get_mut(..expected.len())
+        .ok_or_else(|| anyhow!("stored hash is too long"))?;
+    let argon = Argon2::new(algorithm, version, params.clone());
+    hash_into(&argon, &params, password, salt, out).map_err(|e| anyhow!("{e}"))?;
+    Ok(super::crypto::constant_time_eq(out, expected.as_bytes()))
+}
+
 fn dummy_hash<'a>(argon: &Argon, cell: &'a OnceLock<String>) -> &'a str {
     cell.get_or_init(|| {
         argon
@@ -341,6 +414,52 @@ mod tests {
                 needs_rehash: true
             }
         );
+    }
+
+    /// Our PHC strings are the argon2 crate's, both ways, and a hash reuses
+    /// the thread's memory instead of allocating its own.
+    #[test]
+    fn hashes_agree_with_the_argon2_crate_and_reuse_memory() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let ours = Argon::new(&cheap()).unwrap();
+        let params = Params::new(64, 1, 1, None).unwrap();
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let hash = ours.hash("hunter2hunter2").unwrap();
+        let parsed = PasswordHash::new(&hash).unwrap();
+        assert!(theirs.verify_password(b"hunter2hunter2", &parsed).is_ok());
+        assert!(theirs.verify_password(b"hunter3hunter3", &parsed).is_err());
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let made = theirs
+            .hash_password(b"correct horse", &salt)
+            .unwrap()
+            .to_string();
+        assert!(ours.verify("correct horse", &made).valid);
+        assert!(!ours.verify("wrong horse", &made).valid);
+        // Another algorithm or version in a stored hash is honoured.
+        let argon2i = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x10,
+            Params::new(32, 2, 1, None).unwrap(),
+        );
+        let old = argon2i
+            .hash_password(b"legacy pass", &salt)
+            .unwrap()
+            .to_string();
+        let v = ours.verify("legacy pass", &old);
+        assert!(v.valid && v.needs_rehash);
+        assert!(
+            !ours
+                .verify("legacy", "$argon2id$v=19$m=64,t=1,p=1$bm90IGEgaGFzaA")
+                .valid
+        );
+
+        let memory = || BLOCKS.with(|b| (b.borrow().as_ptr() as usize, b.borrow().len()));
+        let before = memory();
+        for _ in 0..3 {
+            ours.hash("hunter2hunter2").unwrap();
+            ours.verify("hunter2hunter2", &hash);
+        }
+        assert_eq!(memory(), before, "the same buffer every time");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

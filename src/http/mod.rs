@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
+use crate::telemetry::fold::LineFolder;
 use client_ip::TrustedProxies;
 
 /// Everything a handler can reach.
@@ -39,6 +40,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     pub trusted_proxies: TrustedProxies,
+    /// Folds repeated request lines of the process log.
+    pub request_lines: LineFolder,
 }
 
 impl AppState {

@@ -9,6 +9,8 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest};
 use uuid::Uuid;
 
+use crate::telemetry::fold::{self, Line};
+
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -61,14 +63,49 @@ pub async fn middleware(
             .with_label_values(&[route.as_str(), res.status().as_str()])
             .inc();
     }
-    tracing::info!(
-        method = %method,
-        route = %route,
-        status = res.status().as_u16(),
-        latency_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
-        request_id = %id,
-        "request"
-    );
+    let status = res.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let line = match res
+        .request()
+        .app_data::<actix_web::web::Data<super::AppState>>()
+    {
+        Some(state) => {
+            // Folded per (route, status, client): the client as the limiter keys it.
+            let client = match res.request().peer_addr() {
+                Some(peer) => state.limiter.ip_key(
+                    state
+                        .trusted_proxies
+                        .resolve(peer.ip(), res.request().headers()),
+                ),
+                None => String::new(),
+            };
+            let (line, closed) =
+                state
+                    .request_lines
+                    .observe(&route, status, &client, state.auth.now());
+            fold::log_summaries(closed);
+            line
+        }
+        None => Line::Write,
+    };
+    match line {
+        Line::Write => tracing::info!(
+            method = %method,
+            route = %route,
+            status,
+            latency_ms = format!("{latency_ms:.2}"),
+            request_id = %id,
+            "request"
+        ),
+        Line::Fold => tracing::debug!(
+            method = %method,
+            route = %route,
+            status,
+            latency_ms = format!("{latency_ms:.2}"),
+            request_id = %id,
+            "request"
+        ),
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, value);
     }

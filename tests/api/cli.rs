@@ -358,3 +358,51 @@ async fn the_cli_beside_a_busy_server_never_corrupts_the_database() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A flood of one refused request writes a few lines and one summary per
+/// route and status, not a line per request; at `debug` every line is there.
+#[tokio::test]
+async fn repeated_request_lines_fold_under_a_flood() {
+    for debug in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let envs: &[(&str, &str)] = if debug { &[("RUST_LOG", "debug")] } else { &[] };
+        let mut server = ServerProcess::start(dir.path(), &["--log-format", "json"], envs);
+        let address = server.address.clone();
+        let client = crate::helpers::http_client();
+        for _ in 0..60 {
+            client
+                .post(format!("http://{address}/auth/login"))
+                .json(&json!({ "email": "flood@example.com", "password": "guess guess" }))
+                .send()
+                .await
+                .unwrap();
+        }
+        assert!(server.signal("-TERM").success());
+        let lines: Vec<Value> = server
+            .log
+            .try_iter()
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect();
+        let requests = |status: u64, level: &str| {
+            lines
+                .iter()
+                .filter(|v| {
+                    v["message"] == "request" && v["status"] == status && v["level"] == level
+                })
+                .count()
+        };
+        let summary = |status: u64| {
+            lines
+                .iter()
+                .find(|v| v["status"] == status && v["folded"].is_u64())
+                .map(|v| v["folded"].as_u64().unwrap())
+        };
+        // Five wrong passwords, then 55 refusals, all from one address.
+        assert_eq!(requests(401, "INFO"), 3, "debug {debug}");
+        assert_eq!(requests(429, "INFO"), 3, "debug {debug}");
+        assert_eq!(summary(401), Some(2), "debug {debug}");
+        assert_eq!(summary(429), Some(52), "debug {debug}");
+        let at_debug = if debug { (2, 52) } else { (0, 0) };
+        assert_eq!((requests(401, "DEBUG"), requests(429, "DEBUG")), at_debug);
+    }
+}

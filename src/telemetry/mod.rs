@@ -1,12 +1,15 @@
 //! Process logging: human-readable lines or JSON objects on stderr, filtered
 //! by `RUST_LOG` (default `info`). Each request is logged once (see
-//! `http::request_id`); nothing logged anywhere includes a secret.
+//! `http::request_id`), repeated lines folded under a flood ([`fold`]);
+//! nothing logged anywhere includes a secret.
 //!
 //! Lines are formatted on the thread that logs and written by a thread of
 //! their own through a buffer, so request workers never wait on stderr or on
 //! each other for it. If stderr cannot keep up, lines beyond a backlog of
 //! 128,000 are dropped rather than stalling requests (the audit log, not the
 //! process log, is the durable record).
+
+pub mod fold;
 
 use std::io::{BufWriter, IsTerminal};
 
