@@ -418,6 +418,112 @@ def memory_figure(work: Path, addresses: int) -> tuple[float, float, float, int]
     return idle, loaded, hwm, keys
 
 
+def reset_timing(work: Path, pairs: int) -> list[Row]:
+    """Figure 8: `POST /auth/password-reset/request` for an existing account
+    and for an unknown one, in a shuffled order on one keep-alive connection:
+    median and p90 of each, set beside each other. The reset rules are off in
+    this server so that every request does the whole work."""
+    import http.client
+    import random
+    server = Portcullis.configure(
+        work / "reset",
+        "[rate_limit.rules.reset_request_ip]\nenabled = false\n"
+        "[rate_limit.rules.reset_request_account]\nenabled = false\n")
+    server.start()
+    try:
+        users = [f"reset{u}@example.com" for u in range(16)]
+        for u, email in enumerate(users):
+            status, _ = server.call("POST", "/auth/register", {"email": email, "password": PASSWORD},
+                                    headers={"X-Forwarded-For": f"198.19.1.{u}"})
+            assert status == 201, status
+        order = ["known"] * pairs + ["unknown"] * pairs
+        random.Random(7).shuffle(order)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        times: dict[str, list[float]] = {"known": [], "unknown": []}
+        for i, kind in enumerate(["known", "unknown"] * 20 + order):
+            email = users[i % len(users)] if kind == "known" else f"nobody{i}@example.com"
+            body = json.dumps({"email": email})
+            began = time.perf_counter()
+            conn.request("POST", "/auth/password-reset/request", body=body,
+                         headers={"Content-Type": "application/json"})
+            res = conn.getresponse()
+            res.read()
+            took = time.perf_counter() - began
+            assert res.status == 202, res.status
+            if i >= 40:  # after the warm-up
+                times[kind].append(took * 1000)
+        conn.close()
+    finally:
+        server.stop()
+    q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1]  # noqa: E731
+    med = {k: statistics.median(v) for k, v in times.items()}
+    p90 = {k: q(v, 90) for k, v in times.items()}
+    rows = []
+    for label, got in (("median", med), ("p90", p90)):
+        ratio = got["known"] / got["unknown"]
+        rows.append(Row(f"8{'a' if label == 'median' else 'b'}. reset request, existing account vs unknown ({label}, {pairs} each, shuffled)",
+                        f"{got['known']:.2f} ms", f"{got['unknown']:.2f} ms (unknown account)",
+                        f"{ratio:.2f} ×", "0.8–1.25 ×", 0.8 <= ratio <= 1.25))
+    return rows
+
+
+def hash_flood_memory(work: Path, seconds: float, argon: dict) -> list[Row]:
+    """Figure 9: wrong passwords for distinct unknown accounts from distinct
+    addresses on 32 connections at the default argon2id parameters (19 MiB):
+    resident memory at the end, and failed logins per second beside argon2id
+    alone on the same cores (measured in this run)."""
+    server = Portcullis.configure(work / "hashflood")
+    server.start()
+    try:
+        time.sleep(1)
+        idle = rss_mib(server.proc.pid)
+        proc = subprocess.Popen(
+            wrk_cmd(server.url, "addresses.lua", 2, 32, seconds),
+            env=wrk_env(WRK_PER_THREAD=str(10_000_000)), stdout=subprocess.PIPE, text=True)
+        flood = finish(proc)
+        time.sleep(1)
+        after = rss_mib(server.proc.pid)
+        hwm = int(re.search(r"VmHWM:\s+(\d+) kB",
+                            Path(f"/proc/{server.proc.pid}/status").read_text()).group(1)) / 1024
+    finally:
+        server.stop()
+    ratio = flood.rps / argon["verifications_per_second"]
+    return [
+        Row(f"9a. resident memory after {seconds:.0f} s of wrong passwords (32 connections, distinct unknown accounts, default argon2id)",
+            f"{after:.1f} MiB (peak {hwm:.1f} MiB)", f"{idle:.1f} MiB idle before", "", "< 100 MB",
+            after * 1.048576 < 100),
+        Row("9b. wrong-password logins per second in that flood",
+            f"{flood.rps:,.1f} logins/s",
+            f"{argon['verifications_per_second']:,.1f} argon2id/s on {argon['threads']} threads",
+            f"{ratio:.2f} ×", "≥ 0.85 ×", ratio >= 0.85),
+    ]
+
+
+def log_volume(work: Path, seconds: float) -> Row:
+    """Figure 10: bytes of process log per minute of a blocked-login flood
+    (default log settings), beside what one line per request would write."""
+    server = Portcullis.configure(work / "logs")
+    log_file = work / "logs.log"
+    server.start()
+    try:
+        wrong = {"email": EMAIL, "password": "not the password at all"}
+        for _ in range(6):
+            server.call("POST", "/auth/login", wrong, headers={"X-Forwarded-For": "203.0.113.77"})
+        before = log_file.stat().st_size
+        flood = wrk(server.url + "/auth/login", seconds, method="POST", body=wrong, xff="203.0.113.77")
+        time.sleep(1)
+        written = log_file.stat().st_size - before
+    finally:
+        server.stop()
+    per_minute = written / flood.seconds * 60
+    line = 190  # bytes of one text request line
+    naive = flood.requests / flood.seconds * 60 * line
+    return Row(f"10. process log per minute of a blocked-login flood ({flood.rps:,.0f} req/s)",
+               f"{per_minute / 1024:,.1f} KiB/min",
+               f"{naive / 1048576:,.0f} MiB/min at one line per request", "", "< 1 MB/min",
+               per_minute < 1_000_000)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5, help="seconds per throughput run")
@@ -427,6 +533,8 @@ def main() -> None:
     ap.add_argument("--startups", type=int, default=5, help="starts per start-up figure (median)")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--only", default="",
+                    help="comma-separated figure numbers to run (default: all), e.g. 8,9,10")
     args = ap.parse_args()
 
     ensure_wrk()
@@ -436,105 +544,135 @@ def main() -> None:
     rows: list[Row] = []
     d = args.duration
 
+    only = {int(n) for n in args.only.split(",") if n.strip()}
+    want = lambda n: not only or n in only  # noqa: E731
     # 5. Start-up, before anything else warms the page cache for this binary.
-    log("start-up times")
-    fresh, existing, ceiling = startup_figures(work, args.startups)
-    med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
-    rows.append(Row("5a. start to first 200 from /health, existing database (median)",
-                    f"{med(existing):.0f} ms", f"{med(ceiling):.0f} ms (ceiling server)",
-                    "", "< 100 ms", med(existing) < 100))
-    rows.append(Row("5b. start to first 200 from /health, first start (median)",
-                    f"{med(fresh):.0f} ms", f"{med(ceiling):.0f} ms (ceiling server)",
-                    "", "< 300 ms", med(fresh) < 300))
+    if want(5):
+        log("start-up times")
+        fresh, existing, ceiling = startup_figures(work, args.startups)
+        med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+        rows.append(Row("5a. start to first 200 from /health, existing database (median)",
+                        f"{med(existing):.0f} ms", f"{med(ceiling):.0f} ms (ceiling server)",
+                        "", "< 100 ms", med(existing) < 100))
+        rows.append(Row("5b. start to first 200 from /health, first start (median)",
+                        f"{med(fresh):.0f} ms", f"{med(ceiling):.0f} ms (ceiling server)",
+                        "", "< 300 ms", med(fresh) < 300))
 
-    server = Portcullis.configure(work / "main")
-    server.start()
-    time.sleep(1)
-    idle = rss_mib(server.proc.pid)
-    for u in range(USERS):
-        status, _ = server.call("POST", "/auth/register",
-                                {"email": f"bench{u}@example.com", "password": PASSWORD},
-                                headers={"X-Forwarded-For": f"198.19.0.{u}"})
-        assert status == 201, status
-    status, pair = server.call("POST", "/auth/login", {"email": EMAIL, "password": PASSWORD})
-    assert status == 200, status
-    token = pair["access_token"]
+    idle = None
+    argon = None
+    if any(want(n) for n in (1, 2, 3, 4, 6)):
+        server = Portcullis.configure(work / "main")
+        server.start()
+        time.sleep(1)
+        idle = rss_mib(server.proc.pid)
+        for u in range(USERS):
+            status, _ = server.call("POST", "/auth/register",
+                                    {"email": f"bench{u}@example.com", "password": PASSWORD},
+                                    headers={"X-Forwarded-For": f"198.19.0.{u}"})
+            assert status == 201, status
+        status, pair = server.call("POST", "/auth/login", {"email": EMAIL, "password": PASSWORD})
+        assert status == 200, status
+        token = pair["access_token"]
 
-    port = free_port()
-    ceiling_proc, _ = start_until_healthy([str(CEILING), f"127.0.0.1:{port}"], port)
-    ceiling_url = f"http://127.0.0.1:{port}"
+        port = free_port()
+        ceiling_proc, _ = start_until_healthy([str(CEILING), f"127.0.0.1:{port}"], port)
+        ceiling_url = f"http://127.0.0.1:{port}"
 
-    # 1. The blocked-login path: 5 wrong passwords from this address, then a flood.
-    log("blocked logins (429)")
-    wrong = {"email": EMAIL, "password": "not the password at all"}
-    blocker = {"X-Forwarded-For": "203.0.113.9"}
-    for _ in range(5):
-        server.call("POST", "/auth/login", wrong, headers=blocker)
-    status, _ = server.call("POST", "/auth/login", wrong, headers=blocker)
-    assert status == 429, status
-    before = server.metric("portcullis_http_requests_total", route="/auth/login", status="429")
-    blocked = paired(
-        args.rounds,
-        ceiling_proc.pid, lambda: wrk(ceiling_url + "/auth/login", d, method="POST", body=wrong),
-        server.proc.pid, lambda: wrk(server.url + "/auth/login", d, method="POST", body=wrong,
-                                     xff=blocker["X-Forwarded-For"]))
-    got_429 = server.metric("portcullis_http_requests_total", route="/auth/login", status="429") - before
-    sent = sum(l.requests for l in blocked.ours)
-    if got_429 < sent * 0.99:
-        raise SystemExit(f"only {got_429:.0f} of {sent} blocked-login answers were 429")
-    rows.append(ratio_row("1. blocked login (429)", blocked, 0.5))
-    with_redis = blocked_with_redis(work, server, wrong, blocker, args.rounds, d)
-    if with_redis:
-        rows.append(with_redis)
+        # 1. The blocked-login path: 5 wrong passwords from this address, then a flood.
+        log("blocked logins (429)")
+        wrong = {"email": EMAIL, "password": "not the password at all"}
+        blocker = {"X-Forwarded-For": "203.0.113.9"}
+        for _ in range(5):
+            server.call("POST", "/auth/login", wrong, headers=blocker)
+        status, _ = server.call("POST", "/auth/login", wrong, headers=blocker)
+        assert status == 429, status
+        before = server.metric("portcullis_http_requests_total", route="/auth/login", status="429")
+        blocked = paired(
+            args.rounds,
+            ceiling_proc.pid, lambda: wrk(ceiling_url + "/auth/login", d, method="POST", body=wrong),
+            server.proc.pid, lambda: wrk(server.url + "/auth/login", d, method="POST", body=wrong,
+                                         xff=blocker["X-Forwarded-For"]))
+        got_429 = server.metric("portcullis_http_requests_total", route="/auth/login", status="429") - before
+        sent = sum(l.requests for l in blocked.ours)
+        if got_429 < sent * 0.99:
+            raise SystemExit(f"only {got_429:.0f} of {sent} blocked-login answers were 429")
+        rows.append(ratio_row("1. blocked login (429)", blocked, 0.5))
+        with_redis = blocked_with_redis(work, server, wrong, blocker, args.rounds, d)
+        if with_redis:
+            rows.append(with_redis)
 
-    # 2. GET /auth/me with a valid token.
-    log("GET /auth/me")
-    me = paired(args.rounds,
-                ceiling_proc.pid, lambda: wrk(ceiling_url + "/auth/me", d),
-                server.proc.pid, lambda: wrk(server.url + "/auth/me", d, token=token))
-    assert all(l.non_2xx == 0 for l in me.ours), me.ours
-    rows.append(ratio_row("2. GET /auth/me, valid token", me, 0.4))
-    stop(ceiling_proc)
+        # 2. GET /auth/me with a valid token.
+        log("GET /auth/me")
+        me = paired(args.rounds,
+                    ceiling_proc.pid, lambda: wrk(ceiling_url + "/auth/me", d),
+                    server.proc.pid, lambda: wrk(server.url + "/auth/me", d, token=token))
+        assert all(l.non_2xx == 0 for l in me.ours), me.ours
+        rows.append(ratio_row("2. GET /auth/me, valid token", me, 0.4))
+        stop(ceiling_proc)
 
-    # 3. Successful logins per second against bare argon2id on the same cores.
-    log("successful logins against argon2id alone")
-    slow = max(d, 10)  # hashing figures count tens of events per second
-    argon = json.loads(subprocess.run([str(ARGON_RATE), str(int(slow))], check=True,
-                                      capture_output=True, text=True).stdout)
-    ok = finish(logins(server.url, slow, conns=16))
-    assert ok.non_2xx == 0, ok
-    ratio = ok.rps / argon["verifications_per_second"]
-    rows.append(Row("3. successful logins (default argon2id: 19 MiB, t=2, p=1)",
-                    f"{ok.rps:,.1f} logins/s",
-                    f"{argon['verifications_per_second']:,.1f} argon2id/s on {argon['threads']} threads",
-                    f"{ratio:.2f} ×", "≥ 0.85 ×", ratio >= 0.85))
+        # 3. Successful logins per second against bare argon2id on the same cores.
+        log("successful logins against argon2id alone")
+        slow = max(d, 10)  # hashing figures count tens of events per second
+        argon = json.loads(subprocess.run([str(ARGON_RATE), str(int(slow))], check=True,
+                                          capture_output=True, text=True).stdout)
+        ok = finish(logins(server.url, slow, conns=16))
+        assert ok.non_2xx == 0, ok
+        ratio = ok.rps / argon["verifications_per_second"]
+        rows.append(Row("3. successful logins (default argon2id: 19 MiB, t=2, p=1)",
+                        f"{ok.rps:,.1f} logins/s",
+                        f"{argon['verifications_per_second']:,.1f} argon2id/s on {argon['threads']} threads",
+                        f"{ratio:.2f} ×", "≥ 0.85 ×", ratio >= 0.85))
 
-    # 4. /auth/me while logins keep every hashing slot busy.
-    log("GET /auth/me during a login flood")
-    me_flood, flood, depth = login_flood_with_me(server, token, slow)
-    rows.append(Row("4. p99 of GET /auth/me during a login flood",
-                    f"{me_flood.p99_ms:.2f} ms ({me_flood.rps:,.0f} req/s)",
-                    f"{flood.rps:,.1f} logins/s alongside, hash queue {depth:.0f} deep",
-                    "", "< 20 ms", me_flood.p99_ms < 20 and depth > 0))
-    server.stop()
+        # 4. /auth/me while logins keep every hashing slot busy.
+        log("GET /auth/me during a login flood")
+        me_flood, flood, depth = login_flood_with_me(server, token, slow)
+        rows.append(Row("4. p99 of GET /auth/me during a login flood",
+                        f"{me_flood.p99_ms:.2f} ms ({me_flood.rps:,.0f} req/s)",
+                        f"{flood.rps:,.1f} logins/s alongside, hash queue {depth:.0f} deep",
+                        "", "< 20 ms", me_flood.p99_ms < 20 and depth > 0))
+        server.stop()
 
     # 6. Memory.
-    log(f"memory: {args.addresses:,} client addresses")
-    mem_idle, loaded, hwm, keys = memory_figure(work, args.addresses)
-    rows.append(Row("6a. resident memory, idle after start", f"{idle:.1f} MiB", "", "", "< 30 MB",
-                    idle * 1.048576 < 30))
-    rows.append(Row(f"6b. resident memory after {args.addresses:,} client addresses",
-                    f"{loaded:.1f} MiB (peak {hwm:.1f} MiB)",
-                    f"{mem_idle:.1f} MiB before; {keys:,} windows held", "", "< 300 MB",
-                    loaded * 1.048576 < 300))
+    if want(6):
+        log(f"memory: {args.addresses:,} client addresses")
+        mem_idle, loaded, hwm, keys = memory_figure(work, args.addresses)
+        rows.append(Row("6a. resident memory, idle after start", f"{idle:.1f} MiB", "", "", "< 30 MB",
+                        idle * 1.048576 < 30))
+        rows.append(Row(f"6b. resident memory after {args.addresses:,} client addresses",
+                        f"{loaded:.1f} MiB (peak {hwm:.1f} MiB)",
+                        f"{mem_idle:.1f} MiB before; {keys:,} windows held", "", "< 300 MB",
+                        loaded * 1.048576 < 300))
 
     # 7. Binary size.
-    size = PORTCULLIS.stat().st_size / 1e6
-    rows.append(Row("7. release binary, stripped", f"{size:.1f} MB",
-                    f"{CEILING.stat().st_size / 1e6:.1f} MB (ceiling server)", "", "< 25 MB", size < 25))
+    if want(7):
+        size = PORTCULLIS.stat().st_size / 1e6
+        rows.append(Row("7. release binary, stripped", f"{size:.1f} MB",
+                        f"{CEILING.stat().st_size / 1e6:.1f} MB (ceiling server)", "", "< 25 MB", size < 25))
+
+
+    # 8. Reset-request timing: an existing account against an unknown one.
+    if want(8):
+        log("reset-request timing, existing and unknown accounts")
+        rows.extend(reset_timing(work, 200))
+
+    # 9. Memory under a wrong-password flood at the default argon2id parameters.
+    if want(9):
+        log("memory under a wrong-password flood")
+        if argon is None:
+            argon = json.loads(subprocess.run([str(ARGON_RATE), "10"], check=True,
+                                              capture_output=True, text=True).stdout)
+        rows.extend(hash_flood_memory(work, max(d, 60), argon))
+
+    # 10. Process log volume under a blocked-login flood.
+    if want(10):
+        log("process log under a blocked-login flood")
+        rows.append(log_volume(work, max(d, 60)))
 
     shutil.rmtree(work, ignore_errors=True)
-    write_report(Path(args.out), rows, args)
+    if only:
+        log("--only: BENCHMARKS.md left as it is")
+    else:
+        write_report(Path(args.out), rows, args)
     failed = [r.figure for r in rows if not r.met]
     for r in rows:
         log(f"{'ok  ' if r.met else 'MISS'} {r.figure}: {r.ours} | {r.baseline} | {r.ratio}")

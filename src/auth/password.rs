@@ -148,9 +148,28 @@ impl Argon {
 
     /// Hashes a password into a PHC string. Blocking: call from the pool.
     pub fn hash(&self, password: &str) -> anyhow::Result<String> {
+        self.hash_with(password, |argon, params, password, salt, out| {
+            hash_into(argon, params, password, salt, out)
+        })
+    }
+
+    /// [`Argon::hash`] in memory of its own, given back at once: for a hash
+    /// made once (the dummy hash at start-up), so that a thread that serves no
+    /// login keeps no buffer.
+    fn hash_once(&self, password: &str) -> anyhow::Result<String> {
+        self.hash_with(password, |argon, _, password, salt, out| {
+            argon.hash_password_into(password, salt, out)
+        })
+    }
+
+    fn hash_with(
+        &self,
+        password: &str,
+        run: impl FnOnce(&Argon2<'_>, &Params, &[u8], &[u8], &mut [u8]) -> argon2::Result<()>,
+    ) -> anyhow::Result<String> {
         let salt = random_bytes::<16>();
         let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-        hash_into(
+        run(
             &self.argon,
             &self.params,
             password.as_bytes(),
@@ -330,7 +349,7 @@ fn check(password: &[u8], stored: &PasswordHash<'_>) -> anyhow::Result<bool> {
 fn dummy_hash<'a>(argon: &Argon, cell: &'a OnceLock<String>) -> &'a str {
     cell.get_or_init(|| {
         argon
-            .hash("portcullis dummy password for unknown accounts")
+            .hash_once("portcullis dummy password for unknown accounts")
             .unwrap_or_default()
     })
 }

@@ -242,6 +242,33 @@ mod tests {
         assert_eq!(Shown::new(v6).as_str(), v6);
     }
 
+    proptest::proptest! {
+        /// Whatever the text, a key is held in its fixed size: what is shown
+        /// is at most SHOWN_BYTES, a start of the text (or, for an account key
+        /// that is no address, `#` and part of the identity), and distinct
+        /// texts get distinct identities.
+        #[test]
+        fn any_text_makes_a_bounded_key(
+            a in ".{0,400}",
+            b in ".{0,400}",
+            account in proptest::bool::ANY,
+        ) {
+            let maker = KeyMaker::new(&[4; 32]);
+            let key = if account { maker.account(&a) } else { maker.ip(&a) };
+            let shown = key.shown.as_str();
+            proptest::prop_assert!(shown.len() <= SHOWN_BYTES);
+            if shown.starts_with('#') && account && Email::parse(&a).is_err() {
+                proptest::prop_assert_eq!(&shown[1..], &key.id.to_hex()[..12]);
+            } else if a.len() <= SHOWN_BYTES {
+                proptest::prop_assert_eq!(shown, a.as_str());
+            } else {
+                let kept = shown.strip_suffix('…').expect("a cut is marked");
+                proptest::prop_assert!(a.starts_with(kept));
+            }
+            proptest::prop_assert_eq!(key.id == maker.id(&b), a == b);
+        }
+    }
+
     #[test]
     fn account_keys_that_are_not_addresses_are_not_shown() {
         let maker = KeyMaker::new(&[3; 32]);
