@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         4 => drop(parse::<mfa::CodeBody>(body)),
-        5 => drop(parse::<mfa::DisableBody>(body)),
+        5 => drop(parse::<mfa::PasswordAndCode>(body)),
         6 => drop(parse::<mfa::MfaLoginBody>(body)),
         7 => {
             if let Some(b) = parse::<reset::RequestBody>(body) {
