@@ -21,7 +21,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, StorageBackend};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, extract, limits, request_id, AppState};
-use crate::mail::Mailer;
+use crate::mail::{MailQueue, Mailer};
 use crate::metrics::Metrics;
 use crate::ratelimit::key::KeyMaker;
 use crate::ratelimit::Limiter;
@@ -166,8 +166,8 @@ struct KnownDevices(Arc<Limiter>);
 
 #[async_trait::async_trait]
 impl DeviceMemory for KnownDevices {
-    async fn forget(&self, account: &str, at: crate::clock::Millis) {
-        self.0.forget_devices(account, at).await;
+    async fn forget(&self, account: &str, at: crate::clock::Millis) -> bool {
+        self.0.forget_devices(account, at).await
     }
 }
 
@@ -211,7 +211,9 @@ impl Application {
             .load(auth.store().as_ref())
             .await
             .context("cannot load saved rate-limit windows")?;
-        auth.set_device_memory(Arc::new(KnownDevices(limiter.clone())));
+        auth.set_device_memory(Arc::new(KnownDevices(limiter.clone())))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let metrics = Arc::new(Metrics::new()?);
         let coalesce_ms = config.audit.coalesce_window.as_millis_i64();
@@ -240,6 +242,7 @@ impl Application {
             trusted_proxies: TrustedProxies::new(config.server.trusted_proxies.clone()),
             config: config.clone(),
             request_lines: LineFolder::new(clock.now_ms()),
+            mail_queue: MailQueue::start()?,
         });
         let listener = TcpListener::bind(&config.server.bind)
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -361,6 +364,8 @@ impl Application {
         }
         let state = &self.state;
         fold::log_summaries(state.request_lines.flush(state.auth.now(), true));
+        // Queued mail may still write audit rows (a failed send): first.
+        state.mail_queue.stop().await;
         state.audit.shutdown().await;
         match state.limiter.save(state.auth.store().as_ref()).await {
             Ok(n) => tracing::info!(windows = n, "saved rate-limit windows"),

@@ -141,8 +141,9 @@ pub enum ResetRequest {
 /// does not keep its exemption from `login_account` past the recovery.
 #[async_trait::async_trait]
 pub trait DeviceMemory: Send + Sync + 'static {
-    /// Forgets every known device of `account` as of `at`.
-    async fn forget(&self, account: &str, at: Millis);
+    /// Forgets every known device of `account` as of `at`; false when that
+    /// could not be done now (it is worth trying again).
+    async fn forget(&self, account: &str, at: Millis) -> bool;
 }
 
 /// The account and session logic, shared by every handler.
@@ -160,6 +161,8 @@ pub struct AuthService {
     bus: Option<Arc<dyn RevocationBus>>,
     /// Forgets an account's known devices at a recovery.
     devices: Option<Arc<dyn DeviceMemory>>,
+    /// The last audit row whose recovery `devices` has heard.
+    recoveries_heard: std::sync::atomic::AtomicI64,
     clock: SharedClock,
     session_ttl_ms: Millis,
     refresh_ttl_ms: Millis,
@@ -204,6 +207,7 @@ impl AuthService {
             revocations,
             bus: None,
             devices: None,
+            recoveries_heard: std::sync::atomic::AtomicI64::new(0),
             clock,
             session_ttl_ms: config.tokens.session_ttl.as_millis_i64(),
             refresh_ttl_ms: config.tokens.refresh_ttl.as_millis_i64(),
@@ -227,15 +231,22 @@ impl AuthService {
     }
 
     /// Tells `devices` of every recovery from now on: this process's at once,
-    /// other processes' (the CLI, other instances) at the next poll of storage.
-    pub fn set_device_memory(&mut self, devices: Arc<dyn DeviceMemory>) {
+    /// other processes' (the CLI, other instances) at the next poll of
+    /// storage, which reads their audit rows.
+    pub async fn set_device_memory(&mut self, devices: Arc<dyn DeviceMemory>) -> AuthResult<()> {
+        let head = self.store.audit_head().await?;
+        self.recoveries_heard
+            .store(head, std::sync::atomic::Ordering::Relaxed);
         self.devices = Some(devices);
+        Ok(())
     }
 
     /// An account was recovered at `at`: its known devices are forgotten.
-    async fn recovered(&self, email: &str, at: Millis) {
-        if let Some(devices) = &self.devices {
-            devices.forget(email, at).await;
+    /// False when that must be tried again.
+    async fn recovered(&self, email: &str, at: Millis) -> bool {
+        match &self.devices {
+            Some(devices) => devices.forget(email, at).await,
+            None => true,
         }
     }
 
@@ -825,9 +836,17 @@ impl AuthService {
             .sync(self.store.as_ref(), since, now)
             .await?;
         if self.devices.is_some() {
-            for recovery in self.store.recoveries_since(since).await? {
-                self.recovered(&recovery.email, recovery.at).await;
+            use std::sync::atomic::Ordering;
+            let heard = self.recoveries_heard.load(Ordering::Relaxed);
+            let mut upto = heard;
+            for recovery in self.store.recoveries_after(heard).await? {
+                if !self.recovered(&recovery.email, recovery.at).await {
+                    break;
+                }
+                upto = recovery.id;
             }
+            // Racing polls may both hear a recovery: forgetting twice is harmless.
+            self.recoveries_heard.fetch_max(upto, Ordering::Relaxed);
         }
         Ok(next)
     }

@@ -198,13 +198,14 @@ pub async fn password_login(
     let event = caller
         .event(Action::LoginSuccess)
         .extra("remember_me", remember_me);
+    let opened = state.auth.now();
     let pair = state
         .auth
         .open_session(&user, remember_me, &caller.client_info(), vec![event])
         .await?;
     state
         .limiter
-        .login_succeeded(&state.limiter.ip_key(caller.ip), account)
+        .login_succeeded(&state.limiter.ip_key(caller.ip), account, opened)
         .await;
     state.metrics.login("success");
     Ok(LoginOutcome::Tokens(pair))

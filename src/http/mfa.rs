@@ -210,6 +210,7 @@ pub async fn login(
         .await?;
     let account = pending.user.email.clone();
     guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
+        let opened = state.auth.now();
         match state
             .auth
             .finish_mfa(
@@ -229,7 +230,10 @@ pub async fn login(
         {
             Ok(pair) => {
                 let ip_key = state.limiter.ip_key(caller.ip);
-                state.limiter.login_succeeded(&ip_key, &account).await;
+                state
+                    .limiter
+                    .login_succeeded(&ip_key, &account, opened)
+                    .await;
                 state.metrics.login("mfa_success");
                 Ok(token_response(&pair))
             }

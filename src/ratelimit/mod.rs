@@ -40,6 +40,8 @@ const MAX_KNOWN_DEVICES: u64 = 1_000_000;
 const UNKNOWN_DEVICE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 /// How many such answers are kept.
 const MAX_UNKNOWN_DEVICES: u64 = 100_000;
+/// Windows looked through to find a key by what the admin view shows of it.
+const MAX_SCANNED: usize = 2_000_000;
 
 /// The rate-limit key of a client address: the address itself, or for IPv6 its
 /// network of `prefix` bits (`2001:db8:1:2::/64`).
@@ -420,8 +422,10 @@ impl Limiter {
 
     /// A successful login: clears the account's failures and this address's
     /// failures against this account (not its failures against others), and
-    /// remembers the address as a known device of the account.
-    pub async fn login_succeeded(&self, ip_key: &str, account: &str) {
+    /// remembers the address as a known device of the account, as of
+    /// `opened`, when its session was opened (so that a recovery made while
+    /// the login was under way still forgets it).
+    pub async fn login_succeeded(&self, ip_key: &str, account: &str, opened: Millis) {
         let (ip, account) = (self.keys.id(ip_key), self.keys.id(account));
         let mut cleared = Ok(());
         if let Some(rule) = self.rules.get(RuleName::LoginAccount) {
@@ -434,12 +438,11 @@ impl Limiter {
             // The failures stay counted until their window passes: the safe side.
             tracing::warn!(error = %e, "cannot clear failures after a successful login");
         }
-        let now = self.clock.now_ms();
-        self.remember(account, ip, now);
+        self.remember(account, ip, opened);
         if self.store.is_shared() {
             if let Err(e) = self
                 .store
-                .remember_device(account, ip, now, self.known_ttl_ms)
+                .remember_device(account, ip, opened, self.known_ttl_ms)
                 .await
             {
                 tracing::warn!(error = %e, "cannot share a known device with other instances");
@@ -460,25 +463,26 @@ impl Limiter {
     /// reset, it logged out everywhere, it was disabled): from `at` on, only
     /// a new successful login makes an address known again. With a shared
     /// store, every instance forgets at once.
-    /// A recovery heard again (storage is polled with some overlap) changes
-    /// nothing.
-    pub async fn forget_devices(&self, account: &str, at: Millis) {
+    /// A recovery heard again changes nothing. False when a shared store
+    /// could not be told (worth trying again).
+    pub async fn forget_devices(&self, account: &str, at: Millis) -> bool {
         let account = self.keys.id(account);
         if self
             .forgotten
             .get(&account)
             .is_some_and(|before| before.at >= at)
         {
-            return;
+            return true;
         }
-        self.forgotten.insert(account, self.mark(at));
         if self.store.is_shared() {
             if let Err(e) = self.store.forget_devices(account, at).await {
-                // The devices stay known until their own expiry: logged, and
-                // the safe side for the owner, not for the account's budget.
+                // Not marked as done: the next poll of storage tries again.
                 tracing::warn!(error = %e, "cannot forget known devices in the shared store");
+                return false;
             }
         }
+        self.forgotten.insert(account, self.mark(at));
+        true
     }
 
     /// Known here, or (with a shared store, the only source then) made known
@@ -503,14 +507,49 @@ impl Limiter {
         Ok(known)
     }
 
-    /// Tracked keys with counted events (at most 1000), or only `key`'s.
+    /// The identities an administrator means by `text`: the key of an
+    /// address as the limiter groups it (an IPv6 address stands for its
+    /// network), of an email normalized, or of the text itself; and, for a
+    /// key as the admin view shows it (`#…` for a hidden one, or cut with
+    /// `…`), every tracked key shown so.
+    async fn keys_meant(&self, text: &str, now: Millis) -> LimitResult<Vec<KeyId>> {
+        let text = text.trim();
+        let meant = match text.parse::<IpAddr>() {
+            Ok(ip) => self.ip_key(ip),
+            Err(_) if text.contains('@') => crate::email::normalize(text),
+            Err(_) => text.to_owned(),
+        };
+        let mut ids = vec![self.keys.id(&meant)];
+        if text.starts_with('#') || text.ends_with('…') {
+            ids.extend(
+                self.store
+                    .windows(&self.rules, None, now, MAX_SCANNED)
+                    .await?
+                    .into_iter()
+                    .filter(|w| w.key.shown.as_str() == text)
+                    .map(|w| w.key.id),
+            );
+            ids.sort();
+            ids.dedup();
+        }
+        Ok(ids)
+    }
+
+    /// Tracked keys with counted events (at most 1000), or only those meant
+    /// by `key` (see [`Limiter::keys_meant`]).
     pub async fn inspect(&self, key: Option<&str>) -> LimitResult<Vec<LimitView>> {
         let now = self.clock.now_ms();
-        let key = key.map(|k| self.keys.id(k));
-        Ok(self
-            .store
-            .windows(&self.rules, key, now, 1000)
-            .await?
+        let windows = match key {
+            None => self.store.windows(&self.rules, None, now, 1000).await?,
+            Some(text) => {
+                let mut windows = Vec::new();
+                for id in self.keys_meant(text, now).await? {
+                    windows.extend(self.store.windows(&self.rules, Some(id), now, 1000).await?);
+                }
+                windows
+            }
+        };
+        Ok(windows
             .into_iter()
             .filter_map(|w| {
                 let rule = self.rules.get(w.rule)?;
@@ -532,12 +571,14 @@ impl Limiter {
             .collect())
     }
 
-    /// Clears `key` under one rule or every rule.
+    /// Clears the keys meant by `key` (see [`Limiter::keys_meant`]) under
+    /// one rule or every rule.
     pub async fn clear(&self, key: &str, rule: Option<RuleName>) -> LimitResult<()> {
-        let key = self.keys.id(key);
-        for r in self.rules.enabled() {
-            if rule.is_none_or(|only| only == r.name) {
-                self.store.clear(r, key, None).await?;
+        for id in self.keys_meant(key, self.clock.now_ms()).await? {
+            for r in self.rules.enabled() {
+                if rule.is_none_or(|only| only == r.name) {
+                    self.store.clear(r, id, None).await?;
+                }
             }
         }
         Ok(())
@@ -727,7 +768,8 @@ mod tests {
                 .unwrap();
             l.settle(&r, Outcome::Failure).await;
         }
-        l.login_succeeded("6.6.6.6", "me@x.io").await;
+        l.login_succeeded("6.6.6.6", "me@x.io", l.clock.now_ms())
+            .await;
         // Three failures against others remain: two more, then blocked.
         for _ in 0..2 {
             let r = l
@@ -745,7 +787,8 @@ mod tests {
     #[tokio::test]
     async fn known_devices_are_exempt_from_the_account_rule_only() {
         let (l, clock) = limiter();
-        l.login_succeeded("7.7.7.7", "owner@x.io").await;
+        l.login_succeeded("7.7.7.7", "owner@x.io", l.clock.now_ms())
+            .await;
         // Twenty failures from many addresses lock the account for strangers.
         for i in 0..20 {
             let ip = format!("10.0.0.{i}");
@@ -785,7 +828,8 @@ mod tests {
     #[tokio::test]
     async fn forgotten_devices_are_strangers_until_they_sign_in_again() {
         let (l, clock) = limiter();
-        l.login_succeeded("7.7.7.7", "owner@x.io").await;
+        l.login_succeeded("7.7.7.7", "owner@x.io", l.clock.now_ms())
+            .await;
         for i in 0..20 {
             let r = l
                 .reserve(Guarded::Login, &format!("10.0.0.{i}"), Some("owner@x.io"))
@@ -814,7 +858,8 @@ mod tests {
             .await
             .is_ok());
         // Other accounts' devices are untouched.
-        l.login_succeeded("8.8.8.8", "other@x.io").await;
+        l.login_succeeded("8.8.8.8", "other@x.io", l.clock.now_ms())
+            .await;
         l.forget_devices("owner@x.io", clock.now_ms() + 1).await;
         assert!(l
             .is_known_device(

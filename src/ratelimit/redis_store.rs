@@ -5,7 +5,7 @@
 //! identity in hex, never its text), of events scored by their time in
 //! milliseconds; a member is `<at>:<tag>:<nonce>:<i>:<shown>` (the nonce keeps
 //! two events of the same moment and tag apart; `shown` is what the admin view
-//! shows of the key, at most 46 bytes).Every operation that
+//! shows of the key, at most 46 bytes). Every operation that
 //! reads and writes is one Lua script, run atomically by Redis: the check and
 //! the reservation of all of a request's keys happen in one step there, never
 //! as a read followed by a write from here. Each set expires one window after
@@ -33,12 +33,16 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Prefix of every window's key.
 const PREFIX: &str = "portcullis:rl:";
-/// Prefix of the known devices: a hash per account, `portcullis:kd:<account
-/// id>`, from each known address's id to the time it signed in.
+/// Prefix of the known devices: a sorted set per account, `portcullis:kd:<account
+/// id>`, of known addresses' ids scored by the time each signed in; trimmed of
+/// the expired and of all but the newest [`MAX_DEVICES`] at every sign-in.
 const DEVICES: &str = "portcullis:kd:";
+/// Known devices kept per account: bounds what one account's sign-ins from
+/// many addresses can make Redis hold.
+const MAX_DEVICES: isize = 1000;
 
 /// Check and reserve. KEYS: the windows. ARGV: now, nonce, then per key its
-/// limit, window (ms), tag and shown text.Returns `{}` when every key had room (one event
+/// limit, window (ms), tag and shown text. Returns `{}` when every key had room (one event
 /// recorded in each), else `{index, count, reset_ms, ...}` for each full key
 /// (nothing recorded).
 const ACQUIRE: &str = r"
@@ -46,7 +50,8 @@ local now = tonumber(ARGV[1])
 local full = {}
 for i = 1, #KEYS do
   local base = 2 + (i - 1) * 4
-  local limit = tonumber(ARGV[base + 1])local window = tonumber(ARGV[base + 2])
+  local limit = tonumber(ARGV[base + 1])
+  local window = tonumber(ARGV[base + 2])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
   local count = redis.call('ZCARD', KEYS[i])
   if count >= limit then
@@ -64,7 +69,8 @@ for i = 1, #KEYS do
   local window = tonumber(ARGV[base + 2])
   local tag = ARGV[base + 3]
   local shown = ARGV[base + 4]
-  redis.call('ZADD', KEYS[i], ARGV[1], ARGV[1] .. ':' .. tag .. ':' .. ARGV[2] .. ':' .. i .. ':' .. shown)local newest = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+  redis.call('ZADD', KEYS[i], ARGV[1], ARGV[1] .. ':' .. tag .. ':' .. ARGV[2] .. ':' .. i .. ':' .. shown)
+  local newest = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
   local ttl = tonumber(newest[2]) + window - now
   if ttl < 1 then ttl = 1 end
   redis.call('PEXPIRE', KEYS[i], ttl)
@@ -111,18 +117,6 @@ end
 return removed
 ";
 
-/// Forgets the devices of an account remembered at or before a time.
-/// KEYS: the account's devices. ARGV: the time.
-const FORGET: &str = r"
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  if tonumber(fields[i + 1]) <= tonumber(ARGV[1]) then
-    redis.call('HDEL', KEYS[1], fields[i])
-  end
-end
-return 0
-";
-
 /// Live events of a window: `{member, score, ...}` after the horizon.
 /// KEYS: the window. ARGV: now, window (ms).
 const LIVE: &str = r"
@@ -138,7 +132,6 @@ pub struct RedisStore {
     usage: Script,
     clear_tag: Script,
     live: Script,
-    forget: Script,
 }
 
 fn down(e: impl std::fmt::Display) -> LimitError {
@@ -204,7 +197,6 @@ impl RedisStore {
             usage: Script::new(USAGE),
             clear_tag: Script::new(CLEAR_TAG),
             live: Script::new(LIVE),
-            forget: Script::new(FORGET),
         })
     }
 
@@ -392,7 +384,11 @@ impl LimitStore for RedisStore {
         let key = devices_key(account);
         let mut pipe = ::redis::pipe();
         pipe.atomic()
-            .hset(&key, ip.to_hex(), at)
+            .zadd(&key, ip.to_hex(), at)
+            .ignore()
+            .zrembyscore(&key, "-inf", at.saturating_sub(ttl_ms))
+            .ignore()
+            .zremrangebyrank(&key, 0, -(MAX_DEVICES + 1))
             .ignore()
             .pexpire(&key, ttl_ms.max(1))
             .ignore();
@@ -402,20 +398,16 @@ impl LimitStore for RedisStore {
 
     async fn forget_devices(&self, account: KeyId, before: Millis) -> LimitResult<()> {
         let mut conn = self.conn.clone();
-        bounded(
-            self.forget
-                .key(devices_key(account))
-                .arg(before)
-                .invoke_async::<i64>(&mut conn),
-        )
-        .await
-        .map(drop)
+        bounded(conn.zrembyscore::<_, _, _, i64>(devices_key(account), "-inf", before))
+            .await
+            .map(drop)
     }
 
     async fn known_device(&self, account: KeyId, ip: KeyId, since: Millis) -> LimitResult<bool> {
         let mut conn = self.conn.clone();
-        let at: Option<Millis> = bounded(conn.hget(devices_key(account), ip.to_hex())).await?;
-        Ok(at.is_some_and(|at| at > since))
+        let at: Option<f64> = bounded(conn.zscore(devices_key(account), ip.to_hex())).await?;
+        // Scores are doubles; times in milliseconds are exact in them.
+        Ok(at.is_some_and(|at| at > since as f64))
     }
 
     /// Windows in Redis outlive every instance: nothing to import.

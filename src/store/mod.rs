@@ -175,19 +175,34 @@ pub struct RecentLogin {
     pub at: Millis,
 }
 
-/// The revocation reasons that also forget an account's known devices.
-pub const RECOVERY_REASONS: [&str; 4] = [
+/// The audit actions of an account's recovery: its known devices are
+/// forgotten then (SPEC section 6).
+pub const RECOVERY_ACTIONS: [&str; 4] = [
     "logout_all",
     "password_changed",
-    "password_reset",
+    "password_reset_success",
     "user_disabled",
 ];
 
-/// An account whose known devices were forgotten at `at`.
+/// A recovery of `email` at `at`, read from audit row `id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
+    pub id: i64,
     pub email: String,
     pub at: Millis,
+}
+
+/// The recoveries of audit rows: `(id, email, created_at)` read back.
+pub(crate) fn recoveries(rows: Vec<(i64, String, String)>) -> Vec<Recovery> {
+    rows.into_iter()
+        .filter_map(|(id, email, created_at)| {
+            Some(Recovery {
+                id,
+                email,
+                at: crate::time_fmt::parse_rfc3339(&created_at)?,
+            })
+        })
+        .collect()
 }
 
 /// A user's TOTP state; secrets are sealed.
@@ -408,10 +423,12 @@ pub trait Store: Send + Sync + 'static {
     /// The latest login per (account, address) of sessions created since
     /// `since` and still live at `now` (a revoked session makes no device known).
     async fn recent_logins(&self, since: Millis, now: Millis) -> StoreResult<Vec<RecentLogin>>;
-    /// Accounts whose sessions were revoked since `since` by a recovery
-    /// (password changed or reset, logout-all, disabled), with the latest such
-    /// time: their known devices are forgotten in every process.
-    async fn recoveries_since(&self, since: Millis) -> StoreResult<Vec<Recovery>>;
+    /// The id of the newest audit row (0 when there is none).
+    async fn audit_head(&self) -> StoreResult<i64>;
+    /// The recoveries (password changed or reset, logout-all, disabled)
+    /// recorded in audit rows after `after`, oldest first, at most 1,000: how
+    /// a process learns of the recoveries other processes made.
+    async fn recoveries_after(&self, after: i64) -> StoreResult<Vec<Recovery>>;
 
     /// Whether the database answers a trivial query.
     async fn ping(&self) -> StoreResult<()>;

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::{
     stamped, with_evicted, with_revoked, Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin,
     Recovery, Revoked, Rotation, RotationAudit, Session, SessionLimit, SigningKeyRow, Store,
-    StoreError, StoreResult, TotpRow, User, RECOVERY_REASONS,
+    StoreError, StoreResult, TotpRow, User, RECOVERY_ACTIONS,
 };
 use crate::audit::chain::{
     anchor_from, chained, StoredRow, Verdict, Walk, GENESIS, NEWEST_PRUNED, STORED_COLS,
@@ -1065,9 +1065,8 @@ impl Store for PgStore {
         let client = self.client().await?;
         let changed = client
             .execute(
-                "UPDATE backup_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = (
-                 SELECT code_hash FROM backup_codes
-                 WHERE user_id = $2 AND code_hash IN ($3, $4) AND used_at IS NULL LIMIT 1)",
+                "UPDATE backup_codes SET used_at = $1
+                 WHERE user_id = $2 AND code_hash IN ($3, $4) AND used_at IS NULL",
                 &[
                     &now,
                     &user_id.to_string(),
@@ -1076,7 +1075,8 @@ impl Store for PgStore {
                 ],
             )
             .await?;
-        Ok(changed == 1)
+        // The two hashes are of one code: at most one row is there.
+        Ok(changed >= 1)
     }
 
     async fn replace_backup_codes(
@@ -1262,26 +1262,31 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn recoveries_since(&self, since: Millis) -> StoreResult<Vec<Recovery>> {
+    async fn audit_head(&self) -> StoreResult<i64> {
         let client = self.client().await?;
-        let reasons: Vec<&str> = RECOVERY_REASONS.to_vec();
+        Ok(client
+            .query_one("SELECT coalesce(max(id), 0)::bigint FROM audit_log", &[])
+            .await?
+            .try_get(0)?)
+    }
+
+    async fn recoveries_after(&self, after: i64) -> StoreResult<Vec<Recovery>> {
+        let client = self.client().await?;
+        let actions: Vec<&str> = RECOVERY_ACTIONS.to_vec();
         let rows = client
             .query(
-                "SELECT u.email, max(s.revoked_at) FROM sessions s
-                 JOIN users u ON u.id = s.user_id
-                 WHERE s.revoked_at >= $1 AND s.revoke_reason = ANY($2)
-                 GROUP BY u.email",
-                &[&since, &reasons],
+                "SELECT a.id, u.email, a.created_at FROM audit_log a
+                 JOIN users u ON u.id = a.user_id
+                 WHERE a.id > $1 AND a.action = ANY($2)
+                 ORDER BY a.id LIMIT 1000",
+                &[&after, &actions],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Recovery {
-                    email: r.try_get(0)?,
-                    at: r.try_get(1)?,
-                })
-            })
-            .collect()
+        let rows = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(super::recoveries(rows))
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{
     stamped, with_evicted, with_revoked, Audit, MfaChallenge, NewUser, RateLimitRow, RecentLogin,
     Recovery, Revoked, Rotation, RotationAudit, Session, SessionLimit, SigningKeyRow, Store,
-    StoreError, StoreResult, TotpRow, User, RECOVERY_REASONS,
+    StoreError, StoreResult, TotpRow, User, RECOVERY_ACTIONS,
 };
 use crate::audit::writer::Writer;
 use crate::clock::Millis;
@@ -878,9 +878,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         self.run(move |conn| {
             let changed = conn.execute(
-                "UPDATE backup_codes SET used_at = ?1 WHERE user_id = ?2 AND code_hash = (
-                 SELECT code_hash FROM backup_codes
-                 WHERE user_id = ?2 AND code_hash IN (?3, ?4) AND used_at IS NULL LIMIT 1)",
+                "UPDATE backup_codes SET used_at = ?1
+                 WHERE user_id = ?2 AND code_hash IN (?3, ?4) AND used_at IS NULL",
                 params![
                     now,
                     user_id.to_string(),
@@ -888,7 +887,8 @@ impl Store for SqliteStore {
                     &code_hashes[1][..]
                 ],
             )?;
-            Ok(changed == 1)
+            // The two hashes are of one code: at most one row is there.
+            Ok(changed >= 1)
         })
         .await
     }
@@ -1070,24 +1070,32 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn recoveries_since(&self, since: Millis) -> StoreResult<Vec<Recovery>> {
+    async fn audit_head(&self) -> StoreResult<i64> {
+        self.run(|conn| {
+            Ok(
+                conn.query_row("SELECT coalesce(max(id), 0) FROM audit_log", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
+    async fn recoveries_after(&self, after: i64) -> StoreResult<Vec<Recovery>> {
         self.run(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT u.email, max(s.revoked_at) FROM sessions s
-                 JOIN users u ON u.id = s.user_id
-                 WHERE s.revoked_at >= ?1 AND s.revoke_reason IN (?2, ?3, ?4, ?5)
-                 GROUP BY u.email",
+                "SELECT a.id, u.email, a.created_at FROM audit_log a
+                 JOIN users u ON u.id = a.user_id
+                 WHERE a.id > ?1 AND a.action IN (?2, ?3, ?4, ?5)
+                 ORDER BY a.id LIMIT 1000",
             )?;
-            let [a, b, c, d] = RECOVERY_REASONS;
+            let [a, b, c, d] = RECOVERY_ACTIONS;
             let rows = stmt
-                .query_map(params![since, a, b, c, d], |r| {
-                    Ok(Recovery {
-                        email: r.get(0)?,
-                        at: r.get(1)?,
-                    })
+                .query_map(params![after, a, b, c, d], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
+            Ok(super::recoveries(rows))
         })
         .await
     }

@@ -506,7 +506,14 @@ async fn exempt(app: &TestApp, ip: &str, email: &str) -> bool {
 #[tokio::test]
 async fn recoveries_forget_known_devices() {
     let new_password = "a brand new passphrase for this";
-    for recovery in ["none", "logout_all", "password_change", "reset", "disable"] {
+    for recovery in [
+        "none",
+        "logout_all",
+        "password_change",
+        "reset",
+        "disable",
+        "disable_without_sessions",
+    ] {
         let app = behind_proxy().await;
         let email = "owner@example.com";
         app.register(email, PASSWORD).await;
@@ -544,7 +551,13 @@ async fn recoveries_forget_known_devices() {
                 assert_eq!(res.status(), StatusCode::OK);
                 password = new_password;
             }
-            "disable" => {
+            "disable" | "disable_without_sessions" => {
+                if recovery == "disable_without_sessions" {
+                    // Its one session ended: disabling revokes nothing, and
+                    // the server learns of it from the audit log alone.
+                    let res = app.post_auth("/auth/logout", &access, None).await;
+                    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+                }
                 for verb in ["disable", "enable"] {
                     let out = app.cli().args(["user", verb, email]).output().unwrap();
                     assert!(
@@ -674,6 +687,15 @@ async fn long_and_malformed_keys_are_held_bounded_and_never_shown() {
     for key in &accounts {
         assert!(key.len() <= 46 && key.starts_with('#'), "{key}");
     }
+    // An administrator's text is read as the limiter keys it: an email in
+    // any case, an IPv6 address for its network.
+    let by_case: Value = app
+        .get_auth("/admin/rate-limits?key=ROOT@Example.COM", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(by_case["limits"].is_array(), "{by_case}");
     // The same key is found by its whole text.
     let by_text: Value = app
         .client
@@ -687,6 +709,50 @@ async fn long_and_malformed_keys_are_held_bounded_and_never_shown() {
         .await
         .unwrap();
     assert_eq!(by_text["limits"][0]["count"], 20, "{by_text}");
+    // ...and by what the admin view shows of it, which clears it too: here
+    // the long one's.
+    let long_shown: Value = app
+        .client
+        .get(app.url("/admin/rate-limits"))
+        .query(&[("key", long.as_str())])
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let long_shown = long_shown["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["rule"] == "login_account")
+        .expect("the long key's window")["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .client
+        .delete(app.url("/admin/rate-limits"))
+        .query(&[("key", long_shown.as_str()), ("rule", "login_account")])
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let left: Value = app
+        .get_auth("/admin/rate-limits", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let left = left["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["rule"] == "login_account")
+        .count();
+    assert_eq!(left, 1, "one hidden key cleared by its shown form");
     let audited = app.query("SELECT extra_data FROM audit_log WHERE action = 'login_rate_limited'");
     assert!(!audited.is_empty());
     for row in &audited {
@@ -701,7 +767,11 @@ async fn long_and_malformed_keys_are_held_bounded_and_never_shown() {
     let res = login_from(&app, "198.18.1.2", typed_password, "guess").await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     let res = login_from(&app, "198.18.1.3", &long, "guess").await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "cleared before the restart"
+    );
     let stored = app.stored_bytes();
     for secret in [typed_password.as_bytes(), "x".repeat(100).as_bytes()] {
         assert!(!stored.windows(secret.len()).any(|w| w == secret));
