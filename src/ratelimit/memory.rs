@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use moka::ops::compute::Op;
 use moka::sync::Cache;
 use moka::Expiry;
 use smallvec::SmallVec;
@@ -272,10 +273,40 @@ impl MemoryStore {
         drop(guards);
         for ((id, bucket), grown) in buckets.iter().zip(grown) {
             if grown {
-                self.cache.insert(*id, bucket.clone());
+                self.reweigh(*id, bucket);
             }
         }
         Acquired::Granted
+    }
+
+    /// Tells the cache that `bucket` grew, so that it weighs it again. If the
+    /// cache evicted it meanwhile and a new bucket took its number, the
+    /// windows recorded here move into that one: no event is lost, and none
+    /// is counted twice.
+    fn reweigh(&self, id: BucketId, bucket: &Shared) {
+        self.cache
+            .entry(id)
+            .and_compute_with(|current| match current {
+                Some(entry) if !Arc::ptr_eq(entry.value(), bucket) => {
+                    let current = entry.into_value();
+                    {
+                        let mut orphan = lock(bucket);
+                        let mut into = lock(&current);
+                        for t in orphan.tracked.drain(..) {
+                            match into.find(t.rule, t.id) {
+                                Some(window) => {
+                                    for event in t.window.events() {
+                                        window.push(*event);
+                                    }
+                                }
+                                None => into.tracked.push(t),
+                            }
+                        }
+                    }
+                    Op::Put(current)
+                }
+                _ => Op::Put(bucket.clone()),
+            });
     }
 
     /// Runs `f` on the tracked window of (rule, key), if there is one.
@@ -515,6 +546,46 @@ mod tests {
             1
         );
         assert!(store.tracked_keys() <= 1_000);
+    }
+
+    /// A bucket the cache evicted while a request was recording into it is
+    /// merged into the bucket that took its number, not lost.
+    #[tokio::test]
+    async fn a_bucket_evicted_mid_request_is_merged_not_lost() {
+        let rules = rules();
+        let store = MemoryStore::new(&rules, 1000);
+        let (a, b) = (
+            slot(&rules, RuleName::LoginIp, "10.0.0.1"),
+            slot(&rules, RuleName::LoginIp, "10.0.0.2"),
+        );
+        let id = store.bucket_id(RuleName::LoginIp, a.id);
+        // Two keys in one bucket (whatever numbers their identities give):
+        // the test puts both in the bucket of the first.
+        let orphan = store.cache.get_with(id, Shared::default);
+        lock(&orphan).record(&a, Event { at: 1, tag: 0 });
+        store.cache.invalidate(&id);
+        let fresh = store.cache.get_with(id, Shared::default);
+        lock(&fresh).record(&a, Event { at: 2, tag: 0 });
+        lock(&fresh).record(&b, Event { at: 2, tag: 0 });
+        store.reweigh(id, &orphan);
+        assert!(lock(&orphan).tracked.is_empty());
+        let mut merged = lock(&fresh);
+        assert_eq!(
+            merged
+                .find(RuleName::LoginIp, a.id)
+                .unwrap()
+                .events()
+                .count(),
+            2
+        );
+        assert_eq!(
+            merged
+                .find(RuleName::LoginIp, b.id)
+                .unwrap()
+                .events()
+                .count(),
+            1
+        );
     }
 
     #[tokio::test]
