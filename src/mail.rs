@@ -2,7 +2,12 @@
 //! file under `data_dir/outbox/`; `smtp` sends with lettre. Only the recipient
 //! and where the message went are ever logged, never the body.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
 
 use anyhow::{anyhow, Context};
 use lettre::message::header::ContentType;
@@ -73,7 +78,11 @@ impl Mailer {
             .parse()
             .map_err(|e| anyhow!("mail.from: `{}` is not a mailbox: {e}", cfg.from))?;
         let transport = match cfg.transport {
-            MailTransport::Outbox => Transport::Outbox(data_dir.join("outbox")),
+            MailTransport::Outbox => {
+                let dir = data_dir.join("outbox");
+                narrow_outbox(&dir);
+                Transport::Outbox(dir)
+            }
             MailTransport::Smtp => {
                 let url = lettre_url(&cfg.smtp_url)?;
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
@@ -116,6 +125,101 @@ impl Mailer {
     }
 }
 
+/// Work that goes out after a request's answer (a reset mail), run on a thread
+/// of its own: the answer never waits for it, a slow relay holds no request
+/// worker, and a graceful stop still finishes what was queued (the request
+/// workers' runtimes end with the server, and would drop it).
+pub struct MailQueue {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Jobs that may wait; beyond, a new one is refused (and logged). Reset
+/// requests, the only source, are rate limited far below this.
+const MAIL_QUEUE: usize = 10_000;
+/// How long a graceful stop waits for queued mail.
+const MAIL_DRAIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl MailQueue {
+    /// Starts the thread.
+    pub fn start() -> anyhow::Result<Self> {
+        let (tx, mut rx) = mpsc::channel::<Job>(MAIL_QUEUE);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the mail runtime")?;
+        let thread = std::thread::Builder::new()
+            .name("portcullis-mail".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut running = tokio::task::JoinSet::new();
+                    loop {
+                        tokio::select! {
+                            job = rx.recv() => match job {
+                                Some(job) => { running.spawn(job); }
+                                None => break,
+                            },
+                            Some(_) = running.join_next(), if !running.is_empty() => {}
+                        }
+                    }
+                    let drained = tokio::time::timeout(MAIL_DRAIN, async {
+                        while running.join_next().await.is_some() {}
+                    })
+                    .await;
+                    if drained.is_err() {
+                        tracing::error!(
+                            left = running.len(),
+                            "mail still unsent at shutdown was dropped"
+                        );
+                    }
+                });
+            })
+            .context("cannot start the mail thread")?;
+        Ok(Self {
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Runs `job` on the mail thread.
+    pub fn spawn(&self, job: impl Future<Output = ()> + Send + 'static) {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = match jobs.as_ref() {
+            Some(tx) => tx.try_send(Box::pin(job)).map_err(|e| e.to_string()),
+            None => Err("stopped".to_owned()),
+        };
+        if let Err(e) = sent {
+            tracing::error!(error = %e, "mail not queued");
+        }
+    }
+
+    /// Takes no new jobs and waits (at most 15 s) for the queued ones.
+    pub async fn stop(&self) {
+        drop(self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// Narrows an outbox an earlier version left readable: the directory to
+/// 0700, its messages to 0600. Failures are logged, not fatal.
+fn narrow_outbox(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut narrowed = crate::private_files::create_dir(dir);
+    for entry in entries.flatten() {
+        narrowed = narrowed.and(crate::private_files::narrow(&entry.path()));
+    }
+    if let Err(e) = narrowed {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot make the outbox private");
+    }
+}
+
 /// Writes one message under `dir` (0700), readable by this user only (0600):
 /// it holds a live reset link.
 fn write_eml(dir: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
@@ -127,17 +231,20 @@ fn write_eml(dir: &Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
         uuid::Uuid::new_v4().simple()
     );
     // Written under a name no reader picks up, then renamed: whoever reads
-    // the outbox sees whole messages only.
+    // the outbox sees whole messages only, and a failed write leaves none.
     let path = dir.join(name);
     let partial = path.with_extension("eml.part");
-    crate::private_files::create_new(&partial)
+    let written = crate::private_files::create_new(&partial)
         .and_then(|mut f| {
             use std::io::Write;
             f.write_all(bytes)?;
             f.sync_all()
         })
-        .and_then(|()| std::fs::rename(&partial, &path))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        .and_then(|()| std::fs::rename(&partial, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written.with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 

@@ -68,8 +68,14 @@ impl MasterKey {
         }
         let path = data_dir.join(KEY_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => Self::from_hex(&text)
-                .with_context(|| format!("invalid key file {}", path.display())),
+            Ok(text) => {
+                // A key file an earlier version left readable is narrowed.
+                if let Err(e) = crate::private_files::narrow(&path) {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot make the key file 0600");
+                }
+                Self::from_hex(&text)
+                    .with_context(|| format!("invalid key file {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key: [u8; 32] = random_bytes();
                 write_private_file(&path, format!("{}\n", hex::encode(key)).as_bytes())

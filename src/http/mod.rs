@@ -25,7 +25,7 @@ use crate::audit::{AuditLog, NewEvent};
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::mail::Mailer;
+use crate::mail::{MailQueue, Mailer};
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
 use crate::telemetry::fold::LineFolder;
@@ -42,6 +42,8 @@ pub struct AppState {
     pub trusted_proxies: TrustedProxies,
     /// Folds repeated request lines of the process log.
     pub request_lines: LineFolder,
+    /// Mail that goes out after the answer.
+    pub mail_queue: MailQueue,
 }
 
 impl AppState {

@@ -62,9 +62,10 @@ pub async fn request(
                 // The token and its row are committed. Every transport sends after
                 // the answer, so its timing does not tell whether the account
                 // exists; a mail that cannot go out is one more row.
-                let state = state.clone();
                 let failed = caller.event(Action::PasswordResetRequested).user(user.id);
-                actix_web::rt::spawn(async move {
+                let job_state = state.clone();
+                state.mail_queue.spawn(async move {
+                    let state = job_state;
                     let link = state.config.mail.reset_url.replace("{token}", &token);
                     let text = format!(
                         "Someone asked to reset the password of your account {}.\n\n\
