@@ -17,42 +17,59 @@ use crate::audit::{Action, EventRow, NewEvent, Origin};
 use crate::auth::service::AuthService;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LogFormat, Overrides, StorageBackend};
+use crate::control;
 use crate::email::normalize;
-use crate::startup::{build_auth, Application, Signals};
+use crate::ratelimit::Limiter;
+use crate::startup::{build_auth, build_auth_and_audit, limiter_keys, Application, Signals};
 use crate::store::sqlite::{configure_connection, SqliteStore};
 use crate::telemetry;
 use crate::time_fmt::rfc3339_ms;
 
 /// portcullis — an authentication server in one binary.
+///
+/// With no command it serves (`portcullis serve`). Every command works on the
+/// same data directory as the server, also while the server runs.
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about, long_about = None)]
 pub struct Cli {
     /// Configuration file (default: ./portcullis.toml when present).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Data directory (overrides storage.data_dir).
+    /// Data directory (overrides storage.data_dir; default ./data).
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Listen address (overrides server.bind).
-    #[arg(long, global = true, value_name = "ADDR")]
-    pub bind: Option<String>,
-    /// Process log format (overrides server.log_format).
-    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The options of `serve`, also accepted without the word `serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Listen address, such as 127.0.0.1:9000 (overrides server.bind).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Process log format (overrides server.log_format).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Serve,
+    Serve(ServeArgs),
     /// Validate the configuration and print it with secrets masked.
     CheckConfig,
     /// Manage accounts.
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// See and clear rate-limit windows (the way out of a lockout).
+    RateLimit {
+        #[command(subcommand)]
+        command: RateLimitCommand,
     },
     /// Read, check and prune the audit log.
     Audit {
@@ -65,20 +82,25 @@ pub enum Command {
 pub enum AuditCommand {
     /// List events, newest first.
     List {
-        #[arg(long)]
+        /// Only events of this action, such as login_failed.
+        #[arg(long, value_name = "ACTION")]
         action: Option<String>,
-        /// An email address or a user id.
+        /// Only events of this account: an email address or a user id.
         #[arg(long, value_name = "EMAIL_OR_ID")]
         user: Option<String>,
-        #[arg(long)]
+        /// Only events from this client address.
+        #[arg(long, value_name = "IP")]
         ip: Option<String>,
-        /// RFC 3339, or an age such as 15m, 2h, 7d.
+        /// Only events at or after T: RFC 3339, or an age such as 15m, 2h, 7d.
         #[arg(long, value_name = "T")]
         since: Option<String>,
+        /// Only events before T: RFC 3339, or an age such as 15m, 2h, 7d.
         #[arg(long, value_name = "T")]
         until: Option<String>,
-        #[arg(long, default_value_t = 100)]
+        /// At most this many events.
+        #[arg(long, value_name = "N", default_value_t = 100)]
         limit: u32,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -86,7 +108,7 @@ pub enum AuditCommand {
     Verify,
     /// Apply retention now.
     Prune {
-        /// Delete events older than this (default: audit.retention_days).
+        /// Delete events older than this age, such as 90d (default: audit.retention_days).
         #[arg(long, value_name = "AGE")]
         older_than: Option<String>,
     },
@@ -95,8 +117,11 @@ pub enum AuditCommand {
 /// Output formats of `audit list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Columns for people.
     Table,
+    /// One JSON array of event objects, as GET /admin/audit.
     Json,
+    /// A header row, then one row per event.
     Csv,
 }
 
@@ -104,9 +129,11 @@ pub enum Format {
 pub enum UserCommand {
     /// Create an account, reading its password from standard input.
     Add {
-        #[arg(long)]
+        /// The account's email address.
+        #[arg(long, value_name = "EMAIL")]
         email: String,
-        #[arg(long)]
+        /// A display name.
+        #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// Make the account an administrator.
         #[arg(long)]
@@ -118,9 +145,44 @@ pub enum UserCommand {
     /// List accounts.
     List,
     /// Disable an account and revoke its sessions.
-    Disable { email: String },
+    Disable {
+        /// The account's email address.
+        email: String,
+    },
     /// Enable a disabled account.
-    Enable { email: String },
+    Enable {
+        /// The account's email address.
+        email: String,
+    },
+    /// Make an account an administrator.
+    Promote {
+        /// The account's email address.
+        email: String,
+    },
+    /// Make an administrator an ordinary account.
+    Demote {
+        /// The account's email address.
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RateLimitCommand {
+    /// Show the keys with counted events: who is limited, and for how long.
+    List {
+        /// Only this key: an address (127.0.0.1), an IPv6 /64 or an email.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Clear a key's windows, on a running server within a second (audited).
+    Clear {
+        /// An address (127.0.0.1), an IPv6 /64 or an email.
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        /// Only this rule, such as login_ip (default: every rule).
+        #[arg(long, value_name = "RULE")]
+        rule: Option<String>,
+    },
 }
 
 /// Parses the arguments and runs the command; errors are one line on stderr.
@@ -136,19 +198,37 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // `portcullis --bind X` is `portcullis serve --bind X`; before another
+    // command the option would be ignored, so it is refused.
+    let command = match cli.command {
+        None => Command::Serve(cli.serve),
+        Some(Command::Serve(args)) => Command::Serve(ServeArgs {
+            bind: args.bind.or(cli.serve.bind),
+            log_format: args.log_format.or(cli.serve.log_format),
+        }),
+        Some(_) if cli.serve.bind.is_some() || cli.serve.log_format.is_some() => {
+            bail!("--bind and --log-format are options of `serve` (portcullis serve --bind ADDR)")
+        }
+        Some(other) => other,
+    };
+    let serve = match &command {
+        Command::Serve(args) => args.clone(),
+        _ => ServeArgs::default(),
+    };
     let overrides = Overrides {
-        bind: cli.bind.clone(),
+        bind: serve.bind,
         data_dir: cli.data_dir.clone(),
-        log_format: cli.log_format,
+        log_format: serve.log_format,
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
+    match command {
+        Command::Serve(_) => serve_with(config),
         Command::CheckConfig => {
             print!("{}", config.to_masked_toml());
             Ok(())
         }
         Command::User { command } => runtime()?.block_on(user_command(config, command)),
+        Command::RateLimit { command } => runtime()?.block_on(rate_limit_command(config, command)),
         Command::Audit { command } => audit_command(&config, command),
     }
 }
@@ -160,7 +240,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start runtime")
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve_with(config: Config) -> anyhow::Result<()> {
     let _log = telemetry::init(config.server.log_format);
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(config, Arc::new(SystemClock), Signals::Handle).await?;
@@ -169,6 +249,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn user_command(config: Config, command: UserCommand) -> anyhow::Result<()> {
+    // `user add` may make the first account before the server ever ran.
+    if !matches!(command, UserCommand::Add { .. }) {
+        require_database(&config)?;
+    }
     let auth = build_auth(&config, Arc::new(SystemClock)).await?;
     match command {
         UserCommand::Add {
@@ -212,16 +296,146 @@ async fn user_command(config: Config, command: UserCommand) -> anyhow::Result<()
         }
         UserCommand::Disable { email } => set_disabled(&auth, &email, true).await?,
         UserCommand::Enable { email } => set_disabled(&auth, &email, false).await?,
+        UserCommand::Promote { email } => set_admin(&auth, &email, true).await?,
+        UserCommand::Demote { email } => set_admin(&auth, &email, false).await?,
     }
     Ok(())
 }
 
-async fn set_disabled(auth: &AuthService, email: &str, disabled: bool) -> anyhow::Result<()> {
-    let user = auth
-        .store()
-        .user_by_email(&normalize(email))
+/// The account of `email`, or an error that says there is none.
+async fn account(auth: &AuthService, email: &str) -> anyhow::Result<crate::store::User> {
+    let email = normalize(email);
+    auth.store()
+        .user_by_email(&email)
         .await?
-        .ok_or_else(|| anyhow!("no account with email {}", normalize(email)))?;
+        .ok_or_else(|| anyhow!("no account with email {email} (see `portcullis user list`)"))
+}
+
+/// `user promote` / `user demote`: audited as a change of the implicit
+/// `admins` group (SPEC section 10). Takes effect on the next request: the
+/// admin check reads the account, not the token.
+async fn set_admin(auth: &AuthService, email: &str, admin: bool) -> anyhow::Result<()> {
+    let user = account(auth, email).await?;
+    let change = if admin { "added" } else { "removed" };
+    let event = NewEvent::new(Action::GroupsChanged, &Origin::default())
+        .user(user.id)
+        .resource("user", user.id)
+        .extra(change, serde_json::json!(["admins"]))
+        .extra("actor", "cli");
+    let changed = auth
+        .store()
+        .set_admin(user.id, admin, auth.now(), vec![event])
+        .await?;
+    match (changed, admin) {
+        (true, true) => println!("{} is now an administrator", user.email),
+        (true, false) => println!("{} is no longer an administrator", user.email),
+        (false, true) => println!("{} already is an administrator", user.email),
+        (false, false) => println!("{} already is not an administrator", user.email),
+    }
+    Ok(())
+}
+
+/// `rate-limit list|clear`: through the control socket of a server running on
+/// this data directory, else on the windows where they rest (saved in the
+/// database by the last graceful stop, or in the shared Redis).
+async fn rate_limit_command(config: Config, command: RateLimitCommand) -> anyhow::Result<()> {
+    let request = match command {
+        RateLimitCommand::List { key } => control::Request::List { key },
+        RateLimitCommand::Clear { key, rule } => {
+            if key.trim().is_empty() {
+                bail!("--key is empty");
+            }
+            if let Some(rule) = &rule {
+                control::parse_rule(rule).map_err(|e| anyhow!("--rule: {e}"))?;
+            }
+            control::Request::Clear { key, rule }
+        }
+    };
+    let what = match &request {
+        control::Request::Clear { key, rule } => format!(
+            "{} under {}",
+            key.trim(),
+            rule.as_deref()
+                .map_or("every rule".to_owned(), |r| format!("rule {r}"))
+        ),
+        control::Request::List { .. } => String::new(),
+    };
+    let dir = &config.storage.data_dir;
+    let (reply, place) = match control::ask(dir, &request).await? {
+        Some(reply) => (reply, "on the running server".to_owned()),
+        None => {
+            require_database(&config)?;
+            let clock: crate::clock::SharedClock = Arc::new(SystemClock);
+            let (auth, audit) = build_auth_and_audit(&config, clock.clone()).await?;
+            let limiter = Limiter::from_config(&config, clock, limiter_keys(&auth)).await?;
+            let shared = limiter.store().is_shared();
+            if !shared {
+                limiter.load(auth.store().as_ref()).await?;
+            }
+            let clearing = matches!(request, control::Request::Clear { .. });
+            let reply = control::answer(&limiter, &audit, request).await;
+            if clearing && matches!(reply, control::Reply::Cleared) {
+                limiter.save(auth.store().as_ref()).await?;
+            }
+            audit.shutdown().await;
+            let place = if shared {
+                "in the shared Redis".to_owned()
+            } else {
+                format!(
+                    "in the windows saved at the server's last stop; no server is running on {}",
+                    dir.display()
+                )
+            };
+            (reply, place)
+        }
+    };
+    match reply {
+        control::Reply::Error { message } => bail!("{message}"),
+        control::Reply::Cleared => println!("cleared {what} ({place})"),
+        control::Reply::Windows { windows } => {
+            if windows.is_empty() {
+                println!("no key has counted events ({place})");
+            } else {
+                println!(
+                    "{:<24}  {:<46}  {:>5}  {:>5}  retry_after",
+                    "rule", "key", "count", "limit"
+                );
+                for w in &windows {
+                    let wait = if w.retry_after > 0 {
+                        format!("{}s", w.retry_after)
+                    } else {
+                        "-".to_owned()
+                    };
+                    println!(
+                        "{:<24}  {:<46}  {:>5}  {:>5}  {wait}",
+                        w.rule, w.key, w.count, w.limit
+                    );
+                }
+                eprintln!("({} windows, {place})", windows.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Commands that read an existing SQLite database refuse to create an empty
+/// one somewhere unexpected, and say how to point at the right one.
+fn require_database(config: &Config) -> anyhow::Result<()> {
+    if config.storage.backend != StorageBackend::Sqlite {
+        return Ok(());
+    }
+    let path = config.database_path();
+    if path.exists() {
+        return Ok(());
+    }
+    bail!(
+        "no database at {} (run this where the server runs, or pass --data-dir DIR or --config FILE)",
+        path.display()
+    )
+}
+
+async fn set_disabled(auth: &AuthService, email: &str, disabled: bool) -> anyhow::Result<()> {
+    let user = account(auth, email).await?;
     let action = if disabled {
         Action::UserDisabled
     } else {
@@ -288,10 +502,8 @@ impl AuditDb {
     fn open(config: &Config) -> anyhow::Result<Self> {
         match config.storage.backend {
             StorageBackend::Sqlite => {
+                require_database(config)?;
                 let path = config.database_path();
-                if !path.exists() {
-                    bail!("no database at {}", path.display());
-                }
                 drop(SqliteStore::open(&path)?);
                 let conn = rusqlite::Connection::open(&path)?;
                 configure_connection(&conn)?;

@@ -19,6 +19,7 @@ use crate::auth::service::{AuthService, DeviceMemory};
 use crate::auth::tokens::TokenKeys;
 use crate::clock::SharedClock;
 use crate::config::{Config, StorageBackend};
+use crate::control::{self, ControlSocket};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, extract, limits, request_id, AppState};
 use crate::mail::{MailQueue, Mailer};
@@ -82,6 +83,40 @@ async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthServic
     let revocations = RevocationList::new(config.tokens.access_ttl.as_millis_i64());
     let auth = AuthService::new(config, store, master, hasher, tokens, revocations, clock);
     Ok((auth, opened))
+}
+
+/// The audit log in the database the store opened.
+fn audit_log(
+    opened: Opened,
+    config: &Config,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+) -> AuditLog {
+    let coalesce_ms = config.audit.coalesce_window.as_millis_i64();
+    match opened {
+        Opened::Sqlite(writer) => {
+            AuditLog::with_writer(writer, &config.database_path(), clock, coalesce_ms, metrics)
+        }
+        #[cfg(feature = "postgres")]
+        Opened::Postgres(pg) => AuditLog::postgres(pg, clock, coalesce_ms, metrics),
+    }
+}
+
+/// [`build_auth`] and the audit log, for commands that record events of
+/// their own (the CLI's rate-limit clear).
+pub async fn build_auth_and_audit(
+    config: &Config,
+    clock: SharedClock,
+) -> anyhow::Result<(AuthService, AuditLog)> {
+    let (auth, opened) = open(config, clock.clone()).await?;
+    let audit = audit_log(opened, config, clock, Arc::new(Metrics::new()?));
+    Ok((auth, audit))
+}
+
+/// The key under which rate-limit keys are identified, derived from the
+/// storage key: stable across restarts and shared by instances.
+pub fn limiter_keys(auth: &AuthService) -> KeyMaker {
+    KeyMaker::new(&auth.master().subkey("rate-limit keys"))
 }
 
 /// How this instance hears of the others' revocations: the Redis that holds
@@ -171,6 +206,15 @@ impl DeviceMemory for KnownDevices {
     }
 }
 
+impl control::Answerer for AppState {
+    fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+    fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+}
+
 /// A bound, ready-to-run server.
 pub struct Application {
     server: Server,
@@ -178,6 +222,7 @@ pub struct Application {
     address: SocketAddr,
     state: web::Data<AppState>,
     background: Vec<JoinHandle<()>>,
+    control: Option<ControlSocket>,
 }
 
 /// Whether the server reacts to SIGTERM / SIGINT itself.
@@ -203,10 +248,8 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-        // Rate-limit keys are identified under a key of their own, derived from
-        // the storage key: stable across restarts and shared by instances.
-        let keys = KeyMaker::new(&auth.master().subkey("rate-limit keys"));
-        let limiter = Arc::new(Limiter::from_config(&config, clock.clone(), keys).await?);
+        let limiter =
+            Arc::new(Limiter::from_config(&config, clock.clone(), limiter_keys(&auth)).await?);
         limiter
             .load(auth.store().as_ref())
             .await
@@ -216,20 +259,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let metrics = Arc::new(Metrics::new()?);
-        let coalesce_ms = config.audit.coalesce_window.as_millis_i64();
-        let audit = match opened {
-            Opened::Sqlite(writer) => AuditLog::with_writer(
-                writer,
-                &config.database_path(),
-                clock.clone(),
-                coalesce_ms,
-                metrics.clone(),
-            ),
-            #[cfg(feature = "postgres")]
-            Opened::Postgres(pg) => {
-                AuditLog::postgres(pg, clock.clone(), coalesce_ms, metrics.clone())
-            }
-        };
+        let audit = audit_log(opened, &config, clock.clone(), metrics.clone());
 
         let mailer = Mailer::from_config(&config.mail, &config.storage.data_dir)?;
 
@@ -327,6 +357,7 @@ impl Application {
                 }
             }
         }));
+        let control = control::listen(&config.storage.data_dir, state.clone().into_inner());
         tracing::info!(address = %address, data_dir = %config.storage.data_dir.display(), "portcullis listening");
         Ok(Self {
             server,
@@ -334,6 +365,7 @@ impl Application {
             address,
             state,
             background,
+            control,
         })
     }
 
@@ -362,6 +394,8 @@ impl Application {
         for task in &self.background {
             task.abort();
         }
+        // No clear may arrive after the windows are saved.
+        drop(self.control);
         let state = &self.state;
         fold::log_summaries(state.request_lines.flush(state.auth.now(), true));
         // Queued mail may still write audit rows (a failed send): first.

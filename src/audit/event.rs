@@ -32,10 +32,11 @@ pub enum Action {
     UserEnabled,
     RateLimitCleared,
     AuditPruned,
+    GroupsChanged,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 24] = [
         Self::RegistrationSuccess,
         Self::RegistrationFailed,
         Self::LoginSuccess,
@@ -59,6 +60,7 @@ impl Action {
         Self::UserEnabled,
         Self::RateLimitCleared,
         Self::AuditPruned,
+        Self::GroupsChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +88,7 @@ impl Action {
             Self::UserEnabled => "user_enabled",
             Self::RateLimitCleared => "rate_limit_cleared",
             Self::AuditPruned => "audit_pruned",
+            Self::GroupsChanged => "groups_changed",
         }
     }
 

@@ -11,6 +11,7 @@ use super::AppState;
 use crate::audit::chain::Verdict;
 use crate::audit::query::{parse_time, Filter, Page};
 use crate::audit::Action;
+use crate::control::{self, ClearError};
 use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::RuleName;
 use crate::time_fmt::rfc3339_ms;
@@ -117,18 +118,15 @@ pub async fn clear_rate_limits(
                 .ok_or_else(|| ApiError::field("rule", format!("`{name:.64}` is not a rule")))?,
         ),
     };
-    state
-        .limiter
-        .clear(key, rule)
-        .await
-        .map_err(ApiError::LimiterUnavailable)?;
     let event = caller
         .event(Action::RateLimitCleared)
-        .resource("rate_limit", key)
-        .extra("actor_id", admin.user.id.to_string())
-        .extra("key", key)
-        .extra("rule", rule.map_or("*", RuleName::as_str));
-    state.audit(event).await?;
+        .extra("actor_id", admin.user.id.to_string());
+    control::clear(&state.limiter, &state.audit, key, rule, event)
+        .await
+        .map_err(|e| match e {
+            ClearError::Limiter(e) => ApiError::LimiterUnavailable(e),
+            ClearError::Audit(e) => ApiError::from(e),
+        })?;
     Ok(HttpResponse::NoContent().finish())
 }
 

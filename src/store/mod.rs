@@ -265,6 +265,15 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         audit: Audit,
     ) -> StoreResult<bool>;
+    /// Makes an account an administrator or not. Returns `false` (and
+    /// records nothing) when the account does not exist or already is so.
+    async fn set_admin(
+        &self,
+        user_id: Uuid,
+        is_admin: bool,
+        now: Millis,
+        audit: Audit,
+    ) -> StoreResult<bool>;
     /// Sets a new password hash and revokes every live session but `keep`;
     /// returns the sessions revoked.
     async fn change_password(

@@ -650,6 +650,28 @@ impl Store for PgStore {
         Ok(true)
     }
 
+    async fn set_admin(
+        &self,
+        user_id: Uuid,
+        is_admin: bool,
+        now: Millis,
+        audit: Audit,
+    ) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let changed = tx
+            .execute(
+                "UPDATE users SET is_admin = $1, updated_at = $2 WHERE id = $3 AND is_admin <> $1",
+                &[&is_admin, &now, &user_id.to_string()],
+            )
+            .await?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        self.commit_audited(tx, &stamped(audit, now), now).await?;
+        Ok(true)
+    }
+
     async fn change_password(
         &self,
         user_id: Uuid,

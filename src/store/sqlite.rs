@@ -520,6 +520,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_admin(
+        &self,
+        user_id: Uuid,
+        is_admin: bool,
+        now: Millis,
+        audit: Audit,
+    ) -> StoreResult<bool> {
+        self.audited_when(audit, now, move |conn| {
+            let changed = conn.execute(
+                "UPDATE users SET is_admin = ?1, updated_at = ?2 WHERE id = ?3 AND is_admin <> ?1",
+                params![is_admin, now, user_id.to_string()],
+            )?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
     async fn change_password(
         &self,
         user_id: Uuid,

@@ -146,6 +146,27 @@ impl TestApp {
         .await
     }
 
+    /// [`TestApp::restart`], running `between` while no server runs; it gets
+    /// a maker of [`TestApp::cli`] commands.
+    pub async fn restart_after(
+        mut self,
+        between: impl FnOnce(&dyn Fn() -> std::process::Command),
+    ) -> Self {
+        self.handle.stop(true).await;
+        (&mut self.running)
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
+        between(&|| self.cli());
+        Self::start_beside(
+            self.config.clone(),
+            self.dir.clone(),
+            self.clock.clone(),
+            self.redis.clone(),
+        )
+        .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -330,6 +351,12 @@ impl TestApp {
                     "PORTCULLIS_STORAGE__ENCRYPTION_KEY",
                     &self.config.storage.encryption_key,
                 );
+        }
+        if self.config.rate_limit.store == LimitStoreKind::Redis {
+            cmd.env("PORTCULLIS_RATE_LIMIT__STORE", "redis").env(
+                "PORTCULLIS_RATE_LIMIT__REDIS_URL",
+                &self.config.rate_limit.redis_url,
+            );
         }
         cmd
     }

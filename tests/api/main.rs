@@ -12,6 +12,7 @@ mod faults;
 mod files;
 mod helpers;
 mod jwks;
+mod lockout;
 mod mfa;
 mod oauth;
 mod openapi;
