@@ -224,6 +224,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Serve(_) => serve_with(config),
         Command::CheckConfig => {
+            let mut config = config;
+            // The URLs left empty, as a server on server.bind would fill them.
+            if let Ok(bound) = config.server.bind.parse::<std::net::SocketAddr>() {
+                if bound.port() != 0 {
+                    config.resolve_urls(bound);
+                }
+            }
             print!("{}", config.to_masked_toml());
             Ok(())
         }

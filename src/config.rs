@@ -28,6 +28,9 @@ pub struct Config {
     pub audit: AuditConfig,
     pub mail: MailConfig,
     pub accounts: AccountsConfig,
+    /// The file this was read from, if any.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// `[accounts]`: what an account may hold.
@@ -207,7 +210,7 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".into(),
             trusted_proxies: Vec::new(),
             max_body_bytes: 16_384,
-            public_url: "http://127.0.0.1:8080".into(),
+            public_url: String::new(),
             workers: 0,
             log_format: LogFormat::Text,
             header_timeout: Duration::secs(5),
@@ -311,7 +314,7 @@ impl Default for MailConfig {
             transport: MailTransport::Outbox,
             smtp_url: String::new(),
             from: "portcullis <no-reply@localhost>".into(),
-            reset_url: "http://127.0.0.1:8080/reset-password?token={token}".into(),
+            reset_url: String::new(),
         }
     }
 }
@@ -377,6 +380,7 @@ impl Config {
             .as_ref()
             .map_or_else(|| "environment".to_owned(), |p| p.display().to_string());
         let mut config = Self::parse(&text, &origin, env)?;
+        config.file = file;
         if let Some(bind) = &overrides.bind {
             config.server.bind = bind.clone();
         }
@@ -428,10 +432,12 @@ impl Config {
                 "must be between 256 and 16777216",
             ));
         }
-        if !(s.public_url.starts_with("http://") || s.public_url.starts_with("https://")) {
+        if !s.public_url.is_empty()
+            && !(s.public_url.starts_with("http://") || s.public_url.starts_with("https://"))
+        {
             return Err(invalid(
                 "server.public_url",
-                "must start with http:// or https://",
+                "must start with http:// or https:// (or be empty: http://<bind>)",
             ));
         }
         if s.workers > 1024 {
@@ -617,8 +623,11 @@ impl Config {
                 "smtp transport needs an smtp:// or smtps:// URL",
             ));
         }
-        if !m.reset_url.contains("{token}") {
-            return Err(invalid("mail.reset_url", "must contain {token}"));
+        if !m.reset_url.is_empty() && !m.reset_url.contains("{token}") {
+            return Err(invalid(
+                "mail.reset_url",
+                "must contain {token} (or be empty: {public_url}/ui/reset-password?token={token})",
+            ));
         }
 
         if !(1..=100_000).contains(&self.accounts.max_sessions) {
@@ -650,6 +659,29 @@ impl Config {
     /// The path of the SQLite database.
     pub fn database_path(&self) -> PathBuf {
         self.storage.data_dir.join("portcullis.db")
+    }
+
+    /// Fills the URLs left empty from the address the server listens on:
+    /// `public_url` is `http://<bound>` (an unspecified address such as
+    /// 0.0.0.0 becomes the loopback one, the only one known to reach it), and
+    /// `reset_url` is `{public_url}/ui/reset-password?token={token}`.
+    pub fn resolve_urls(&mut self, bound: SocketAddr) {
+        if self.server.public_url.is_empty() {
+            let mut shown = bound;
+            if shown.ip().is_unspecified() {
+                shown.set_ip(match shown {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            self.server.public_url = format!("http://{shown}");
+        }
+        if self.mail.reset_url.is_empty() {
+            self.mail.reset_url = format!(
+                "{}/ui/reset-password?token={{token}}",
+                self.server.public_url.trim_end_matches('/')
+            );
+        }
     }
 }
 

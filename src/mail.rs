@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 
 use anyhow::{anyhow, Context};
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::Body;
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -103,12 +104,14 @@ impl Mailer {
             .to(to_box)
             .subject(subject)
             .header(ContentType::TEXT_PLAIN)
-            .body(body)
+            .body(plain_body(body))
             .context("cannot build message")?;
         match &self.transport {
             Transport::Outbox(dir) => {
                 let dir = dir.clone();
-                let bytes = message.formatted();
+                // A file for people to read: Unix line ends, like the
+                // mail tools that read such files.
+                let bytes = unix_lines(message.formatted());
                 let path = tokio::task::spawn_blocking(move || write_eml(&dir, &bytes))
                     .await
                     .map_err(|e| anyhow!("outbox task failed: {e}"))??;
@@ -123,6 +126,38 @@ impl Mailer {
             }
         }
     }
+}
+
+/// A body sent as it is written, never quoted-printable, so that a link
+/// stands whole on its line: 7bit for ASCII, else 8bit (every relay of the
+/// last decades speaks 8BITMIME). lettre would encode any line of 76 bytes
+/// or more; RFC 5322 allows 998, so only text beyond that (or with a NUL or
+/// a bare CR) is left to lettre's choice.
+fn plain_body(text: String) -> Body {
+    const MAX_LINE: usize = 998;
+    let fits = !text.contains(['\0', '\r']) && text.split('\n').all(|l| l.len() <= MAX_LINE);
+    if !fits {
+        return Body::new(text);
+    }
+    let encoding = if text.is_ascii() {
+        ContentTransferEncoding::SevenBit
+    } else {
+        ContentTransferEncoding::EightBit
+    };
+    Body::dangerous_pre_encoded(text.replace('\n', "\r\n").into_bytes(), encoding)
+}
+
+/// `\r\n` line ends as `\n`.
+fn unix_lines(bytes: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes.as_slice();
+    while let Some((&b, tail)) = rest.split_first() {
+        if !(b == b'\r' && tail.first() == Some(&b'\n')) {
+            out.push(b);
+        }
+        rest = tail;
+    }
+    out
 }
 
 /// Work that goes out after a request's answer (a reset mail), run on a thread
@@ -288,5 +323,25 @@ mod tests {
         assert!(text.contains("Subject: Hello"));
         assert!(text.contains("Body text"));
         assert!(place.ends_with(".eml"));
+    }
+
+    #[tokio::test]
+    async fn outbox_mail_is_plain_text_with_whole_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = Mailer::from_config(&MailConfig::default(), dir.path()).unwrap();
+        let link = format!(
+            "http://127.0.0.1:19100/ui/reset-password?token={}",
+            "Ab9_-".repeat(20)
+        );
+        for body in [
+            format!("Open this link:\n\n{link}\n\nThanks.\n"),
+            format!("Öffnen Sie diesen Link:\n\n{link}\n"),
+        ] {
+            let place = mailer.send("a@example.com", "Reset", body).await.unwrap();
+            let text = std::fs::read_to_string(&place).unwrap();
+            assert!(!text.contains('\r'), "{text:?}");
+            assert!(!text.contains("quoted-printable"), "{text}");
+            assert!(text.lines().any(|l| l == link), "{text}");
+        }
     }
 }

@@ -235,10 +235,15 @@ pub enum Signals {
 impl Application {
     /// Builds everything and binds `server.bind` (port 0 picks a free port).
     pub async fn build(
-        config: Config,
+        mut config: Config,
         clock: SharedClock,
         signals: Signals,
     ) -> anyhow::Result<Self> {
+        // First the port: a busy one is the commonest start-up error, and the
+        // URLs left empty follow the address actually bound.
+        let listener = listen(&config.server.bind)?;
+        let address = listener.local_addr()?;
+        config.resolve_urls(address);
         let config = Arc::new(config);
         let (mut auth, opened) = open(&config, clock.clone()).await?;
         let shared = shared_state(&config, &mut auth, &opened).await?;
@@ -274,9 +279,6 @@ impl Application {
             request_lines: LineFolder::new(clock.now_ms()),
             mail_queue: MailQueue::start()?,
         });
-        let listener = TcpListener::bind(&config.server.bind)
-            .with_context(|| format!("cannot listen on {}", config.server.bind))?;
-        let address = listener.local_addr()?;
         let workers = match config.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -358,7 +360,13 @@ impl Application {
             }
         }));
         let control = control::listen(&config.storage.data_dir, state.clone().into_inner());
-        tracing::info!(address = %address, data_dir = %config.storage.data_dir.display(), "portcullis listening");
+        tracing::info!(
+            address = %address,
+            public_url = %config.server.public_url,
+            data_dir = %config.storage.data_dir.display(),
+            config = %config.file.as_deref().map_or_else(|| "none (defaults and environment)".into(), |f| f.display().to_string()),
+            "portcullis listening"
+        );
         Ok(Self {
             server,
             handle,
@@ -408,6 +416,27 @@ impl Application {
         tracing::info!("portcullis stopped");
         result.context("server error")
     }
+}
+
+/// Binds `bind`, with an error that says what to do about the usual causes.
+fn listen(bind: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(bind).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another program (perhaps another portcullis) listens there; \
+                 choose a free port with --bind 127.0.0.1:8081 or PORTCULLIS_SERVER__BIND"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need privileges; use a higher port with --bind \
+                 or PORTCULLIS_SERVER__BIND and put a reverse proxy in front"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "this machine has no such address; use 127.0.0.1 or 0.0.0.0 with --bind"
+            }
+            _ => "check server.bind",
+        };
+        anyhow::anyhow!("cannot listen on {bind}: {e} ({hint})")
+    })
 }
 
 /// Installs SIGTERM and SIGINT handlers now (so a signal that arrives during

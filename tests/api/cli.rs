@@ -159,6 +159,60 @@ async fn first_admin_from_the_cli_then_serve_then_sigterm() {
 }
 
 #[test]
+fn the_start_line_names_the_public_url_and_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &[], &[]);
+    let line = &server.start_line;
+    assert!(
+        line.contains(&format!("public_url=http://{} ", server.address)),
+        "{line}"
+    );
+    assert!(line.contains("config=none"), "{line}");
+    assert!(server.signal("-TERM").success());
+
+    let file = dir.path().join("p.toml");
+    std::fs::write(
+        &file,
+        "[server]\npublic_url = \"https://auth.example.com\"\n",
+    )
+    .unwrap();
+    let mut server = ServerProcess::start(dir.path(), &["--config", file.to_str().unwrap()], &[]);
+    let line = &server.start_line;
+    assert!(
+        line.contains("public_url=https://auth.example.com "),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("config={}", file.display())),
+        "{line}"
+    );
+    assert!(server.signal("-TERM").success());
+}
+
+#[test]
+fn a_busy_port_says_how_to_choose_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = portcullis()
+        .args(["--bind", &address, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("error: cannot listen on {address}")),
+        "{err}"
+    );
+    assert!(
+        last.contains("--bind") && last.contains("PORTCULLIS_SERVER__BIND"),
+        "{err}"
+    );
+}
+
+#[test]
 fn sigint_is_graceful_too() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(dir.path(), &[], &[]);

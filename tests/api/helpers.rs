@@ -409,6 +409,8 @@ pub fn portcullis() -> std::process::Command {
 pub struct ServerProcess {
     pub child: std::process::Child,
     pub address: String,
+    /// The line that announced the address.
+    pub start_line: String,
     pub log: std::sync::mpsc::Receiver<String>,
 }
 
@@ -452,7 +454,7 @@ impl ServerProcess {
                 }
             }
         });
-        let address = loop {
+        let (address, start_line) = loop {
             let line = log
                 .recv_timeout(std::time::Duration::from_secs(30))
                 .expect("the server logs its address");
@@ -466,12 +468,13 @@ impl ServerProcess {
                 .and_then(|rest| rest.split_whitespace().next())
                 .map(str::to_owned);
             if let Some(address) = from_json.or(from_text) {
-                break address;
+                break (address, line);
             }
         };
         Self {
             child,
             address,
+            start_line,
             log,
         }
     }

@@ -10,34 +10,29 @@ use crate::helpers::{expect_error, token, without_limits, TestApp, PASSWORD};
 
 const NEW_PASSWORD: &str = "an entirely new passphrase";
 
-/// Decodes quoted-printable text (soft line breaks and `=XX` escapes).
-fn decode_qp(text: &str) -> String {
-    let joined = text.replace("=\r\n", "").replace("=\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The reset link of a message: the outbox holds plain text, the link whole
+/// on a line of its own (SPEC section 8), as a person would copy it.
+pub(crate) fn link_in(message: &str) -> String {
+    assert!(!message.contains('\r'), "Unix line ends in {message:?}");
+    assert!(!message.contains("quoted-printable"), "{message}");
+    message
+        .lines()
+        .find(|l| l.starts_with("http") && l.contains("token="))
+        .unwrap_or_else(|| panic!("a reset link on a line of its own in {message}"))
+        .to_owned()
 }
 
 /// The token of the reset link in a message.
 pub(crate) fn token_in(message: &str) -> String {
-    let text = decode_qp(message);
-    let start = text.find("token=").expect("a reset link") + "token=".len();
-    text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
+    let link = link_in(message);
+    let token = &link[link.find("token=").expect("token=") + "token=".len()..];
+    assert!(
+        token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{link}"
+    );
+    token.to_owned()
 }
 
 /// The messages in the outbox, oldest first.
@@ -101,6 +96,12 @@ async fn reset_by_outbox_link_revokes_every_session() {
     assert_eq!(files.len(), 1, "mail only for the real account");
     let message = std::fs::read_to_string(&files[0]).unwrap();
     assert!(message.contains("To: rita@example.com"));
+    // public_url was left empty: it follows the address the server bound.
+    let link = link_in(&message);
+    assert!(
+        link.starts_with(&format!("{}/ui/reset-password?token=", app.address)),
+        "{link}"
+    );
     let reset = token_in(&message);
     assert_eq!(reset.len(), 43);
 
