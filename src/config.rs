@@ -322,10 +322,10 @@ impl Default for MailConfig {
 /// A configuration problem, always naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
@@ -370,9 +370,9 @@ impl Config {
             }
         };
         let text = match &file {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+            Some(p) => std::fs::read_to_string(p).map_err(|error| ConfigError::Read {
                 path: p.clone(),
-                source,
+                error,
             })?,
             None => String::new(),
         };
@@ -401,18 +401,32 @@ impl Config {
             .parse::<toml::Table>()
             .map_err(|e| ConfigError::Parse {
                 origin: origin.to_owned(),
-                message: e.message().to_owned(),
+                message: one_line(e.message()),
             })?;
-        apply_env(&mut tree, env)?;
+        let defaults = default_tree();
+        known_keys(&tree, &defaults, &mut Vec::new()).map_err(|message| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message,
+        })?;
+        apply_env(&mut tree, env, &defaults)?;
         let mut merged = toml::Value::try_from(Config::default())
             .ok()
             .and_then(|v| v.as_table().cloned())
             .unwrap_or_default();
         overlay(&mut merged, tree);
         serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            // A bad value set by a variable is told as that variable's.
+            let key = path_text(e.path());
+            let variable = env.iter().map(|(k, _)| k).find(|k| {
+                k.strip_prefix(ENV_PREFIX)
+                    .is_some_and(|rest| rest.replace("__", ".").eq_ignore_ascii_case(&key))
+            });
             ConfigError::Parse {
-                origin: origin.to_owned(),
-                message: format!("{}: {}", path_text(e.path()), e.inner()),
+                origin: variable.map_or_else(
+                    || origin.to_owned(),
+                    |name| format!("environment variable {name}"),
+                ),
+                message: format!("{key}: {}", one_line(&e.inner().to_string())),
             }
         })
     }
@@ -697,14 +711,105 @@ fn path_text(path: &serde_path_to_error::Path) -> String {
 /// Writes `PORTCULLIS_<SECTION>__<KEY>[__<KEY>…]` variables into the TOML tree.
 /// A value becomes a string when the key's default is a string; otherwise it is
 /// read as a TOML value (`10`, `true`, `["10.0.0.0/8"]`).
-fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
-    let defaults = toml::Value::try_from(Config::default())
+/// The defaults as a TOML tree: every key there is.
+fn default_tree() -> toml::Table {
+    toml::Value::try_from(Config::default())
         .ok()
         .and_then(|v| v.as_table().cloned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The first line of an error message (serde and toml add context lines).
+fn one_line(message: &str) -> String {
+    message.lines().next().unwrap_or_default().trim().to_owned()
+}
+
+/// Refuses a key that `defaults` does not have, with the same words whether
+/// it came from the file or the environment.
+fn known_keys(
+    tree: &toml::Table,
+    defaults: &toml::Table,
+    at: &mut Vec<String>,
+) -> Result<(), String> {
+    for (key, value) in tree {
+        at.push(key.clone());
+        let dotted = at.join(".");
+        match (defaults.get(key), value) {
+            (Some(toml::Value::Table(d)), toml::Value::Table(t)) => known_keys(t, d, at)?,
+            (Some(d), toml::Value::Table(_)) if !d.is_table() => {
+                return Err(format!("{dotted}: is a key, not a section"));
+            }
+            (Some(_), _) => {}
+            (None, _) => {
+                let names = defaults
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let parent = &at[..at.len() - 1];
+                return Err(if parent.is_empty() {
+                    format!("{dotted}: unknown section (sections: {names})")
+                } else if parent == ["rate_limit", "rules"] {
+                    format!("{dotted}: unknown rate-limit rule (rules: {names})")
+                } else {
+                    format!(
+                        "{dotted}: unknown key (keys of [{}]: {names})",
+                        parent.join(".")
+                    )
+                });
+            }
+        }
+        at.pop();
+    }
+    Ok(())
+}
+
+/// Every key there is, as the variable that sets it.
+fn env_names(table: &toml::Table, at: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let name = if at.is_empty() {
+            key.to_ascii_uppercase()
+        } else {
+            format!("{at}__{}", key.to_ascii_uppercase())
+        };
+        match value {
+            toml::Value::Table(t) => env_names(t, &name, out),
+            _ => out.push(name),
+        }
+    }
+}
+
+/// A `PORTCULLIS_` variable that names no key: what it may have meant.
+fn no_such_variable(name: &str, defaults: &toml::Table) -> ConfigError {
+    let given = &name[ENV_PREFIX.len()..];
+    let mut names = Vec::new();
+    env_names(defaults, "", &mut names);
+    let meant: Vec<String> = names
+        .iter()
+        .filter(|n| n.replace("__", "_") == given || n.rsplit("__").next() == Some(given))
+        .map(|n| format!("{ENV_PREFIX}{n}"))
+        .collect();
+    let hint = if meant.is_empty() {
+        format!("variables are {ENV_PREFIX}<SECTION>__<KEY>, such as {ENV_PREFIX}SERVER__BIND")
+    } else {
+        format!("did you mean {}?", meant.join(" or "))
+    };
+    ConfigError::Parse {
+        origin: format!("environment variable {name}"),
+        message: format!("names no configuration key ({hint})"),
+    }
+}
+
+/// Writes every `PORTCULLIS_<SECTION>__<KEY>` variable into `tree`; one that
+/// names no key is an error, worded as for the same key in a file.
+fn apply_env(
+    tree: &mut toml::Table,
+    env: &[(String, String)],
+    defaults: &toml::Table,
+) -> Result<(), ConfigError> {
     let mut vars: Vec<&(String, String)> = env
         .iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
     vars.sort();
     for (name, raw) in vars {
@@ -712,14 +817,20 @@ fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
             .split("__")
             .map(str::to_ascii_lowercase)
             .collect();
-        if path.iter().any(String::is_empty) {
-            return Err(invalid(name, "malformed variable name"));
+        if path.len() < 2 || path.iter().any(String::is_empty) {
+            return Err(no_such_variable(name, defaults));
         }
-        let default = lookup(&defaults, &path);
-        let value = match default {
+        let from_env = |message: String| ConfigError::Parse {
+            origin: format!("environment variable {name}"),
+            message,
+        };
+        let value = match lookup(defaults, &path) {
             Some(toml::Value::String(_)) => toml::Value::String(raw.clone()),
             _ => parse_env_value(raw),
         };
+        let mut alone = toml::Table::new();
+        insert(&mut alone, &path, value.clone()).map_err(from_env)?;
+        known_keys(&alone, defaults, &mut Vec::new()).map_err(from_env)?;
         insert(tree, &path, value).map_err(|reason| invalid(name, reason))?;
     }
     Ok(())
@@ -917,7 +1028,15 @@ mod tests {
 
     #[test]
     fn empty_file_gives_defaults() {
-        assert_eq!(load(None, &[]).unwrap(), Config::default());
+        let loaded = load(None, &[]).unwrap();
+        assert!(loaded.file.is_some());
+        assert_eq!(
+            Config {
+                file: None,
+                ..loaded
+            },
+            Config::default()
+        );
     }
 
     #[test]
@@ -941,6 +1060,68 @@ mod tests {
         assert_eq!(cfg.storage.data_dir, PathBuf::from("/tmp/x"));
     }
 
+    /// A variable that names no key is refused with the words a file's typo
+    /// gets, in one line, and a hint where one can be guessed.
+    #[test]
+    fn env_typos_are_errors_worded_as_file_typos() {
+        let cases = [
+            (
+                "PORTCULLIS_SERVER_BIND",
+                "did you mean PORTCULLIS_SERVER__BIND?",
+            ),
+            ("PORTCULLIS_BIND", "did you mean PORTCULLIS_SERVER__BIND?"),
+            ("PORTCULLIS_FOO", "PORTCULLIS_<SECTION>__<KEY>"),
+            ("PORTCULLIS_FOO__BAR", "foo: unknown section"),
+            (
+                "PORTCULLIS_SERVER__BIND__PORT",
+                "server.bind: is a key, not a section",
+            ),
+        ];
+        for (name, words) in cases {
+            let err = load(None, &[(name, "127.0.0.1:9000")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("environment variable {name}: ")),
+                "{err}"
+            );
+            assert!(err.contains(words), "{name}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        for (file, var) in [
+            ("[server]\nbnid = \"x\"\n", "PORTCULLIS_SERVER__BNID"),
+            (
+                "[rate_limit.rules.login_ipp]\nlimit = 3\n",
+                "PORTCULLIS_RATE_LIMIT__RULES__LOGIN_IPP__LIMIT",
+            ),
+            ("[mial]\nfrom = \"x\"\n", "PORTCULLIS_MIAL__FROM"),
+        ] {
+            let from_file = load(Some(file), &[]).unwrap_err().to_string();
+            let from_env = load(None, &[(var, "3")]).unwrap_err().to_string();
+            let said = |e: &str| e.split_once(": ").map(|(_, m)| m.to_owned()).unwrap();
+            assert_eq!(said(&from_file), said(&from_env), "{file}");
+            assert!(!from_file.contains('\n'), "{from_file}");
+        }
+        let rule = load(
+            None,
+            &[("PORTCULLIS_RATE_LIMIT__RULES__LOGIN_IPP__LIMIT", "3")],
+        )
+        .unwrap_err();
+        assert!(
+            rule.to_string()
+                .contains("login_ipp: unknown rate-limit rule (rules: login_account, login_ip"),
+            "{rule}"
+        );
+        // A bad value set by a variable names the variable, whatever the file.
+        let err = load(
+            Some("[server]\n"),
+            &[("PORTCULLIS_RATE_LIMIT__RULES__LOGIN_IP__LIMIT", "-1")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("environment variable PORTCULLIS_RATE_LIMIT__RULES__LOGIN_IP__LIMIT: rate_limit.rules.login_ip.limit"), "{err}");
+    }
+
     #[test]
     fn nested_env_keys_and_types() {
         let cfg = load(
@@ -950,7 +1131,7 @@ mod tests {
                 ("PORTCULLIS_RATE_LIMIT__RULES__MFA__ENABLED", "false"),
                 ("PORTCULLIS_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
                 ("PORTCULLIS_TOKENS__ISSUER", "1234"),
-                ("PORTCULLIS_UNRELATED", "ignored"),
+                ("OTHER_PROGRAM__SETTING", "not ours"),
             ],
         )
         .unwrap();
@@ -1129,7 +1310,13 @@ mod example_file {
     fn example_config_is_complete_and_matches_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let loaded = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap();
-        assert_eq!(loaded, Config::default());
+        assert_eq!(
+            Config {
+                file: None,
+                ..loaded
+            },
+            Config::default()
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         let file = toml::Value::Table(text.parse::<toml::Table>().unwrap());
         let defaults = toml::Value::try_from(Config::default()).unwrap();

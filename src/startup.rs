@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::writer::Writer;
 use crate::audit::{AuditLog, Origin};
-use crate::auth::crypto::MasterKey;
+use crate::auth::crypto::{MasterKey, Undecryptable};
 use crate::auth::password::HashPool;
 use crate::auth::revocation::RevocationList;
 use crate::auth::service::{AuthService, DeviceMemory};
@@ -77,12 +77,40 @@ async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthServic
             "storage.backend = \"postgres\" needs portcullis built with the `postgres` feature"
         ),
     };
-    let tokens =
-        TokenKeys::load_or_create(&config.tokens, store.as_ref(), &master, clock.now_ms()).await?;
+    let tokens = TokenKeys::load_or_create(&config.tokens, store.as_ref(), &master, clock.now_ms())
+        .await
+        .map_err(|e| with_key_hint(e, config))?;
     let hasher = HashPool::start(&config.passwords)?;
     let revocations = RevocationList::new(config.tokens.access_ttl.as_millis_i64());
     let auth = AuthService::new(config, store, master, hasher, tokens, revocations, clock);
     Ok((auth, opened))
+}
+
+/// A database sealed under another key: where the right one may be.
+fn with_key_hint(err: anyhow::Error, config: &Config) -> anyhow::Error {
+    if !err.chain().any(|c| c.is::<Undecryptable>()) {
+        return err;
+    }
+    let file = config.storage.data_dir.join(crate::auth::crypto::KEY_FILE);
+    let hint = if config.storage.encryption_key.is_empty() {
+        format!(
+            "{} is not the key this database was sealed with: if storage.encryption_key \
+             (PORTCULLIS_STORAGE__ENCRYPTION_KEY) was set when the data was created, set it again; \
+             if the file was replaced, restore it from a backup",
+            file.display()
+        )
+    } else if file.exists() {
+        format!(
+            "storage.encryption_key is not the key this database was sealed with; {} holds \
+             the key the server made on its first start: unset storage.encryption_key to use it",
+            file.display()
+        )
+    } else {
+        "storage.encryption_key is not the key this database was sealed with: set the one \
+         it was created with"
+            .to_owned()
+    };
+    err.context(hint)
 }
 
 /// The audit log in the database the store opened.

@@ -120,9 +120,15 @@ impl MasterKey {
                     aad: context,
                 },
             )
-            .map_err(|_| anyhow!("cannot decrypt: wrong encryption key or tampered data"))
+            .map_err(|_| Undecryptable.into())
     }
 }
+
+/// A sealed value that this key cannot open: another key sealed it, or it
+/// was tampered with.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decrypt: wrong encryption key or tampered data")]
+pub struct Undecryptable;
 
 fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut f = crate::private_files::create_new(path)?;

@@ -460,3 +460,131 @@ async fn repeated_request_lines_fold_under_a_flood() {
         assert_eq!((requests(401, "DEBUG"), requests(429, "DEBUG")), at_debug);
     }
 }
+
+/// Every option and argument of every command has a one-line description,
+/// and a command lists only the options it uses.
+#[test]
+fn help_describes_every_option_and_only_the_command_s_own() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["serve"],
+        &["check-config"],
+        &["user", "add"],
+        &["user", "list"],
+        &["user", "disable"],
+        &["user", "enable"],
+        &["user", "promote"],
+        &["user", "demote"],
+        &["rate-limit", "list"],
+        &["rate-limit", "clear"],
+        &["audit", "list"],
+        &["audit", "verify"],
+        &["audit", "prune"],
+    ];
+    for command in commands {
+        let out = portcullis().args(*command).arg("-h").output().unwrap();
+        assert!(out.status.success(), "{command:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        let mut section = "";
+        for line in help.lines() {
+            if !line.starts_with(' ') {
+                section = line;
+                continue;
+            }
+            if section == "Options:" || section == "Arguments:" {
+                let (term, description) = line
+                    .trim_start()
+                    .split_once("  ")
+                    .unwrap_or_else(|| panic!("{command:?}: no description: {line:?}"));
+                assert!(!description.trim().is_empty(), "{command:?}: {term}");
+            }
+        }
+        let serving = command.is_empty() || command == &["serve"];
+        assert_eq!(help.contains("--bind"), serving, "{command:?}:\n{help}");
+        assert_eq!(
+            help.contains("--log-format"),
+            serving,
+            "{command:?}:\n{help}"
+        );
+        assert!(help.contains("--data-dir"), "{command:?}:\n{help}");
+    }
+    let out = portcullis()
+        .args(["--bind", "127.0.0.1:9", "user", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("options of `serve`"), "{err}");
+}
+
+/// Errors that say what to do: a variable that names no key, a data
+/// directory that is not there, a key that does not open the database.
+#[tokio::test]
+async fn errors_say_what_to_do() {
+    let out = portcullis()
+        .args(["check-config"])
+        .env("PORTCULLIS_SERVER_BIND", "0.0.0.0:9000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        err,
+        "error: environment variable PORTCULLIS_SERVER_BIND: names no configuration key \
+         (did you mean PORTCULLIS_SERVER__BIND?)\n"
+    );
+
+    let out = portcullis()
+        .args(["check-config", "--config", "/does/not/exist.toml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    for args in [
+        &["user", "list"][..],
+        &["audit", "list"],
+        &["rate-limit", "list"],
+    ] {
+        let out = portcullis()
+            .args(args)
+            .current_dir(elsewhere.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.starts_with("error: no database at ./data/portcullis.db")
+                && err.contains("--data-dir"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !elsewhere.path().join("data").exists(),
+            "{args:?} made a data directory"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    assert!(user_add(dir.path(), "ada@example.com", false, PASSWORD)
+        .status
+        .success());
+    let out = portcullis()
+        .args(["user", "list", "--data-dir"])
+        .arg(dir.path())
+        .env("PORTCULLIS_STORAGE__ENCRYPTION_KEY", "ab".repeat(32))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("is not the key this database was sealed with"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}", dir.path().join("encryption.key").display())),
+        "{err}"
+    );
+    assert!(err.contains("unset storage.encryption_key"), "{err}");
+}
