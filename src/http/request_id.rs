@@ -64,7 +64,9 @@ pub async fn middleware(
             .inc();
     }
     let status = res.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Milliseconds to two decimals, logged as a number (JSON logs sum and
+    // compare it without parsing).
+    let latency_ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
     let line = match res
         .request()
         .app_data::<actix_web::web::Data<super::AppState>>()
@@ -93,7 +95,7 @@ pub async fn middleware(
             method = %method,
             route = %route,
             status,
-            latency_ms = format!("{latency_ms:.2}"),
+            latency_ms,
             request_id = %id,
             "request"
         ),
@@ -101,7 +103,7 @@ pub async fn middleware(
             method = %method,
             route = %route,
             status,
-            latency_ms = format!("{latency_ms:.2}"),
+            latency_ms,
             request_id = %id,
             "request"
         ),
