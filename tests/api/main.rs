@@ -17,6 +17,7 @@ mod mfa;
 mod oauth;
 mod openapi;
 mod ratelimit;
+mod readme;
 mod reset;
 mod schemathesis;
 mod sessions;

@@ -1,0 +1,114 @@
+//! The README's "first ten minutes" run as written, so they cannot rot: every
+//! `sh` block of that section, top to bottom, in one shell, against the real
+//! binary serving a fresh data directory.
+//!
+//! Two things are supplied, nothing is rewritten but the address: the reader
+//! runs `cargo run --release` in another terminal (here the test starts the
+//! binary on a free port, data in `./data` as the README says), and `cargo run
+//! --release -- ARGS` stands for the same binary with ARGS (a shell function).
+//! Every status the README promises (`# → 201`) must be the status printed.
+
+use std::process::Command;
+
+use crate::helpers::{portcullis, ServerProcess};
+
+const README: &str = include_str!("../../README.md");
+const SECTION: &str = "## The first ten minutes";
+/// The line of the walk-through that names the server.
+const URL_LINE: &str = "url=http://127.0.0.1:8080";
+
+/// The `sh` blocks of the section, in order.
+fn shell_blocks() -> Vec<String> {
+    let start = README
+        .find(SECTION)
+        .unwrap_or_else(|| panic!("the README has a section {SECTION:?}"));
+    let rest = &README[start + SECTION.len()..];
+    let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
+    let mut blocks = Vec::new();
+    let mut lines = section.lines();
+    while let Some(line) = lines.next() {
+        if line.trim_end() == "```sh" {
+            let block: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| l.trim_end() != "```")
+                .collect();
+            blocks.push(block.join("\n"));
+        }
+    }
+    blocks
+}
+
+/// The statuses promised in comments: `# → 401 401 429 …`.
+fn promised(script: &str) -> Vec<String> {
+    script
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("# → "))
+        .flat_map(|rest| {
+            rest.split_whitespace()
+                .take_while(|w| w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit()))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The statuses printed by `curl -w "$show"`: lines ending in `→ NNN`.
+fn printed(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| l.trim_end().rsplit_once("→ "))
+        .map(|(_, code)| code.to_owned())
+        .filter(|code| code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()))
+        .collect()
+}
+
+#[test]
+fn the_first_ten_minutes_run_as_written() {
+    let blocks = shell_blocks();
+    assert!(blocks.len() >= 5, "{} blocks", blocks.len());
+    let script = blocks.join("\n\n");
+    assert!(
+        script.lines().any(|l| l == URL_LINE),
+        "the walk-through starts with {URL_LINE}"
+    );
+    let expected = promised(&script);
+    assert!(expected.len() >= 20, "statuses promised: {expected:?}");
+
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mut server = ServerProcess::start(&data, &[], &[]);
+    let script = script.replace(URL_LINE, &format!("url=http://{}", server.address));
+    let prelude = r#"set -euo pipefail
+cargo() {
+    if [ "$1 $2 $3" != "run --release --" ]; then echo "not run as the README says: cargo $*" >&2; return 99; fi
+    shift 3
+    "$THE_BINARY" "$@"
+}
+"#;
+    // The shell gets no PORTCULLIS_* of the caller, as the binary does not.
+    let binary = portcullis().get_program().to_owned();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!("{prelude}\n{script}"))
+        .current_dir(root.path())
+        .env("THE_BINARY", &binary);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PORTCULLIS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the walk-through failed ({:?})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    assert_eq!(
+        printed(&stdout),
+        expected,
+        "statuses printed vs promised\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(server.signal("-TERM").success());
+}
