@@ -446,9 +446,8 @@ impl Config {
                 "must be between 256 and 16777216",
             ));
         }
-        if !s.public_url.is_empty()
-            && !(s.public_url.starts_with("http://") || s.public_url.starts_with("https://"))
-        {
+        let http = |url: &str| url.starts_with("http://") || url.starts_with("https://");
+        if !s.public_url.is_empty() && !http(&s.public_url) {
             return Err(invalid(
                 "server.public_url",
                 "must start with http:// or https:// (or be empty: http://<bind>)",
