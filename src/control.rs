@@ -170,8 +170,8 @@ impl Drop for ControlSocket {
 pub fn listen<A: Answerer>(data_dir: &Path, state: Arc<A>) -> Option<ControlSocket> {
     let path = socket_path(data_dir);
     match bind(&path) {
-        Ok(listener) => {
-            let task = tokio::spawn(accept(listener, state));
+        Ok((listener, owner)) => {
+            let task = tokio::spawn(accept(listener, owner, state));
             Some(ControlSocket { path, task })
         }
         Err(e) => {
@@ -185,7 +185,8 @@ pub fn listen<A: Answerer>(data_dir: &Path, state: Arc<A>) -> Option<ControlSock
     }
 }
 
-fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// Binds the socket; returns it and the user that owns it (this process's).
+fn bind(path: &Path) -> std::io::Result<(UnixListener, u32)> {
     if path.exists() {
         // A socket left by a server that did not stop cleanly answers no
         // one; a live one belongs to another server on the same directory.
@@ -199,16 +200,19 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
     }
     let listener = UnixListener::bind(path)?;
     crate::private_files::narrow(path)?;
-    Ok(listener)
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(path)?);
+    Ok((listener, owner))
 }
 
-async fn accept<A: Answerer>(listener: UnixListener, state: Arc<A>) {
+/// Answers connections; only from `owner` (the user the server runs as,
+/// who owns the socket) or root.
+async fn accept<A: Answerer>(listener: UnixListener, owner: u32, state: Arc<A>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = converse(stream, state.as_ref()).await {
+                    if let Err(e) = converse(stream, owner, state.as_ref()).await {
                         tracing::debug!(error = %e, "control socket conversation ended");
                     }
                 });
@@ -221,7 +225,17 @@ async fn accept<A: Answerer>(listener: UnixListener, state: Arc<A>) {
     }
 }
 
-async fn converse<A: Answerer>(stream: UnixStream, state: &A) -> std::io::Result<()> {
+async fn converse<A: Answerer>(stream: UnixStream, owner: u32, state: &A) -> std::io::Result<()> {
+    // The file's mode already keeps others out; the peer's user is checked
+    // too, in case the data directory was left open to them.
+    let peer = stream.peer_cred()?.uid();
+    if peer != owner && peer != 0 {
+        tracing::warn!(
+            uid = peer,
+            "control socket: refused a connection from another user"
+        );
+        return Ok(());
+    }
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
