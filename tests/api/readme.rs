@@ -111,4 +111,6 @@ cargo() {
         "statuses printed vs promised\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     assert!(server.signal("-TERM").success());
+    // Shown with --nocapture, to read what a newcomer sees.
+    println!("{stdout}");
 }
