@@ -81,7 +81,10 @@ async fn every_file_is_private_whatever_the_umask() {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
     assert!(server.signal("-TERM").success());
-    assert!(!data.join("portcullis.sock").exists(), "the socket goes with the server");
+    assert!(
+        !data.join("portcullis.sock").exists(),
+        "the socket goes with the server"
+    );
     // The CLI on the same data makes nothing readable either.
     let out = crate::helpers::portcullis()
         .args(["user", "list", "--data-dir"])

@@ -132,18 +132,7 @@ impl TestApp {
     /// Stops this server gracefully (including its shutdown work: audit flush,
     /// saving rate-limit windows) and starts a new one on the same data.
     pub async fn restart(self) -> Self {
-        self.handle.stop(true).await;
-        self.running
-            .await
-            .expect("server task")
-            .expect("clean shutdown");
-        Self::start_beside(
-            self.config.clone(),
-            self.dir.clone(),
-            self.clock.clone(),
-            self.redis.clone(),
-        )
-        .await
+        self.restart_after(|_| {}).await
     }
 
     /// [`TestApp::restart`], running `between` while no server runs; it gets

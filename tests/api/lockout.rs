@@ -31,8 +31,14 @@ async fn lock_out(app: &TestApp, email: &str) {
     expect_error(res, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
 }
 
-fn cleared_events(listing: &str) -> Vec<Value> {
-    serde_json::from_str::<Vec<Value>>(listing).unwrap()
+/// The events of one action, newest first, as `audit list` prints them.
+async fn audit_events(app: &TestApp, action: &str) -> Vec<Value> {
+    let listing = run(
+        app,
+        &["audit", "list", "--action", action, "--format", "json"],
+    )
+    .await;
+    serde_json::from_str::<Vec<Value>>(&listing).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,20 +94,7 @@ async fn rate_limit_clear_lifts_a_lockout_on_the_running_server_at_once() {
     let listing = run(&app, &["rate-limit", "list", "--key", "127.0.0.1"]).await;
     assert!(!listing.contains("login_ip"), "{listing}");
 
-    let events = cleared_events(
-        &run(
-            &app,
-            &[
-                "audit",
-                "list",
-                "--action",
-                "rate_limit_cleared",
-                "--format",
-                "json",
-            ],
-        )
-        .await,
-    );
+    let events = audit_events(&app, "rate_limit_cleared").await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["extra_data"]["actor"], "cli");
     assert_eq!(events[0]["extra_data"]["key"], "127.0.0.1");
@@ -150,20 +143,7 @@ async fn rate_limit_clear_on_a_stopped_server_survives_its_restart() {
 
     let res = app.login("ada@example.com", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let events = cleared_events(
-        &run(
-            &app,
-            &[
-                "audit",
-                "list",
-                "--action",
-                "rate_limit_cleared",
-                "--format",
-                "json",
-            ],
-        )
-        .await,
-    );
+    let events = audit_events(&app, "rate_limit_cleared").await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["extra_data"]["rule"], "login_ip");
     assert_eq!(events[0]["extra_data"]["actor"], "cli");
@@ -190,20 +170,7 @@ async fn promote_and_demote_take_effect_on_the_next_request() {
     let res = app.get_auth("/admin/users", &token).await;
     expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
 
-    let events = cleared_events(
-        &run(
-            &app,
-            &[
-                "audit",
-                "list",
-                "--action",
-                "groups_changed",
-                "--format",
-                "json",
-            ],
-        )
-        .await,
-    );
+    let events = audit_events(&app, "groups_changed").await;
     assert_eq!(
         events.len(),
         2,
