@@ -74,6 +74,9 @@ fn the_first_ten_minutes_run_as_written() {
     let expected = promised(&script);
     assert!(expected.len() >= 20, "statuses promised: {expected:?}");
 
+    // What the README asks the reader to have.
+    crate::tools::program("curl", "curl");
+    crate::tools::program("python3", "python3");
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let mut server = ServerProcess::start(&data, &[], &[]);
