@@ -342,9 +342,11 @@ async fn set_admin(auth: &AuthService, email: &str, admin: bool) -> anyhow::Resu
     Ok(())
 }
 
-/// `rate-limit list|clear`: through the control socket of a server running on
-/// this data directory, else on the windows where they rest (saved in the
-/// database by the last graceful stop, or in the shared Redis).
+/// `rate-limit list|clear`: through the control socket of every server
+/// running on this data directory, else on the windows where they rest: in
+/// the shared Redis, or saved in the database by the last graceful stop
+/// (then under the directory's lock, so that no server loads or saves them
+/// meanwhile).
 async fn rate_limit_command(config: Config, command: RateLimitCommand) -> anyhow::Result<()> {
     let request = match command {
         RateLimitCommand::List { key } => control::Request::List { key },
@@ -358,71 +360,110 @@ async fn rate_limit_command(config: Config, command: RateLimitCommand) -> anyhow
             control::Request::Clear { key, rule }
         }
     };
-    let what = match &request {
-        control::Request::Clear { key, rule } => format!(
-            "{} under {}",
-            key.trim(),
-            rule.as_deref()
-                .map_or("every rule".to_owned(), |r| format!("rule {r}"))
-        ),
-        control::Request::List { .. } => String::new(),
-    };
     let dir = &config.storage.data_dir;
-    let (reply, place) = match control::ask(dir, &request).await? {
-        Some(reply) => (reply, "on the running server".to_owned()),
-        None => {
-            require_database(&config)?;
-            let clock: crate::clock::SharedClock = Arc::new(SystemClock);
-            let (auth, audit) = build_auth_and_audit(&config, clock.clone()).await?;
-            let limiter = Limiter::from_config(&config, clock, limiter_keys(&auth)).await?;
-            let shared = limiter.store().is_shared();
-            if !shared {
-                limiter.load(auth.store().as_ref()).await?;
-            }
-            let clearing = matches!(request, control::Request::Clear { .. });
-            let reply = control::answer(&limiter, &audit, request).await;
-            if clearing && matches!(reply, control::Reply::Cleared) {
-                limiter.save(auth.store().as_ref()).await?;
-            }
-            audit.shutdown().await;
-            let place = if shared {
-                "in the shared Redis".to_owned()
-            } else {
-                format!(
-                    "in the windows saved at the server's last stop; no server is running on {}",
-                    dir.display()
-                )
-            };
-            (reply, place)
-        }
+    require_database(&config)?;
+    let replies = control::ask_all(dir, &request).await?;
+    let place = match replies.len() {
+        0 => None,
+        1 => Some("on the running server".to_owned()),
+        n => Some(format!("on the {n} running servers")),
     };
-    match reply {
-        control::Reply::Error { message } => bail!("{message}"),
-        control::Reply::Cleared => println!("cleared {what} ({place})"),
-        control::Reply::Windows { windows } => {
-            if windows.is_empty() {
-                println!("no key has counted events ({place})");
-            } else {
-                println!(
-                    "{:<24}  {:<46}  {:>5}  {:>5}  retry_after",
-                    "rule", "key", "count", "limit"
-                );
-                for w in &windows {
-                    let wait = if w.retry_after > 0 {
-                        format!("{}s", w.retry_after)
-                    } else {
-                        "-".to_owned()
-                    };
-                    println!(
-                        "{:<24}  {:<46}  {:>5}  {:>5}  {wait}",
-                        w.rule, w.key, w.count, w.limit
-                    );
-                }
-                eprintln!("({} windows, {place})", windows.len());
-            }
+    let (replies, place) = match place {
+        Some(place) => (replies, place),
+        None => (
+            vec![at_rest(&config, request.clone()).await?],
+            at_rest_place(&config),
+        ),
+    };
+    let mut windows = Vec::new();
+    let mut cleared = None;
+    for reply in replies {
+        match reply {
+            control::Reply::Error { message } => bail!("{message}"),
+            control::Reply::Cleared { windows: n } => *cleared.get_or_insert(0) += n,
+            control::Reply::Windows { windows: w } => windows.extend(w),
         }
     }
+    if let (Some(n), control::Request::Clear { key, rule }) = (cleared, &request) {
+        let under = rule
+            .as_deref()
+            .map_or("every rule".to_owned(), |r| format!("rule {r}"));
+        match n {
+            0 => println!(
+                "nothing to clear: {} has no counted events under {under} ({place})",
+                key.trim()
+            ),
+            1 => println!("cleared 1 window of {} under {under} ({place})", key.trim()),
+            n => println!(
+                "cleared {n} windows of {} under {under} ({place})",
+                key.trim()
+            ),
+        }
+        return Ok(());
+    }
+    if windows.is_empty() {
+        println!("no key has counted events ({place})");
+        return Ok(());
+    }
+    println!(
+        "{:<24}  {:<46}  {:>5}  {:>5}  retry_after",
+        "rule", "key", "count", "limit"
+    );
+    for w in &windows {
+        let wait = if w.retry_after > 0 {
+            format!("{}s", w.retry_after)
+        } else {
+            "-".to_owned()
+        };
+        println!(
+            "{:<24}  {:<46}  {:>5}  {:>5}  {wait}",
+            w.rule, w.key, w.count, w.limit
+        );
+    }
+    eprintln!("({} windows, {place})", windows.len());
     Ok(())
+}
+
+/// Where windows rest when no server answers, in words.
+fn at_rest_place(config: &Config) -> String {
+    match config.rate_limit.store {
+        crate::config::LimitStoreKind::Redis => "in the shared Redis".to_owned(),
+        crate::config::LimitStoreKind::Memory => format!(
+            "in the windows saved at the server's last stop; no server is running on {}",
+            config.storage.data_dir.display()
+        ),
+    }
+}
+
+/// Answers `request` on the windows at rest: in Redis, or saved in the
+/// database (loaded, changed and saved back under the directory's lock).
+async fn at_rest(config: &Config, request: control::Request) -> anyhow::Result<control::Reply> {
+    let dir = &config.storage.data_dir;
+    let shared = config.rate_limit.store == crate::config::LimitStoreKind::Redis;
+    let _lock = if shared {
+        None
+    } else {
+        Some(control::DirLock::exclusive(dir)?.ok_or_else(|| {
+            anyhow!(
+                "a server is starting or stopping on {} (it holds the rate-limit windows, but \
+                 its control socket does not answer yet); try again in a moment",
+                dir.display()
+            )
+        })?)
+    };
+    let clock: crate::clock::SharedClock = Arc::new(SystemClock);
+    let (auth, audit) = build_auth_and_audit(config, clock.clone()).await?;
+    let limiter = Limiter::from_config(config, clock, limiter_keys(&auth)).await?;
+    if !shared {
+        limiter.load(auth.store().as_ref()).await?;
+    }
+    let clearing = matches!(request, control::Request::Clear { .. });
+    let reply = control::answer(&limiter, &audit, request).await;
+    if clearing && matches!(reply, control::Reply::Cleared { .. }) {
+        limiter.save(auth.store().as_ref()).await?;
+    }
+    audit.shutdown().await;
+    Ok(reply)
 }
 
 /// Commands that read an existing SQLite database refuse to create an empty

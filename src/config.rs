@@ -352,7 +352,18 @@ impl Config {
     /// Loads the layered configuration: defaults, the file (`path`, else
     /// `./portcullis.toml` when present), the process environment, then `overrides`.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        // Only our variables must be text; another program's need not be.
+        let mut env = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|n| n.starts_with(ENV_PREFIX)) else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| ConfigError::Parse {
+                origin: format!("environment variable {name}"),
+                message: "is not valid UTF-8".into(),
+            })?;
+            env.push((name.to_owned(), value));
+        }
         Self::load_from(path, &env, overrides)
     }
 
@@ -778,6 +789,38 @@ fn env_names(table: &toml::Table, at: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Whether `name` is one of the variables Kubernetes gives every pod for a
+/// Service named `portcullis` (`PORTCULLIS_SERVICE_HOST`, `PORTCULLIS_PORT`,
+/// `PORTCULLIS_PORT_8080_TCP_ADDR`, …): not ours, and never a key (keys
+/// have a `__`), so they are passed over rather than refused.
+fn kubernetes_service_link(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        return false;
+    };
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if rest == "SERVICE_HOST" || rest == "SERVICE_PORT" || rest == "PORT" {
+        return true;
+    }
+    if let Some(port_name) = rest.strip_prefix("SERVICE_PORT_") {
+        return word(port_name);
+    }
+    let Some(port) = rest.strip_prefix("PORT_") else {
+        return false;
+    };
+    let mut parts = port.splitn(3, '_');
+    let number = parts.next().unwrap_or_default();
+    let protocol = parts.next().unwrap_or_default();
+    let field = parts.next();
+    !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && matches!(protocol, "TCP" | "UDP" | "SCTP")
+        && field.is_none_or(|f| matches!(f, "PROTO" | "PORT" | "ADDR"))
+}
+
 /// A `PORTCULLIS_` variable that names no key: what it may have meant.
 fn no_such_variable(name: &str, defaults: &toml::Table) -> ConfigError {
     let given = &name[ENV_PREFIX.len()..];
@@ -808,7 +851,7 @@ fn apply_env(
 ) -> Result<(), ConfigError> {
     let mut vars: Vec<&(String, String)> = env
         .iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !kubernetes_service_link(k))
         .collect();
     vars.sort();
     for (name, raw) in vars {
@@ -940,7 +983,7 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        let (n, unit) = if ms % 1000 != 0 {
+        let (n, unit) = if !ms.is_multiple_of(1000) {
             (ms, "ms")
         } else {
             let s = ms / 1000;
@@ -1119,6 +1162,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("environment variable PORTCULLIS_RATE_LIMIT__RULES__LOGIN_IP__LIMIT: rate_limit.rules.login_ip.limit"), "{err}");
+    }
+
+    /// The variables Kubernetes sets for a Service named portcullis are
+    /// not refused; anything else without a `__` is.
+    #[test]
+    fn kubernetes_service_links_are_passed_over() {
+        let links = [
+            ("PORTCULLIS_SERVICE_HOST", "10.0.0.1"),
+            ("PORTCULLIS_SERVICE_PORT", "8080"),
+            ("PORTCULLIS_SERVICE_PORT_HTTP", "8080"),
+            ("PORTCULLIS_PORT", "tcp://10.0.0.1:8080"),
+            ("PORTCULLIS_PORT_8080_TCP", "tcp://10.0.0.1:8080"),
+            ("PORTCULLIS_PORT_8080_TCP_PROTO", "tcp"),
+            ("PORTCULLIS_PORT_8080_TCP_PORT", "8080"),
+            ("PORTCULLIS_PORT_8080_TCP_ADDR", "10.0.0.1"),
+        ];
+        let loaded = load(None, &links).unwrap();
+        assert_eq!(
+            Config {
+                file: None,
+                ..loaded
+            },
+            Config::default()
+        );
+        for not_a_link in [
+            "PORTCULLIS_PORT_HTTP",
+            "PORTCULLIS_PORT_8080_XTP",
+            "PORTCULLIS_SERVICE_HOSTS",
+        ] {
+            assert!(load(None, &[(not_a_link, "1")]).is_err(), "{not_a_link}");
+        }
     }
 
     #[test]

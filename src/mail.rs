@@ -104,7 +104,10 @@ impl Mailer {
             .to(to_box)
             .subject(subject)
             .header(ContentType::TEXT_PLAIN)
-            .body(plain_body(body))
+            .body(plain_body(
+                body,
+                matches!(self.transport, Transport::Outbox(_)),
+            ))
             .context("cannot build message")?;
         match &self.transport {
             Transport::Outbox(dir) => {
@@ -128,21 +131,19 @@ impl Mailer {
     }
 }
 
-/// A body sent as it is written, never quoted-printable, so that a link
-/// stands whole on its line: 7bit for ASCII, else 8bit (every relay of the
-/// last decades speaks 8BITMIME). lettre would encode any line of 76 bytes
-/// or more; RFC 5322 allows 998, so only text beyond that (or with a NUL or
-/// a bare CR) is left to lettre's choice.
-fn plain_body(text: String) -> Body {
+/// A body sent as it is written, never quoted-printable when it can be
+/// helped, so that a link stands whole on its line: 7bit for ASCII (lettre
+/// would encode any line of 76 bytes or more; RFC 5322 allows 998), and 8bit
+/// for other text in a file of the outbox. Text with a NUL, a bare CR, a line
+/// beyond 998 bytes, or non-ASCII bound for a relay (which may not speak
+/// 8BITMIME) is left to lettre's choice of encoding.
+fn plain_body(text: String, eight_bit: bool) -> Body {
     const MAX_LINE: usize = 998;
     let fits = !text.contains(['\0', '\r']) && text.split('\n').all(|l| l.len() <= MAX_LINE);
-    if !fits {
-        return Body::new(text);
-    }
-    let encoding = if text.is_ascii() {
-        ContentTransferEncoding::SevenBit
-    } else {
-        ContentTransferEncoding::EightBit
+    let encoding = match (fits, text.is_ascii(), eight_bit) {
+        (true, true, _) => ContentTransferEncoding::SevenBit,
+        (true, false, true) => ContentTransferEncoding::EightBit,
+        _ => return Body::new(text),
     };
     Body::dangerous_pre_encoded(text.replace('\n', "\r\n").into_bytes(), encoding)
 }

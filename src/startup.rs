@@ -19,7 +19,7 @@ use crate::auth::service::{AuthService, DeviceMemory};
 use crate::auth::tokens::TokenKeys;
 use crate::clock::SharedClock;
 use crate::config::{Config, StorageBackend};
-use crate::control::{self, ControlSocket};
+use crate::control::{self, ControlSocket, DirLock};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{self, extract, limits, request_id, AppState};
 use crate::mail::{MailQueue, Mailer};
@@ -251,6 +251,9 @@ pub struct Application {
     state: web::Data<AppState>,
     background: Vec<JoinHandle<()>>,
     control: Option<ControlSocket>,
+    /// Held from before the saved windows are loaded until after they are
+    /// saved again (see [`DirLock`]).
+    windows_lock: DirLock,
 }
 
 /// Whether the server reacts to SIGTERM / SIGINT itself.
@@ -271,6 +274,13 @@ impl Application {
         // URLs left empty follow the address actually bound.
         let listener = listen(&config.server.bind)?;
         let address = listener.local_addr()?;
+        if config.server.public_url.is_empty() && !address.ip().is_loopback() {
+            tracing::warn!(
+                address = %address,
+                "server.public_url is not set: mailed links will name this machine's \
+                 loopback address; set it to the URL people reach"
+            );
+        }
         config.resolve_urls(address);
         let config = Arc::new(config);
         let (mut auth, opened) = open(&config, clock.clone()).await?;
@@ -281,6 +291,9 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
+        let windows_lock = DirLock::shared(&config.storage.data_dir)
+            .await
+            .context("cannot lock the data directory")?;
         let limiter =
             Arc::new(Limiter::from_config(&config, clock.clone(), limiter_keys(&auth)).await?);
         limiter
@@ -402,6 +415,7 @@ impl Application {
             state,
             background,
             control,
+            windows_lock,
         })
     }
 
@@ -431,7 +445,9 @@ impl Application {
             task.abort();
         }
         // No clear may arrive after the windows are saved.
-        drop(self.control);
+        if let Some(control) = self.control {
+            control.stop().await;
+        }
         let state = &self.state;
         fold::log_summaries(state.request_lines.flush(state.auth.now(), true));
         // Queued mail may still write audit rows (a failed send): first.
@@ -441,6 +457,7 @@ impl Application {
             Ok(n) => tracing::info!(windows = n, "saved rate-limit windows"),
             Err(e) => tracing::error!(error = %e, "cannot save rate-limit windows"),
         }
+        drop(self.windows_lock);
         tracing::info!("portcullis stopped");
         result.context("server error")
     }

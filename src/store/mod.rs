@@ -265,8 +265,9 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         audit: Audit,
     ) -> StoreResult<bool>;
-    /// Makes an account an administrator or not. Returns `false` (and
-    /// records nothing) when the account does not exist or already is so.
+    /// Makes an account an administrator or not; unmaking one revokes all
+    /// its sessions, so that no token still claims the role. Returns `false`
+    /// (and records nothing) when the account does not exist or already is so.
     async fn set_admin(
         &self,
         user_id: Uuid,

@@ -668,6 +668,9 @@ impl Store for PgStore {
         if changed == 0 {
             return Ok(false);
         }
+        if !is_admin {
+            revoke_all(&*tx, user_id, None, "admin_removed", now).await?;
+        }
         self.commit_audited(tx, &stamped(audit, now), now).await?;
         Ok(true)
     }

@@ -528,11 +528,16 @@ impl Store for SqliteStore {
         audit: Audit,
     ) -> StoreResult<bool> {
         self.audited_when(audit, now, move |conn| {
-            let changed = conn.execute(
+            let tx = conn.savepoint()?;
+            let changed = tx.execute(
                 "UPDATE users SET is_admin = ?1, updated_at = ?2 WHERE id = ?3 AND is_admin <> ?1",
                 params![is_admin, now, user_id.to_string()],
-            )?;
-            Ok(changed > 0)
+            )? > 0;
+            if changed && !is_admin {
+                revoke_all(&tx, user_id, None, "admin_removed", now)?;
+            }
+            tx.commit()?;
+            Ok(changed)
         })
         .await
     }

@@ -21,7 +21,9 @@ use crate::config::LogFormat;
 /// Installs the global subscriber once; later calls do nothing. Keep the
 /// guard until the process ends: dropping it flushes the lines still queued.
 pub fn init(format: LogFormat) -> WorkerGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // actix-server's own start lines repeat ours; they stay at debug.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
     let (writer, guard) = tracing_appender::non_blocking(BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

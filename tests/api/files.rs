@@ -76,15 +76,14 @@ async fn every_file_is_private_whatever_the_umask() {
         "portcullis.db-wal",
         "portcullis.db-shm",
         "encryption.key",
-        "portcullis.sock",
+        "portcullis.lock",
     ] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
+    let socket = data.join(format!("portcullis-{}.sock", server.child.id()));
+    assert_eq!(mode(&socket), 0o600, "the control socket");
     assert!(server.signal("-TERM").success());
-    assert!(
-        !data.join("portcullis.sock").exists(),
-        "the socket goes with the server"
-    );
+    assert!(!socket.exists(), "the socket goes with the server");
     // The CLI on the same data makes nothing readable either.
     let out = crate::helpers::portcullis()
         .args(["user", "list", "--data-dir"])

@@ -87,7 +87,11 @@ async fn rate_limit_clear_lifts_a_lockout_on_the_running_server_at_once() {
     .await;
 
     let said = run(&app, &["rate-limit", "clear", "--key", "127.0.0.1"]).await;
-    assert!(said.contains("on the running server"), "{said}");
+    assert!(
+        // login_ip's failures and register_ip_hourly's registration.
+        said.starts_with("cleared 2 windows of 127.0.0.1 under every rule (on the running server)"),
+        "{said}"
+    );
     // No waiting: the command returns once the server has cleared.
     let res = app.login("ada@example.com", PASSWORD).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -99,6 +103,49 @@ async fn rate_limit_clear_lifts_a_lockout_on_the_running_server_at_once() {
     assert_eq!(events[0]["extra_data"]["actor"], "cli");
     assert_eq!(events[0]["extra_data"]["key"], "127.0.0.1");
     assert_eq!(events[0]["extra_data"]["rule"], "*");
+    assert_eq!(events[0]["extra_data"]["windows"], 2);
+
+    // A key with nothing counted (a typo) says so; the attempt is recorded.
+    let said = run(&app, &["rate-limit", "clear", "--key", "10.0.0.1"]).await;
+    assert!(
+        said.starts_with("nothing to clear: 10.0.0.1 has no counted events"),
+        "{said}"
+    );
+    let events = audit_events(&app, "rate_limit_cleared").await;
+    assert_eq!(events[0]["extra_data"]["windows"], 0);
+}
+
+/// With no control socket answering, the CLI works on saved windows only
+/// when no server holds them: one starting or stopping does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_never_works_on_saved_windows_that_a_server_holds() {
+    let app = TestApp::spawn().await;
+    app.signed_up("ada@example.com").await;
+    let dir = app.dir.path().to_path_buf();
+    let app = app
+        .restart_after(|cli| {
+            let held = tokio::runtime::Handle::current();
+            let lock = tokio::task::block_in_place(|| {
+                held.block_on(portcullis::control::DirLock::shared(&dir))
+            })
+            .unwrap();
+            let out = cli().args(["rate-limit", "list"]).output().unwrap();
+            assert!(!out.status.success());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("a server is starting or stopping"), "{err}");
+            drop(lock);
+            let out = cli().args(["rate-limit", "list"]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        })
+        .await;
+    assert_eq!(
+        app.login("ada@example.com", PASSWORD).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,9 +213,23 @@ async fn promote_and_demote_take_effect_on_the_next_request() {
     let again = run(&app, &["user", "promote", "grace@example.com"]).await;
     assert!(again.contains("already"), "{again}");
 
+    // Demoting ends the account's sessions too, so that no token still
+    // claims the role; whether the revocation or the account is read first,
+    // the old token is refused.
     run(&app, &["user", "demote", "grace@example.com"]).await;
     let res = app.get_auth("/admin/users", &token).await;
-    expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;
+    assert!(
+        matches!(
+            res.status(),
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED
+        ),
+        "{}",
+        res.status()
+    );
+    let revoked = app.count(
+        "SELECT count(*) FROM sessions WHERE revoke_reason = 'admin_removed' AND revoked_at IS NOT NULL",
+    );
+    assert_eq!(revoked, 1);
 
     let events = audit_events(&app, "groups_changed").await;
     assert_eq!(
