@@ -1,8 +1,6 @@
 //! The one mapping from failures to HTTP: every error body is
 //! `{"error": "<code>", "message": "<text>"}`, sometimes with more fields.
 
-use std::collections::BTreeMap;
-
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -29,8 +27,7 @@ pub fn insert_rate_headers(headers: &mut HeaderMap, h: &RateHeaders) {
     }
 }
 
-/// Reasons a field failed validation, by field name.
-pub type FieldErrors = BTreeMap<&'static str, String>;
+pub use crate::auth::service::FieldErrors;
 
 /// Every error a handler can return.
 #[derive(Debug, thiserror::Error)]

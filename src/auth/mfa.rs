@@ -110,8 +110,10 @@ impl AuthService {
         if !self.check_second_factor(user.id, code).await? {
             return Err(AuthError::InvalidMfaCode);
         }
-        let audit = stamped(audit, self.now());
-        self.store().disable_totp(user.id, audit).await?;
+        let now = self.now();
+        self.store()
+            .disable_totp(user.id, now, stamped(audit, now))
+            .await?;
         self.forget_profile(user.id);
         Ok(())
     }
@@ -222,9 +224,14 @@ impl AuthService {
             .map(|e| e.user(pending.user.id))
             .collect();
         if !self.check_second_factor(pending.user.id, code).await? {
-            let failed = stamped(failed, self.now());
+            let now = self.now();
             self.store()
-                .fail_mfa_challenge(pending.token_hash, MFA_MAX_FAILURES, failed)
+                .fail_mfa_challenge(
+                    pending.token_hash,
+                    MFA_MAX_FAILURES,
+                    now,
+                    stamped(failed, now),
+                )
                 .await?;
             return Err(AuthError::InvalidMfaCode);
         }

@@ -15,7 +15,6 @@ use crate::audit::{Action, NewEvent};
 use crate::clock::{Millis, SharedClock};
 use crate::config::Config;
 use crate::email::{normalize, Email};
-use crate::error::FieldErrors;
 use crate::store::{
     Audit, NewUser, Revoked, Rotation, RotationAudit, Session, SessionLimit, Store, StoreError,
     User,
@@ -44,6 +43,9 @@ impl LoginFailure {
         }
     }
 }
+
+/// Reasons a field failed validation, by field name.
+pub type FieldErrors = std::collections::BTreeMap<&'static str, String>;
 
 /// Every way an account operation can fail.
 #[derive(Debug, thiserror::Error)]

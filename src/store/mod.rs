@@ -375,7 +375,7 @@ pub trait Store: Send + Sync + 'static {
         audit: Audit,
     ) -> StoreResult<bool>;
     /// Removes TOTP and backup codes.
-    async fn disable_totp(&self, user_id: Uuid, audit: Audit) -> StoreResult<()>;
+    async fn disable_totp(&self, user_id: Uuid, now: Millis, audit: Audit) -> StoreResult<()>;
     /// Records `step` as used if it is newer than the last one; false for a replay.
     async fn use_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool>;
     /// Uses a backup code stored under either hash (keyed, or the older
@@ -411,6 +411,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         token_hash: [u8; 32],
         max_failures: u32,
+        now: Millis,
         audit: Audit,
     ) -> StoreResult<()>;
     /// Spends a challenge and stores the session it opens (bounded by

@@ -1056,8 +1056,7 @@ impl Store for PgStore {
         Ok(true)
     }
 
-    async fn disable_totp(&self, user_id: Uuid, audit: Audit) -> StoreResult<()> {
-        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    async fn disable_totp(&self, user_id: Uuid, now: Millis, audit: Audit) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id = user_id.to_string();
@@ -1173,9 +1172,9 @@ impl Store for PgStore {
         &self,
         token_hash: [u8; 32],
         max_failures: u32,
+        now: Millis,
         audit: Audit,
     ) -> StoreResult<()> {
-        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
         let max = i32::try_from(max_failures).unwrap_or(i32::MAX);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;

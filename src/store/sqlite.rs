@@ -865,8 +865,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn disable_totp(&self, user_id: Uuid, audit: Audit) -> StoreResult<()> {
-        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    async fn disable_totp(&self, user_id: Uuid, now: Millis, audit: Audit) -> StoreResult<()> {
         self.audited(audit, now, move |conn| {
             let tx = conn.savepoint()?;
             tx.execute("DELETE FROM totp WHERE user_id = ?1", [user_id.to_string()])?;
@@ -981,9 +980,9 @@ impl Store for SqliteStore {
         &self,
         token_hash: [u8; 32],
         max_failures: u32,
+        now: Millis,
         audit: Audit,
     ) -> StoreResult<()> {
-        let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
         self.audited(audit, now, move |conn| {
             let tx = conn.savepoint()?;
             tx.execute(
