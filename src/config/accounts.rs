@@ -1,0 +1,33 @@
+//! `[accounts]`: what an account may hold.
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, ConfigError};
+
+/// `[accounts]`: what an account may hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// Live sessions per user; a sign-in beyond it revokes the least recently
+    /// used one.
+    pub max_sessions: u32,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self { max_sessions: 100 }
+    }
+}
+
+impl AccountsConfig {
+    /// Checks what the types alone cannot, naming the key at fault.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=100_000).contains(&self.max_sessions) {
+            return Err(invalid(
+                "accounts.max_sessions",
+                "must be between 1 and 100000",
+            ));
+        }
+        Ok(())
+    }
+}
