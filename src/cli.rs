@@ -285,18 +285,20 @@ async fn user_command(config: Config, command: UserCommand) -> anyhow::Result<()
         }
         UserCommand::List => {
             let users = auth.store().list_users(None).await?;
+            let yes = |b: bool| if b { "yes" } else { "no" };
             println!(
-                "{:<36}  {:<32}  {:<20}  {:<5}  {:<8}  created_at",
-                "id", "email", "name", "admin", "disabled"
+                "{:<36}  {:<32}  {:<20}  {:<5}  {:<8}  {:<4}  created_at",
+                "id", "email", "name", "admin", "disabled", "totp"
             );
-            for u in users {
+            for (u, totp) in users {
                 println!(
-                    "{:<36}  {:<32}  {:<20}  {:<5}  {:<8}  {}",
+                    "{:<36}  {:<32}  {:<20}  {:<5}  {:<8}  {:<4}  {}",
                     u.id,
                     u.email,
                     u.name.as_deref().unwrap_or_default(),
-                    if u.is_admin { "yes" } else { "no" },
-                    if u.is_disabled() { "yes" } else { "no" },
+                    yes(u.is_admin),
+                    yes(u.is_disabled()),
+                    yes(totp),
                     rfc3339_ms(u.created_at)
                 );
             }

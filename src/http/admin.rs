@@ -224,20 +224,24 @@ pub async fn users(
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(str::to_owned);
-    let users = state.auth.store().list_users(filter).await?;
-    let mut out = Vec::with_capacity(users.len());
-    for u in users.into_iter().take(1000) {
-        out.push(AdminUserView {
-            mfa_enabled: state.auth.mfa_enabled(u.id).await?,
+    let users = state
+        .auth
+        .store()
+        .list_users(filter)
+        .await?
+        .into_iter()
+        .take(1000)
+        .map(|(u, mfa_enabled)| AdminUserView {
+            mfa_enabled,
             disabled: u.is_disabled(),
             created_at: rfc3339_ms(u.created_at),
             id: u.id,
             email: u.email,
             name: u.name,
             is_admin: u.is_admin,
-        });
-    }
-    Ok(HttpResponse::Ok().json(Users { users: out }))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Users { users }))
 }
 
 /// `POST /admin/users/{id}/disable`: also revokes every session at once.

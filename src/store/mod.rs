@@ -253,8 +253,9 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
     /// The account and whether its second factor is on, in one read.
     async fn user_with_mfa(&self, id: Uuid) -> StoreResult<Option<(User, bool)>>;
-    /// Accounts whose email contains `email_filter` (all when `None`), oldest first.
-    async fn list_users(&self, email_filter: Option<String>) -> StoreResult<Vec<User>>;
+    /// Accounts whose email contains `email_filter` (all when `None`), oldest
+    /// first, each with whether TOTP is on (one query, not one per account).
+    async fn list_users(&self, email_filter: Option<String>) -> StoreResult<Vec<(User, bool)>>;
     async fn set_password_hash(&self, user_id: Uuid, hash: String, now: Millis) -> StoreResult<()>;
     /// Disables or enables an account; disabling revokes all its sessions.
     /// Returns `false` when the account does not exist.

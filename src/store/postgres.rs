@@ -583,7 +583,7 @@ impl Store for PgStore {
             .transpose()
     }
 
-    async fn list_users(&self, email_filter: Option<String>) -> StoreResult<Vec<User>> {
+    async fn list_users(&self, email_filter: Option<String>) -> StoreResult<Vec<(User, bool)>> {
         let pattern = match email_filter {
             Some(f) => format!(
                 "%{}%",
@@ -598,12 +598,16 @@ impl Store for PgStore {
         let rows = client
             .query(
                 &format!(
-                    "SELECT {USER_COLS} FROM users WHERE email LIKE $1 ESCAPE '\\' ORDER BY created_at, email"
+                    "SELECT {USER_COLS}, EXISTS (SELECT 1 FROM totp \
+                     WHERE totp.user_id = users.id AND totp.secret IS NOT NULL) \
+                     FROM users WHERE email LIKE $1 ESCAPE '\\' ORDER BY created_at, email"
                 ),
                 &[&pattern],
             )
             .await?;
-        rows.iter().map(user_row).collect()
+        rows.iter()
+            .map(|r| Ok((user_row(r)?, r.try_get(7)?)))
+            .collect()
     }
 
     async fn set_password_hash(&self, user_id: Uuid, hash: String, now: Millis) -> StoreResult<()> {

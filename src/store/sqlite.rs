@@ -456,7 +456,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_users(&self, email_filter: Option<String>) -> StoreResult<Vec<User>> {
+    async fn list_users(&self, email_filter: Option<String>) -> StoreResult<Vec<(User, bool)>> {
         self.run(move |conn| {
             let pattern = match email_filter {
                 Some(f) => format!(
@@ -469,11 +469,13 @@ impl Store for SqliteStore {
                 None => "%".to_owned(),
             };
             let sql = format!(
-                "SELECT {USER_COLS} FROM users WHERE email LIKE ?1 ESCAPE '\\' ORDER BY created_at, email"
+                "SELECT {USER_COLS}, EXISTS (SELECT 1 FROM totp \
+                 WHERE totp.user_id = users.id AND totp.secret IS NOT NULL) \
+                 FROM users WHERE email LIKE ?1 ESCAPE '\\' ORDER BY created_at, email"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let users = stmt
-                .query_map([pattern], user_row)?
+                .query_map([pattern], |r| Ok((user_row(r)?, r.get(7)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(users)
         })
@@ -1336,7 +1338,13 @@ mod tests {
             .create_user(user("axb@example.com"), Vec::new())
             .await
             .unwrap();
-        let found = store.list_users(Some("A_B".into())).await.unwrap();
+        let found: Vec<_> = store
+            .list_users(Some("A_B".into()))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(user, _)| user)
+            .collect();
         assert_eq!(found.len(), 1);
         assert_eq!(store.list_users(None).await.unwrap().len(), 2);
     }

@@ -28,6 +28,35 @@ async fn admins_list_disable_and_enable_users() {
         .unwrap();
     assert_eq!(all["users"].as_array().unwrap().len(), 2);
 
+    // Whether each has TOTP on, read with the list (one query for all).
+    crate::mfa::with_totp(&app, "carol@example.com").await;
+    let all: Value = app
+        .get_auth("/admin/users", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut totp: Vec<(&str, bool)> = all["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["email"].as_str().unwrap(),
+                u["mfa_enabled"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    totp.sort();
+    assert_eq!(
+        totp,
+        [
+            ("bob@example.com", false),
+            ("carol@example.com", true),
+            ("root@example.com", false)
+        ]
+    );
+
     // Non-admins get 403, everywhere.
     let res = app.get_auth("/admin/users", &bob_access).await;
     expect_error(res, StatusCode::FORBIDDEN, "forbidden").await;

@@ -24,7 +24,7 @@ async fn mfa_enabled(app: &TestApp, access: &str) -> bool {
         .expect("mfa_enabled is a boolean")
 }
 
-async fn with_totp(app: &TestApp, email: &str) -> (String, Vec<u8>, Vec<String>) {
+pub(crate) async fn with_totp(app: &TestApp, email: &str) -> (String, Vec<u8>, Vec<String>) {
     let pair = app.signed_up(email).await;
     let access = token(&pair, "access_token");
     // Read the profile first: what the server remembers of it must not
