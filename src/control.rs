@@ -361,9 +361,12 @@ async fn converse<A: Answerer>(stream: UnixStream, owner: u32, state: &A) -> std
 /// believed.
 pub async fn ask_all(data_dir: &Path, request: &Request) -> anyhow::Result<Vec<Reply>> {
     use anyhow::Context;
-    let owner = std::fs::metadata(data_dir)
-        .with_context(|| format!("cannot read {}", data_dir.display()))?
-        .uid();
+    let owner = match std::fs::metadata(data_dir) {
+        Ok(meta) => meta.uid(),
+        // No directory, no server on it (the data may be in PostgreSQL).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", data_dir.display())),
+    };
     let mut names: Vec<String> = std::fs::read_dir(data_dir)
         .with_context(|| format!("cannot read {}", data_dir.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

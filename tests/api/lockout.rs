@@ -265,3 +265,28 @@ async fn promote_and_demote_take_effect_on_the_next_request() {
         "{err}"
     );
 }
+
+/// With the data in PostgreSQL, a host may have no data directory at all:
+/// the rate-limit commands still work (on the saved windows, or Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_rate_limit_commands_need_no_data_directory() {
+    let app = TestApp::spawn().await;
+    if app.config.storage.backend != portcullis::config::StorageBackend::Postgres {
+        return;
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = crate::helpers::portcullis();
+    cmd.args(["rate-limit", "list", "--data-dir"])
+        .arg(elsewhere.path().join("none"))
+        .envs(
+            app.cli()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        );
+    let out = output(cmd).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
