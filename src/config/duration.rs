@@ -45,14 +45,16 @@ impl FromStr for Duration {
             return Err(err());
         }
         let n: u64 = digits.parse().map_err(|_| err())?;
-        let ms = match unit {
-            "ms" => n,
-            "s" => n * 1_000,
-            "m" => n * 60_000,
-            "h" => n * 3_600_000,
-            "d" => n * 86_400_000,
+        let unit_ms: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => return Err(err()),
         };
+        // Twelve digits of days overflow u64 milliseconds: refused, not wrapped.
+        let ms = n.checked_mul(unit_ms).ok_or_else(err)?;
         Ok(Self(std::time::Duration::from_millis(ms)))
     }
 }
