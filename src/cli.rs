@@ -1,5 +1,6 @@
 //! The command line of SPEC section 2: `serve` (the default), `check-config`,
-//! and the `user` commands, all on the same data directory as the server.
+//! and the `user`, `rate-limit` and `audit` commands, all on the same data
+//! directory as the server (also while it runs).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
