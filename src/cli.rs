@@ -9,20 +9,19 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
-use rusqlite::OptionalExtension;
 use secrecy::SecretString;
 
-use crate::audit::chain::verify;
-use crate::audit::query::{list, parse_time, prune, Filter};
+use crate::audit::query::{parse_time, Filter};
 use crate::audit::{Action, EventRow, NewEvent, Origin};
 use crate::auth::service::AuthService;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::SystemClock;
 use crate::config::{Config, LogFormat, Overrides, StorageBackend};
 use crate::control;
 use crate::email::normalize;
 use crate::ratelimit::Limiter;
-use crate::startup::{build_auth, build_auth_and_audit, limiter_keys, Application, Signals};
-use crate::store::sqlite::{configure_connection, SqliteStore};
+use crate::startup::{
+    build_auth, build_auth_and_audit, limiter_keys, open_records, Application, Signals,
+};
 use crate::telemetry;
 use crate::time_fmt::rfc3339_ms;
 
@@ -237,7 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User { command } => runtime()?.block_on(user_command(config, command)),
         Command::RateLimit { command } => runtime()?.block_on(rate_limit_command(config, command)),
-        Command::Audit { command } => audit_command(&config, command),
+        Command::Audit { command } => runtime()?.block_on(audit_command(&config, command)),
     }
 }
 
@@ -543,88 +542,14 @@ fn describe(err: crate::auth::service::AuthError) -> anyhow::Error {
     }
 }
 
-/// The database of the `audit` commands.
-enum AuditDb {
-    Sqlite(rusqlite::Connection),
-    #[cfg(feature = "postgres")]
-    Postgres(crate::store::postgres::PgStore, tokio::runtime::Runtime),
-}
-
-impl AuditDb {
-    /// Opens the configured database (applying the schema).
-    fn open(config: &Config) -> anyhow::Result<Self> {
-        match config.storage.backend {
-            StorageBackend::Sqlite => {
-                require_database(config)?;
-                let path = config.database_path();
-                drop(SqliteStore::open(&path)?);
-                let conn = rusqlite::Connection::open(&path)?;
-                configure_connection(&conn)?;
-                Ok(Self::Sqlite(conn))
-            }
-            #[cfg(feature = "postgres")]
-            StorageBackend::Postgres => {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                let store = rt.block_on(crate::store::postgres::PgStore::connect(
-                    &config.storage.postgres_url,
-                ))?;
-                Ok(Self::Postgres(store, rt))
-            }
-            #[cfg(not(feature = "postgres"))]
-            StorageBackend::Postgres => {
-                bail!("storage.backend = \"postgres\" needs portcullis built with the `postgres` feature")
-            }
-        }
-    }
-
-    fn user_id_by_email(&self, email: &str) -> anyhow::Result<Option<String>> {
-        match self {
-            Self::Sqlite(conn) => Ok(conn
-                .query_row("SELECT id FROM users WHERE email = ?1", [email], |r| {
-                    r.get::<_, String>(0)
-                })
-                .optional()?),
-            #[cfg(feature = "postgres")]
-            Self::Postgres(store, rt) => {
-                let user = rt.block_on(crate::store::Store::user_by_email(store, email))?;
-                Ok(user.map(|u| u.id.to_string()))
-            }
-        }
-    }
-
-    fn list(&self, filter: &Filter) -> anyhow::Result<crate::audit::query::Page> {
-        match self {
-            Self::Sqlite(conn) => Ok(list(conn, filter)?),
-            #[cfg(feature = "postgres")]
-            Self::Postgres(store, rt) => Ok(rt.block_on(store.list(filter))?),
-        }
-    }
-
-    fn verify(&self) -> anyhow::Result<crate::audit::chain::Verdict> {
-        match self {
-            Self::Sqlite(conn) => Ok(verify(conn)?),
-            #[cfg(feature = "postgres")]
-            Self::Postgres(store, rt) => Ok(rt.block_on(store.verify())?),
-        }
-    }
-
-    fn prune(&mut self, cutoff: i64, now: i64) -> anyhow::Result<u64> {
-        let origin = Origin::default();
-        match self {
-            Self::Sqlite(conn) => Ok(prune(conn, cutoff, &origin, Some("cli"), now)?),
-            #[cfg(feature = "postgres")]
-            Self::Postgres(store, rt) => {
-                Ok(rt.block_on(store.prune(cutoff, &origin, Some("cli"), now))?)
-            }
-        }
-    }
-}
-
-fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
-    let now = SystemClock.now_ms();
-    match command {
+/// `audit list|verify|prune`, through the audit log on the configured
+/// database (the storage key is not needed to read or check the log).
+async fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
+    require_database(config)?;
+    let clock: crate::clock::SharedClock = Arc::new(SystemClock);
+    let now = clock.now_ms();
+    let (store, audit) = open_records(config, clock).await?;
+    let outcome = match command {
         AuditCommand::List {
             action,
             user,
@@ -634,20 +559,11 @@ fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             limit,
             format,
         } => {
-            let db = AuditDb::open(config)?;
             if let Some(a) = &action {
                 if Action::parse(a).is_none() {
                     bail!("--action: `{a}` is not an audit action");
                 }
             }
-            let user_id = match user {
-                Some(u) if u.contains('@') => {
-                    Some(db.user_id_by_email(&normalize(&u))?.ok_or_else(|| {
-                        anyhow!("--user: no account with email {}", normalize(&u))
-                    })?)
-                }
-                other => other,
-            };
             let time = |flag: &str, value: Option<String>| -> anyhow::Result<Option<i64>> {
                 value
                     .map(|t| {
@@ -657,32 +573,43 @@ fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                     })
                     .transpose()
             };
+            let (since, until) = (time("--since", since)?, time("--until", until)?);
+            let user_id = match user {
+                Some(u) if u.contains('@') => {
+                    let email = normalize(&u);
+                    let user = store.user_by_email(&email).await?;
+                    Some(
+                        user.ok_or_else(|| anyhow!("--user: no account with email {email}"))?
+                            .id
+                            .to_string(),
+                    )
+                }
+                other => other,
+            };
             let filter = Filter {
                 action,
                 user_id,
                 ip,
-                since: time("--since", since)?,
-                until: time("--until", until)?,
+                since,
+                until,
                 limit: Some(limit),
                 before_id: None,
             };
-            let page = db.list(&filter)?;
-            print_events(&page.events, format)
+            let page = audit.list(filter).await?;
+            print_events(&page.events, format).map(|()| true)
         }
         AuditCommand::Verify => {
-            let verdict = AuditDb::open(config)?.verify()?;
+            let verdict = audit.verify().await?;
             println!("{}", serde_json::to_string(&verdict)?);
-            if verdict.ok {
-                Ok(())
-            } else {
+            if !verdict.ok {
                 eprintln!(
                     "audit chain broken at id {}",
                     verdict
                         .first_bad_id
                         .map_or_else(|| "?".into(), |id| id.to_string())
                 );
-                std::process::exit(1);
             }
+            Ok(verdict.ok)
         }
         AuditCommand::Prune { older_than } => {
             let keep_ms = match older_than {
@@ -692,11 +619,19 @@ fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                     .as_millis_i64(),
                 None => i64::from(config.audit.retention_days).saturating_mul(86_400_000),
             };
-            let deleted = AuditDb::open(config)?.prune(now.saturating_sub(keep_ms), now)?;
+            let deleted = audit
+                .prune(keep_ms, Origin::default(), Some("cli".to_owned()))
+                .await?;
             println!("pruned {deleted} audit events");
-            Ok(())
+            Ok(true)
         }
+    };
+    audit.shutdown().await;
+    if !outcome? {
+        // `audit verify` of a broken chain: exit 1, as SPEC section 2 says.
+        std::process::exit(1);
     }
+    Ok(())
 }
 
 const COLUMNS: [&str; 12] = [

@@ -61,7 +61,30 @@ async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthServic
         &config.storage.encryption_key,
         dir,
     )?);
-    let (store, opened): (Arc<dyn Store>, Opened) = match config.storage.backend {
+    let (store, opened) = open_store(config).await?;
+    let tokens = TokenKeys::load_or_create(&config.tokens, store.as_ref(), &master, clock.now_ms())
+        .await
+        .map_err(|e| with_key_hint(e, config))?;
+    let hasher = HashPool::start(&config.passwords)?;
+    let revocations = RevocationList::new(config.tokens.access_ttl.as_millis_i64());
+    let auth = AuthService::new(config, store, master, hasher, tokens, revocations, clock);
+    Ok((auth, opened))
+}
+
+/// The records alone: the store and the audit log, without the keys (what
+/// the `audit` commands need, also where the storage key is not at hand).
+pub async fn open_records(
+    config: &Config,
+    clock: SharedClock,
+) -> anyhow::Result<(Arc<dyn Store>, AuditLog)> {
+    let (store, opened) = open_store(config).await?;
+    let audit = audit_log(opened, config, clock, Arc::new(Metrics::new()?));
+    Ok((store, audit))
+}
+
+/// The configured database, and its handle for the audit log.
+async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Opened)> {
+    Ok(match config.storage.backend {
         StorageBackend::Sqlite => {
             let sqlite = SqliteStore::open(&config.database_path())?;
             let writer = sqlite.writer().clone();
@@ -76,14 +99,7 @@ async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthServic
         StorageBackend::Postgres => anyhow::bail!(
             "storage.backend = \"postgres\" needs portcullis built with the `postgres` feature"
         ),
-    };
-    let tokens = TokenKeys::load_or_create(&config.tokens, store.as_ref(), &master, clock.now_ms())
-        .await
-        .map_err(|e| with_key_hint(e, config))?;
-    let hasher = HashPool::start(&config.passwords)?;
-    let revocations = RevocationList::new(config.tokens.access_ttl.as_millis_i64());
-    let auth = AuthService::new(config, store, master, hasher, tokens, revocations, clock);
-    Ok((auth, opened))
+    })
 }
 
 /// A database sealed under another key: where the right one may be.

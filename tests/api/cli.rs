@@ -591,4 +591,16 @@ async fn errors_say_what_to_do() {
         "{err}"
     );
     assert!(err.contains("unset storage.encryption_key"), "{err}");
+    // Reading and checking the audit log needs no key at all.
+    let out = portcullis()
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.path())
+        .env("PORTCULLIS_STORAGE__ENCRYPTION_KEY", "ab".repeat(32))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
