@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use portcullis::audit::writer::{append, open_writer};
 use portcullis::audit::{Action, AuditLog, NewEvent, Origin};
 use portcullis::clock::{Clock, SystemClock};
 use portcullis::metrics::Metrics;
-use portcullis::store::sqlite::SqliteStore;
+use portcullis::store::bench::{append, open_writer};
+use portcullis::store::Store;
 
 fn event(i: usize) -> NewEvent {
     let origin = Origin {
@@ -33,7 +33,7 @@ fn event(i: usize) -> NewEvent {
 fn fresh_db() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("portcullis.db");
-    drop(SqliteStore::open(&path).expect("schema"));
+    drop(Store::sqlite(&path).expect("schema"));
     (dir, path)
 }
 
@@ -57,15 +57,12 @@ fn group_commit(c: &mut Criterion) {
     group.throughput(Throughput::Elements(EVENTS_PER_ITER as u64));
     for producers in [64usize, 256, 1024] {
         let (_dir, path) = fresh_db();
-        let log = Arc::new(
-            AuditLog::start(
-                &path,
-                Arc::new(SystemClock),
-                60_000,
-                Arc::new(Metrics::new().expect("metrics")),
-            )
-            .expect("audit log"),
-        );
+        let log = Arc::new(AuditLog::new(
+            Store::sqlite(&path).expect("store"),
+            Arc::new(SystemClock),
+            60_000,
+            Arc::new(Metrics::new().expect("metrics")),
+        ));
         let per = EVENTS_PER_ITER / producers;
         group.bench_function(
             BenchmarkId::new("group commit, in flight", producers),

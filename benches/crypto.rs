@@ -16,13 +16,13 @@ use portcullis::auth::crypto::MasterKey;
 use portcullis::auth::password::Argon;
 use portcullis::auth::tokens::{TokenKeys, TokenSubject};
 use portcullis::config::{Algorithm, Config, TokensConfig};
-use portcullis::store::sqlite::SqliteStore;
+use portcullis::store::Store;
 use uuid::Uuid;
 
 const NOW: i64 = 1_800_000_000_000;
 
 fn keys(cfg: &TokensConfig, dir: &std::path::Path) -> TokenKeys {
-    let store = SqliteStore::open(&dir.join("portcullis.db")).expect("store");
+    let store = Store::sqlite(&dir.join("portcullis.db")).expect("store");
     let master = MasterKey::load_or_create("", dir).expect("master key");
     tokio::runtime::Builder::new_current_thread()
         .build()

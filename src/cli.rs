@@ -18,10 +18,9 @@ use crate::clock::SystemClock;
 use crate::config::{Config, LogFormat, Overrides, StorageBackend};
 use crate::control;
 use crate::email::normalize;
+use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
-use crate::startup::{
-    build_auth, build_auth_and_audit, limiter_keys, open_records, Application, Signals,
-};
+use crate::startup::{limiter_keys, open, open_records, Application, Opened, Signals};
 use crate::telemetry;
 use crate::time_fmt::rfc3339_ms;
 
@@ -260,7 +259,14 @@ async fn user_command(config: Config, command: UserCommand) -> anyhow::Result<()
     if !matches!(command, UserCommand::Add { .. }) {
         require_database(&config)?;
     }
-    let auth = build_auth(&config, Arc::new(SystemClock)).await?;
+    let Opened { auth, audit, .. } =
+        open(&config, Arc::new(SystemClock), Arc::new(Metrics::new()?)).await?;
+    let outcome = user_change(&auth, command).await;
+    audit.shutdown().await;
+    outcome
+}
+
+async fn user_change(auth: &AuthService, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add {
             email,
@@ -303,10 +309,10 @@ async fn user_command(config: Config, command: UserCommand) -> anyhow::Result<()
                 );
             }
         }
-        UserCommand::Disable { email } => set_disabled(&auth, &email, true).await?,
-        UserCommand::Enable { email } => set_disabled(&auth, &email, false).await?,
-        UserCommand::Promote { email } => set_admin(&auth, &email, true).await?,
-        UserCommand::Demote { email } => set_admin(&auth, &email, false).await?,
+        UserCommand::Disable { email } => set_disabled(auth, &email, true).await?,
+        UserCommand::Enable { email } => set_disabled(auth, &email, false).await?,
+        UserCommand::Promote { email } => set_admin(auth, &email, true).await?,
+        UserCommand::Demote { email } => set_admin(auth, &email, false).await?,
     }
     Ok(())
 }
@@ -456,15 +462,15 @@ async fn at_rest(config: &Config, request: control::Request) -> anyhow::Result<c
         })?)
     };
     let clock: crate::clock::SharedClock = Arc::new(SystemClock);
-    let (auth, audit) = build_auth_and_audit(config, clock.clone()).await?;
+    let Opened { auth, audit, .. } = open(config, clock.clone(), Arc::new(Metrics::new()?)).await?;
     let limiter = Limiter::from_config(config, clock, limiter_keys(&auth)).await?;
     if !shared {
-        limiter.load(auth.store().as_ref()).await?;
+        limiter.load(auth.store()).await?;
     }
     let clearing = matches!(request, control::Request::Clear { .. });
     let reply = control::answer(&limiter, &audit, request).await;
     if clearing && matches!(reply, control::Reply::Cleared { .. }) {
-        limiter.save(auth.store().as_ref()).await?;
+        limiter.save(auth.store()).await?;
     }
     audit.shutdown().await;
     Ok(reply)
@@ -548,7 +554,7 @@ async fn audit_command(config: &Config, command: AuditCommand) -> anyhow::Result
     require_database(config)?;
     let clock: crate::clock::SharedClock = Arc::new(SystemClock);
     let now = clock.now_ms();
-    let (store, audit) = open_records(config, clock).await?;
+    let (store, audit) = open_records(config, clock, Arc::new(Metrics::new()?)).await?;
     let outcome = match command {
         AuditCommand::List {
             action,

@@ -128,7 +128,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::EmailTaken => Self::EmailTaken,
             StoreError::Unavailable(e) => Self::Unavailable(e),
-            StoreError::Other(e) => Self::Internal(e),
+            StoreError::Duplicate(e) | StoreError::Other(e) => Self::Internal(e),
         }
     }
 }

@@ -10,7 +10,6 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use tokio::task::JoinHandle;
 
-use crate::audit::writer::Writer;
 use crate::audit::{AuditLog, Origin};
 use crate::auth::crypto::{MasterKey, Undecryptable};
 use crate::auth::password::HashPool;
@@ -26,7 +25,6 @@ use crate::mail::{MailQueue, Mailer};
 use crate::metrics::Metrics;
 use crate::ratelimit::key::KeyMaker;
 use crate::ratelimit::Limiter;
-use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::telemetry::fold::{self, LineFolder};
 
@@ -37,23 +35,23 @@ const FOLD_FLUSH: Duration = Duration::from_secs(1);
 /// How often audit retention runs (also once at start-up).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-/// Opens the data directory, the database and the keys, and builds the domain
-/// service. Used by the server and by the CLI, so both see the same data.
-pub async fn build_auth(config: &Config, clock: SharedClock) -> anyhow::Result<AuthService> {
-    Ok(open(config, clock).await?.0)
+/// What every command works on: the domain service over the configured
+/// database, the audit log in that database, and (when instances share
+/// state) how they hear of each other's revocations. The one way the server
+/// and the CLI open their data.
+pub struct Opened {
+    pub auth: AuthService,
+    pub audit: AuditLog,
+    shared: Option<Shared>,
 }
 
-/// The database the store opened, for the audit log to write into the same
-/// place (so that a change and its audit rows commit together).
-enum Opened {
-    /// The SQLite writer that the audit log shares with the store.
-    Sqlite(Writer),
-    #[cfg(feature = "postgres")]
-    Postgres(crate::store::postgres::PgStore),
-}
-
-/// [`build_auth`], and what the audit log needs to share the store's database.
-async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthService, Opened)> {
+/// Opens the data directory, the database and the keys: see [`Opened`].
+/// The audit log reports to `metrics`.
+pub async fn open(
+    config: &Config,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Opened> {
     let dir = &config.storage.data_dir;
     crate::private_files::create_data_dir(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -61,45 +59,37 @@ async fn open(config: &Config, clock: SharedClock) -> anyhow::Result<(AuthServic
         &config.storage.encryption_key,
         dir,
     )?);
-    let (store, opened) = open_store(config).await?;
-    let tokens = TokenKeys::load_or_create(&config.tokens, store.as_ref(), &master, clock.now_ms())
+    let (store, audit) = open_records(config, clock.clone(), metrics).await?;
+    let tokens = TokenKeys::load_or_create(&config.tokens, &store, &master, clock.now_ms())
         .await
         .map_err(|e| with_key_hint(e, config))?;
     let hasher = HashPool::start(&config.passwords)?;
     let revocations = RevocationList::new(config.tokens.access_ttl.as_millis_i64());
-    let auth = AuthService::new(config, store, master, hasher, tokens, revocations, clock);
-    Ok((auth, opened))
+    let mut auth = AuthService::new(config, store, master, hasher, tokens, revocations, clock);
+    let shared = shared_state(config, &mut auth).await?;
+    Ok(Opened {
+        auth,
+        audit,
+        shared,
+    })
 }
 
-/// The records alone: the store and the audit log, without the keys (what
-/// the `audit` commands need, also where the storage key is not at hand).
+/// The records alone: the store and the audit log in it, without the keys
+/// (what the `audit` commands need, also where the storage key is not at hand).
 pub async fn open_records(
     config: &Config,
     clock: SharedClock,
-) -> anyhow::Result<(Arc<dyn Store>, AuditLog)> {
-    let (store, opened) = open_store(config).await?;
-    let audit = audit_log(opened, config, clock, Arc::new(Metrics::new()?));
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Store, AuditLog)> {
+    if config.storage.backend == StorageBackend::Sqlite {
+        let dir = &config.storage.data_dir;
+        crate::private_files::create_data_dir(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    }
+    let store = Store::open(config).await?;
+    let coalesce_ms = config.audit.coalesce_window.as_millis_i64();
+    let audit = AuditLog::new(store.clone(), clock, coalesce_ms, metrics);
     Ok((store, audit))
-}
-
-/// The configured database, and its handle for the audit log.
-async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Opened)> {
-    Ok(match config.storage.backend {
-        StorageBackend::Sqlite => {
-            let sqlite = SqliteStore::open(&config.database_path())?;
-            let writer = sqlite.writer().clone();
-            (Arc::new(sqlite), Opened::Sqlite(writer))
-        }
-        #[cfg(feature = "postgres")]
-        StorageBackend::Postgres => {
-            let pg = crate::store::postgres::PgStore::connect(&config.storage.postgres_url).await?;
-            (Arc::new(pg.clone()), Opened::Postgres(pg))
-        }
-        #[cfg(not(feature = "postgres"))]
-        StorageBackend::Postgres => anyhow::bail!(
-            "storage.backend = \"postgres\" needs portcullis built with the `postgres` feature"
-        ),
-    })
 }
 
 /// A database sealed under another key: where the right one may be.
@@ -129,34 +119,6 @@ fn with_key_hint(err: anyhow::Error, config: &Config) -> anyhow::Error {
     err.context(hint)
 }
 
-/// The audit log in the database the store opened.
-fn audit_log(
-    opened: Opened,
-    config: &Config,
-    clock: SharedClock,
-    metrics: Arc<Metrics>,
-) -> AuditLog {
-    let coalesce_ms = config.audit.coalesce_window.as_millis_i64();
-    match opened {
-        Opened::Sqlite(writer) => {
-            AuditLog::with_writer(writer, &config.database_path(), clock, coalesce_ms, metrics)
-        }
-        #[cfg(feature = "postgres")]
-        Opened::Postgres(pg) => AuditLog::postgres(pg, clock, coalesce_ms, metrics),
-    }
-}
-
-/// [`build_auth`] and the audit log, for commands that record events of
-/// their own (the CLI's rate-limit clear).
-pub async fn build_auth_and_audit(
-    config: &Config,
-    clock: SharedClock,
-) -> anyhow::Result<(AuthService, AuditLog)> {
-    let (auth, opened) = open(config, clock.clone()).await?;
-    let audit = audit_log(opened, config, clock, Arc::new(Metrics::new()?));
-    Ok((auth, audit))
-}
-
 /// The key under which rate-limit keys are identified, derived from the
 /// storage key: stable across restarts and shared by instances.
 pub fn limiter_keys(auth: &AuthService) -> KeyMaker {
@@ -174,21 +136,20 @@ enum Shared {
 
 /// Connects this instance to the others, when the configuration shares state.
 #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
-async fn shared_state(
-    config: &Config,
-    auth: &mut AuthService,
-    opened: &Opened,
-) -> anyhow::Result<Option<Shared>> {
+async fn shared_state(config: &Config, auth: &mut AuthService) -> anyhow::Result<Option<Shared>> {
     match config.rate_limit.store {
-        crate::config::LimitStoreKind::Memory => match opened {
-            Opened::Sqlite(_) => Ok(None),
+        crate::config::LimitStoreKind::Memory => match config.storage.backend {
+            StorageBackend::Sqlite => Ok(None),
             #[cfg(feature = "postgres")]
-            Opened::Postgres(pg) => {
-                auth.set_revocation_bus(Arc::new(pg.clone()));
+            StorageBackend::Postgres => {
+                let bus = crate::auth::pg_bus::PgBus(auth.store().clone());
+                auth.set_revocation_bus(Arc::new(bus));
                 Ok(Some(Shared::Postgres {
                     url: config.storage.postgres_url.clone(),
                 }))
             }
+            #[cfg(not(feature = "postgres"))]
+            StorageBackend::Postgres => Ok(None),
         },
         #[cfg(feature = "redis")]
         crate::config::LimitStoreKind::Redis => {
@@ -231,7 +192,7 @@ impl Shared {
             }
             #[cfg(feature = "postgres")]
             Self::Postgres { url } => {
-                let listening = crate::store::postgres::listen(&url, heard)
+                let listening = crate::auth::pg_bus::listen(&url, heard)
                     .await
                     .context("revocation announcements")?;
                 Ok(tokio::spawn(listening))
@@ -299,8 +260,12 @@ impl Application {
         }
         config.resolve_urls(address);
         let config = Arc::new(config);
-        let (mut auth, opened) = open(&config, clock.clone()).await?;
-        let shared = shared_state(&config, &mut auth, &opened).await?;
+        let metrics = Arc::new(Metrics::new()?);
+        let Opened {
+            mut auth,
+            audit,
+            shared,
+        } = open(&config, clock.clone(), metrics.clone()).await?;
         let cursor = auth.revocations().initial_cursor(auth.now());
         let cursor = auth
             .sync_revocations(cursor)
@@ -313,15 +278,12 @@ impl Application {
         let limiter =
             Arc::new(Limiter::from_config(&config, clock.clone(), limiter_keys(&auth)).await?);
         limiter
-            .load(auth.store().as_ref())
+            .load(auth.store())
             .await
             .context("cannot load saved rate-limit windows")?;
         auth.set_device_memory(Arc::new(KnownDevices(limiter.clone())))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-
-        let metrics = Arc::new(Metrics::new()?);
-        let audit = audit_log(opened, &config, clock.clone(), metrics.clone());
 
         let mailer = Mailer::from_config(&config.mail, &config.storage.data_dir)?;
 
@@ -469,7 +431,7 @@ impl Application {
         // Queued mail may still write audit rows (a failed send): first.
         state.mail_queue.stop().await;
         state.audit.shutdown().await;
-        match state.limiter.save(state.auth.store().as_ref()).await {
+        match state.limiter.save(state.auth.store()).await {
             Ok(n) => tracing::info!(windows = n, "saved rate-limit windows"),
             Err(e) => tracing::error!(error = %e, "cannot save rate-limit windows"),
         }

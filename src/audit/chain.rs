@@ -7,8 +7,6 @@
 //! [`GENESIS`]; after retention pruning, the newest `audit_pruned` row names
 //! the first kept row and the hash it must chain to.
 
-use rusqlite::{Connection, Row};
-
 use super::event::NewEvent;
 use crate::clock::Millis;
 use crate::time_fmt::rfc3339_ms;
@@ -167,10 +165,6 @@ pub struct StoredRow {
     pub hash: String,
 }
 
-/// The columns of [`StoredRow`], in its order.
-pub const STORED_COLS: &str = "id, created_at, action, user_id, resource_type, resource_id, \
-    ip_address, user_agent, extra_data, request_id, prev_hash, hash";
-
 impl From<StoredRow> for super::event::EventRow {
     /// The row as the API shows it: `extra_data` parsed (kept as a string if it
     /// is not JSON, which only an edit of the table can cause).
@@ -194,23 +188,6 @@ impl From<StoredRow> for super::event::EventRow {
 }
 
 impl StoredRow {
-    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: r.get(0)?,
-            created_at: r.get(1)?,
-            action: r.get(2)?,
-            user_id: r.get(3)?,
-            resource_type: r.get(4)?,
-            resource_id: r.get(5)?,
-            ip_address: r.get(6)?,
-            user_agent: r.get(7)?,
-            extra_data: r.get(8)?,
-            request_id: r.get(9)?,
-            prev_hash: r.get(10)?,
-            hash: r.get(11)?,
-        })
-    }
-
     fn computed_hash(&self) -> String {
         row_hash(
             &self.prev_hash,
@@ -229,10 +206,6 @@ impl StoredRow {
         )
     }
 }
-
-/// The SQL that finds the newest `audit_pruned` row's `extra_data`.
-pub const NEWEST_PRUNED: &str =
-    "SELECT extra_data FROM audit_log WHERE action = 'audit_pruned' ORDER BY id DESC LIMIT 1";
 
 /// Where the chain must start, `(first id, hash it chains to)`, given the
 /// `extra_data` of the newest `audit_pruned` row (if any).
@@ -287,24 +260,4 @@ impl Walk {
             first_bad_id: None,
         }
     }
-}
-
-/// Walks the whole chain and reports the first edited, inserted or deleted row:
-/// the edited or inserted row itself, or the row after a gap.
-pub fn verify(conn: &Connection) -> rusqlite::Result<Verdict> {
-    let pruned: Option<String> = conn
-        .query_row(NEWEST_PRUNED, [], |r| r.get(0))
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    let mut walk = Walk::from(anchor_from(pruned.as_deref()));
-    let mut stmt = conn.prepare(&format!("SELECT {STORED_COLS} FROM audit_log ORDER BY id"))?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        if let Some(bad) = walk.check(StoredRow::from_row(row)?) {
-            return Ok(bad);
-        }
-    }
-    Ok(walk.finish())
 }

@@ -1,28 +1,30 @@
 //! The tamper-evident audit log of SPEC section 7.
 //!
-//! [`AuditLog::record`] hands an event to the writer thread and returns once its
-//! row is committed: a handler that records an event answers only after that.
-//! Rate-limited attempts are folded per (rule, key) per `coalesce_window` by
-//! [`AuditLog::rate_limited`], so a flood costs rows per minute while every
-//! attempt is still counted. The query side opens its own read connections.
+//! The tamper-evident audit log of SPEC section 7: what is recorded and when.
+//!
+//! [`AuditLog::record`] appends an event to the chain in the storage wing
+//! (`store::audit`) and returns once its row is committed: a handler that
+//! records an event answers only after that. Rate-limited attempts are
+//! folded per (rule, key) per `coalesce_window` by [`AuditLog::rate_limited`],
+//! so a flood costs rows per minute while every attempt is still counted.
+//!
+//! The rows and their hashes are defined here ([`event`], [`chain`]); where
+//! they are kept is the store's business.
 
 pub mod chain;
 pub mod event;
 pub mod query;
-pub mod writer;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use event::{Action, EventRow, NewEvent, Origin};
-use writer::Writer;
 
 use crate::clock::{Millis, SharedClock};
 use crate::metrics::Metrics;
 use crate::ratelimit::key::{KeyId, Shown};
 use crate::ratelimit::RuleName;
-use crate::store::sqlite::configure_connection;
+use crate::store::{Store, StoreError};
 
 /// An audit write that did not happen; the request must fail closed.
 #[derive(Debug, thiserror::Error)]
@@ -41,89 +43,31 @@ struct Fold {
     template: NewEvent,
 }
 
-/// Where the rows go.
-enum Backend {
-    /// The SQLite writer thread, and the file the read side opens.
-    Sqlite { writer: Writer, db_path: PathBuf },
-    /// A PostgreSQL database shared by several instances.
-    #[cfg(feature = "postgres")]
-    Postgres {
-        store: crate::store::postgres::PgStore,
-    },
-}
-
 /// The audit log handle shared by every handler.
 pub struct AuditLog {
-    backend: Backend,
+    store: Store,
     folds: Mutex<HashMap<(RuleName, KeyId), Fold>>,
     clock: SharedClock,
     coalesce_ms: Millis,
 }
 
+impl From<StoreError> for AuditError {
+    fn from(err: StoreError) -> Self {
+        AuditError(err.to_string())
+    }
+}
+
 impl AuditLog {
-    /// Starts a writer of its own on the database at `db_path` (the schema
-    /// must exist). The server shares the store's writer instead
-    /// ([`AuditLog::with_writer`]).
-    pub fn start(
-        db_path: &Path,
-        clock: SharedClock,
-        coalesce_ms: Millis,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
-        Ok(Self::with_writer(
-            Writer::start(db_path)?,
-            db_path,
-            clock,
-            coalesce_ms,
-            metrics,
-        ))
-    }
-
-    /// The audit log on an existing writer (the one that also commits the
-    /// store's changes, so that a change and its rows commit together).
-    pub fn with_writer(
-        writer: Writer,
-        db_path: &Path,
-        clock: SharedClock,
-        coalesce_ms: Millis,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        writer.attach_metrics(metrics);
-        Self::on(
-            Backend::Sqlite {
-                writer,
-                db_path: db_path.to_path_buf(),
-            },
-            clock,
-            coalesce_ms,
-        )
-    }
-
-    /// The audit log in the PostgreSQL database of `store`.
-    #[cfg(feature = "postgres")]
-    pub fn postgres(
-        store: crate::store::postgres::PgStore,
+    /// The audit log in `store`'s database, reporting rows written to `metrics`.
+    pub fn new(
+        store: Store,
         clock: SharedClock,
         coalesce_ms: Millis,
         metrics: Arc<Metrics>,
     ) -> Self {
         store.attach_metrics(metrics);
-        Self::on(Backend::Postgres { store }, clock, coalesce_ms)
-    }
-
-    /// The SQLite writer, for tests that drive it directly.
-    #[cfg(test)]
-    pub(crate) fn sqlite_writer(&self) -> Option<&Writer> {
-        match &self.backend {
-            Backend::Sqlite { writer, .. } => Some(writer),
-            #[cfg(feature = "postgres")]
-            Backend::Postgres { .. } => None,
-        }
-    }
-
-    fn on(backend: Backend, clock: SharedClock, coalesce_ms: Millis) -> Self {
         Self {
-            backend,
+            store,
             folds: Mutex::new(HashMap::new()),
             clock,
             coalesce_ms,
@@ -134,19 +78,7 @@ impl AuditLog {
     pub async fn record(&self, mut event: NewEvent) -> Result<i64, AuditError> {
         let now = self.clock.now_ms();
         event.at.get_or_insert(now);
-        match &self.backend {
-            Backend::Sqlite { writer, .. } => writer.append(event).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres { store } => {
-                let ids = store
-                    .append(std::slice::from_ref(&event), now)
-                    .await
-                    .map_err(|e| AuditError(e.to_string()))?;
-                ids.first()
-                    .copied()
-                    .ok_or_else(|| AuditError("no row was written".into()))
-            }
-        }
+        Ok(self.store.append_audit(event, now).await?)
     }
 
     /// Records a refused attempt. The first per (rule, key) in a coalescing
@@ -230,63 +162,23 @@ impl AuditLog {
         Ok(written)
     }
 
-    /// Flushes every fold and stops the writer after it has written what it holds.
+    /// Flushes every fold and stops the store's writer after it has written
+    /// what it holds.
     pub async fn shutdown(&self) {
         if let Err(e) = self.flush_folds(true).await {
             tracing::error!(error = %e, "cannot flush folded audit rows");
         }
-        match &self.backend {
-            Backend::Sqlite { writer, .. } => writer.stop().await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres { .. } => {}
-        }
+        self.store.stop().await;
     }
 
     /// A page of events matching `filter`, newest first.
     pub async fn list(&self, filter: query::Filter) -> Result<query::Page, AuditError> {
-        match &self.backend {
-            Backend::Sqlite { .. } => self.read(move |conn| query::list(conn, &filter)).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres { store, .. } => store
-                .list(&filter)
-                .await
-                .map_err(|e| AuditError(e.to_string())),
-        }
+        Ok(self.store.audit_page(filter).await?)
     }
 
     /// Walks the whole chain.
     pub async fn verify(&self) -> Result<chain::Verdict, AuditError> {
-        match &self.backend {
-            Backend::Sqlite { .. } => self.read(|conn| chain::verify(conn)).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres { store, .. } => {
-                store.verify().await.map_err(|e| AuditError(e.to_string()))
-            }
-        }
-    }
-
-    /// Runs `f` with a fresh read connection on the SQLite file, on a blocking
-    /// thread (an error with another backend).
-    pub async fn read<T, F>(&self, f: F) -> Result<T, AuditError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let path = match &self.backend {
-            Backend::Sqlite { db_path, .. } => db_path.clone(),
-            #[cfg(feature = "postgres")]
-            Backend::Postgres { .. } => {
-                return Err(AuditError("the audit log is not in SQLite".into()))
-            }
-        };
-        tokio::task::spawn_blocking(move || {
-            let mut conn =
-                rusqlite::Connection::open(&path).map_err(|e| AuditError(e.to_string()))?;
-            configure_connection(&conn).map_err(|e| AuditError(e.to_string()))?;
-            f(&mut conn).map_err(|e| AuditError(e.to_string()))
-        })
-        .await
-        .map_err(|e| AuditError(e.to_string()))?
+        Ok(self.store.verify_audit().await?)
     }
 
     /// Applies retention now: deletes rows older than `older_than_ms`.
@@ -298,17 +190,7 @@ impl AuditLog {
     ) -> Result<u64, AuditError> {
         let now = self.clock.now_ms();
         let cutoff = now.saturating_sub(older_than_ms);
-        match &self.backend {
-            Backend::Sqlite { .. } => {
-                self.read(move |conn| query::prune(conn, cutoff, &origin, actor.as_deref(), now))
-                    .await
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres { store, .. } => store
-                .prune(cutoff, &origin, actor.as_deref(), now)
-                .await
-                .map_err(|e| AuditError(e.to_string())),
-        }
+        Ok(self.store.prune_audit(cutoff, origin, actor, now).await?)
     }
 }
 

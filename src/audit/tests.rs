@@ -1,8 +1,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::chain::verify;
-use super::query::{list, parse_time, Filter};
+use std::path::PathBuf;
+
+use super::query::{parse_time, Filter, Page};
 use super::*;
 
 /// The rate-limit key of `text`.
@@ -10,7 +11,7 @@ fn key(text: &str) -> crate::ratelimit::key::LimitKey {
     crate::ratelimit::key::KeyMaker::new(&[5; 32]).ip(text)
 }
 use crate::clock::{Clock, ManualClock};
-use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -22,10 +23,10 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("portcullis.db");
-    drop(SqliteStore::open(&path).unwrap());
+    let store = Store::sqlite(&path).unwrap();
     let clock = ManualClock::new(1_800_000_000_000);
     let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
-    let log = AuditLog::start(&path, Arc::new(clock.clone()), 60_000, metrics).unwrap();
+    let log = AuditLog::new(store, Arc::new(clock.clone()), 60_000, metrics);
     Fixture {
         _dir: dir,
         path,
@@ -46,6 +47,16 @@ fn conn(f: &Fixture) -> rusqlite::Connection {
     rusqlite::Connection::open(&f.path).unwrap()
 }
 
+/// The chain's verdict, read through the log (after any edits made with [`conn`]).
+async fn verify(f: &Fixture) -> Result<chain::Verdict, AuditError> {
+    f.log.verify().await
+}
+
+/// A page of the log.
+async fn list(f: &Fixture, filter: &Filter) -> Result<Page, AuditError> {
+    f.log.list(filter.clone()).await
+}
+
 async fn write_n(f: &Fixture, n: usize) {
     for i in 0..n {
         f.log
@@ -63,7 +74,7 @@ async fn write_n(f: &Fixture, n: usize) {
 async fn records_chain_and_verify() {
     let f = fixture();
     write_n(&f, 5).await;
-    let v = verify(&conn(&f)).unwrap();
+    let v = verify(&f).await.unwrap();
     assert_eq!(
         v,
         chain::Verdict {
@@ -72,7 +83,7 @@ async fn records_chain_and_verify() {
             first_bad_id: None
         }
     );
-    let page = list(&conn(&f), &Filter::default()).unwrap();
+    let page = list(&f, &Filter::default()).await.unwrap();
     assert_eq!(page.events.len(), 5);
     assert_eq!(page.events[0].id, 5, "newest first");
     assert_eq!(page.events[4].prev_hash, chain::GENESIS);
@@ -90,14 +101,14 @@ async fn finds_edited_inserted_and_deleted_rows() {
         [],
     )
     .unwrap();
-    assert_eq!(verify(&c).unwrap().first_bad_id, Some(3));
+    assert_eq!(verify(&f).await.unwrap().first_bad_id, Some(3));
 
     let f = fixture();
     write_n(&f, 6).await;
     let c = conn(&f);
     c.execute("DELETE FROM audit_log WHERE id = 4", []).unwrap();
     assert_eq!(
-        verify(&c).unwrap().first_bad_id,
+        verify(&f).await.unwrap().first_bad_id,
         Some(5),
         "the row after the gap"
     );
@@ -116,7 +127,7 @@ async fn finds_edited_inserted_and_deleted_rows() {
         [prev],
     )
     .unwrap();
-    assert_eq!(verify(&c).unwrap().first_bad_id, Some(3));
+    assert_eq!(verify(&f).await.unwrap().first_bad_id, Some(3));
 }
 
 #[tokio::test]
@@ -132,16 +143,17 @@ async fn pruning_keeps_the_chain_verifiable() {
         .unwrap();
     assert_eq!(deleted, 3);
     let c = conn(&f);
-    let v = verify(&c).unwrap();
+    let v = verify(&f).await.unwrap();
     assert!(v.ok, "{v:?}");
     assert_eq!(v.checked, 3);
     let page = list(
-        &c,
+        &f,
         &Filter {
             action: Some("audit_pruned".into()),
             ..Filter::default()
         },
     )
+    .await
     .unwrap();
     assert_eq!(page.events[0].extra_data["deleted"], 3);
     assert_eq!(page.events[0].extra_data["actor_id"], "admin-1");
@@ -152,7 +164,7 @@ async fn pruning_keeps_the_chain_verifiable() {
     );
     // Deleting the first kept row is still caught.
     c.execute("DELETE FROM audit_log WHERE id = 4", []).unwrap();
-    assert_eq!(verify(&c).unwrap().first_bad_id, Some(5));
+    assert_eq!(verify(&f).await.unwrap().first_bad_id, Some(5));
 }
 
 #[tokio::test]
@@ -172,10 +184,10 @@ async fn rate_limited_attempts_fold_and_add_up() {
         f.clock.advance(Duration::from_millis(10));
     }
     // 10 s in: one row so far.
-    assert_eq!(list(&conn(&f), &Filter::default()).unwrap().events.len(), 1);
+    assert_eq!(list(&f, &Filter::default()).await.unwrap().events.len(), 1);
     f.clock.advance(Duration::from_secs(60));
     assert_eq!(f.log.flush_folds(false).await.unwrap(), 1);
-    let page = list(&conn(&f), &Filter::default()).unwrap();
+    let page = list(&f, &Filter::default()).await.unwrap();
     let counts: Vec<u64> = page
         .events
         .iter()
@@ -195,8 +207,8 @@ async fn rate_limited_attempts_fold_and_add_up() {
         )
         .await
         .unwrap();
-    assert_eq!(list(&conn(&f), &Filter::default()).unwrap().events.len(), 3);
-    assert!(verify(&conn(&f)).unwrap().ok);
+    assert_eq!(list(&f, &Filter::default()).await.unwrap().events.len(), 3);
+    assert!(verify(&f).await.unwrap().ok);
 }
 
 #[tokio::test]
@@ -214,7 +226,7 @@ async fn shutdown_flushes_open_folds() {
             .unwrap();
     }
     f.log.shutdown().await;
-    let page = list(&conn(&f), &Filter::default()).unwrap();
+    let page = list(&f, &Filter::default()).await.unwrap();
     assert_eq!(page.events.len(), 2);
     assert!(f
         .log
@@ -242,14 +254,14 @@ async fn filters_and_pages() {
         f.log.record(e).await.unwrap();
         f.clock.advance(Duration::from_secs(60));
     }
-    let c = conn(&f);
     let page = list(
-        &c,
+        &f,
         &Filter {
             limit: Some(3),
             ..Filter::default()
         },
     )
+    .await
     .unwrap();
     assert_eq!(
         page.events.iter().map(|e| e.id).collect::<Vec<_>>(),
@@ -257,36 +269,39 @@ async fn filters_and_pages() {
     );
     assert_eq!(page.next_before_id, Some(5));
     let page = list(
-        &c,
+        &f,
         &Filter {
             limit: Some(3),
             before_id: Some(5),
             ..Filter::default()
         },
     )
+    .await
     .unwrap();
     assert_eq!(
         page.events.iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![4, 3, 2]
     );
     let page = list(
-        &c,
+        &f,
         &Filter {
             limit: Some(3),
             before_id: Some(2),
             ..Filter::default()
         },
     )
+    .await
     .unwrap();
     assert_eq!(page.next_before_id, None);
     assert_eq!(
         list(
-            &c,
+            &f,
             &Filter {
                 action: Some("login_success".into()),
                 ..Filter::default()
             }
         )
+        .await
         .unwrap()
         .events
         .len(),
@@ -294,12 +309,13 @@ async fn filters_and_pages() {
     );
     assert_eq!(
         list(
-            &c,
+            &f,
             &Filter {
                 user_id: Some(u.to_string()),
                 ..Filter::default()
             }
         )
+        .await
         .unwrap()
         .events
         .len(),
@@ -307,12 +323,13 @@ async fn filters_and_pages() {
     );
     assert_eq!(
         list(
-            &c,
+            &f,
             &Filter {
                 ip: Some("198.51.100.1".into()),
                 ..Filter::default()
             }
         )
+        .await
         .unwrap()
         .events
         .len(),
@@ -322,12 +339,13 @@ async fn filters_and_pages() {
     let since = parse_time("3m", now).unwrap();
     assert_eq!(
         list(
-            &c,
+            &f,
             &Filter {
                 since: Some(since),
                 ..Filter::default()
             }
         )
+        .await
         .unwrap()
         .events
         .len(),
@@ -336,12 +354,13 @@ async fn filters_and_pages() {
     let until = parse_time(&crate::time_fmt::rfc3339_ms(now - 6 * 60_000), now).unwrap();
     assert_eq!(
         list(
-            &c,
+            &f,
             &Filter {
                 until: Some(until),
                 ..Filter::default()
             }
         )
+        .await
         .unwrap()
         .events
         .len(),
@@ -350,12 +369,13 @@ async fn filters_and_pages() {
     assert!(parse_time("yesterday", now).is_none());
     assert_eq!(
         list(
-            &c,
+            &f,
             &Filter {
                 limit: Some(100_000),
                 ..Filter::default()
             }
         )
+        .await
         .unwrap()
         .events
         .len(),
@@ -374,7 +394,7 @@ async fn long_fields_are_cut() {
         .record(NewEvent::new(Action::Logout, &o))
         .await
         .unwrap();
-    let page = list(&conn(&f), &Filter::default()).unwrap();
+    let page = list(&f, &Filter::default()).await.unwrap();
     assert_eq!(page.events[0].user_agent.as_ref().unwrap().len(), 512);
 }
 
@@ -385,22 +405,22 @@ async fn pruning_everything_continues_the_ids() {
     f.clock.advance(Duration::from_secs(86_400));
     assert_eq!(f.log.prune(0, origin(), None).await.unwrap(), 3);
     write_n(&f, 1).await;
-    let c = conn(&f);
-    let ids: Vec<i64> = list(&c, &Filter::default())
+    let ids: Vec<i64> = list(&f, &Filter::default())
+        .await
         .unwrap()
         .events
         .iter()
         .map(|e| e.id)
         .collect();
     assert_eq!(ids, vec![5, 4]);
-    assert!(verify(&c).unwrap().ok);
+    assert!(verify(&f).await.unwrap().ok);
 }
 
 #[test]
 fn filters_use_the_indexes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("portcullis.db");
-    drop(SqliteStore::open(&path).unwrap());
+    drop(Store::sqlite(&path).unwrap());
     let c = rusqlite::Connection::open(&path).unwrap();
     for (filter, index) in [
         ("user_id = 'x'", "audit_log_user_id"),
@@ -421,64 +441,4 @@ fn filters_use_the_indexes() {
             .unwrap();
         assert!(plan.contains(index), "{filter}: {plan}");
     }
-}
-
-/// Units commit a change with its rows, or neither; a failing unit does not
-/// take the others of its batch with it, and the chain stays whole.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn units_commit_a_change_with_its_rows_or_neither() {
-    let f = fixture();
-    let writer = f.log.sqlite_writer().expect("a SQLite audit log").clone();
-    let change = |email: &'static str, fail: bool| {
-        let writer = writer.clone();
-        async move {
-            writer
-                .unit(move |conn| {
-                    conn.execute(
-                        "INSERT INTO users (id, email, password_hash, is_admin, created_at, updated_at)
-                         VALUES (?1, ?2, 'x', 0, 0, 0)",
-                        rusqlite::params![uuid::Uuid::new_v4().to_string(), email],
-                    )?;
-                    if fail {
-                        return Err(crate::store::StoreError::EmailTaken);
-                    }
-                    let row = NewEvent::new(Action::RegistrationSuccess, &origin())
-                        .extra("email", email);
-                    Ok((email, vec![row]))
-                })
-                .await
-        }
-    };
-    // Sent together, so that they share batches.
-    let (a, b, c, d) = tokio::join!(
-        change("a@example.com", false),
-        change("b@example.com", true),
-        change("c@example.com", false),
-        change("a@example.com", false), // the email is unique: the insert fails
-    );
-    assert_eq!(a.unwrap(), "a@example.com");
-    assert!(matches!(b, Err(crate::store::StoreError::EmailTaken)));
-    assert_eq!(c.unwrap(), "c@example.com");
-    assert!(d.is_err());
-
-    let db = conn(&f);
-    let users: Vec<String> = db
-        .prepare("SELECT email FROM users ORDER BY email")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(users, ["a@example.com", "c@example.com"]);
-    let rows: Vec<String> = db
-        .prepare("SELECT json_extract(extra_data, '$.email') FROM audit_log ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut sorted = rows.clone();
-    sorted.sort();
-    assert_eq!(sorted, ["a@example.com", "c@example.com"]);
-    assert!(verify(&db).unwrap().ok);
 }

@@ -4,6 +4,8 @@
 pub mod crypto;
 pub mod mfa;
 pub mod password;
+#[cfg(feature = "postgres")]
+pub mod pg_bus;
 #[cfg(feature = "redis")]
 pub mod redis_bus;
 pub mod revocation;

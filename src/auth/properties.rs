@@ -13,7 +13,7 @@ use super::service::{AuthError, AuthService, ClientInfo};
 use crate::audit::{Action, NewEvent, Origin};
 use crate::clock::{Clock, ManualClock, Millis};
 use crate::config::Config;
-use crate::startup::build_auth;
+use crate::startup::open;
 use crate::store::{NewUser, RotationAudit, User};
 
 fn event(action: Action) -> NewEvent {
@@ -86,12 +86,22 @@ impl World {
         config.passwords.argon2_memory_kib = 1024;
         config.passwords.argon2_iterations = 1;
         let clock = ManualClock::new(1_800_000_000_000);
-        let server = build_auth(&config, Arc::new(clock.clone()))
-            .await
-            .expect("server");
-        let peer = build_auth(&config, Arc::new(clock.clone()))
-            .await
-            .expect("peer");
+        let server = open(
+            &config,
+            Arc::new(clock.clone()),
+            Arc::new(crate::metrics::Metrics::new().expect("metrics")),
+        )
+        .await
+        .expect("server")
+        .auth;
+        let peer = open(
+            &config,
+            Arc::new(clock.clone()),
+            Arc::new(crate::metrics::Metrics::new().expect("metrics")),
+        )
+        .await
+        .expect("peer")
+        .auth;
         let mut users = Vec::new();
         for i in 0..2 {
             let user = server

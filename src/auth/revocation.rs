@@ -98,7 +98,7 @@ impl RevocationList {
     }
 
     /// Adds every revocation stored since `since`. Returns the cursor for the next call.
-    pub async fn sync(&self, store: &dyn Store, since: Millis, now: Millis) -> StoreResult<Millis> {
+    pub async fn sync(&self, store: &Store, since: Millis, now: Millis) -> StoreResult<Millis> {
         for r in store.revoked_since(since).await? {
             self.revoke(r.session_id, r.revoked_at);
         }

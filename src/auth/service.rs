@@ -150,7 +150,7 @@ pub trait DeviceMemory: Send + Sync + 'static {
 
 /// The account and session logic, shared by every handler.
 pub struct AuthService {
-    store: Arc<dyn Store>,
+    store: Store,
     master: Arc<MasterKey>,
     /// The key of backup-code hashes (derived from the storage key).
     backup_key: [u8; 32],
@@ -191,7 +191,7 @@ const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 impl AuthService {
     pub fn new(
         config: &Config,
-        store: Arc<dyn Store>,
+        store: Store,
         master: Arc<MasterKey>,
         hasher: HashPool,
         tokens: TokenKeys,
@@ -280,7 +280,7 @@ impl AuthService {
         self.revoked(&revoked).await;
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 
@@ -833,10 +833,7 @@ impl AuthService {
     pub async fn sync_revocations(&self, since: Millis) -> AuthResult<Millis> {
         let now = self.now();
         self.revocations.prune(now);
-        let next = self
-            .revocations
-            .sync(self.store.as_ref(), since, now)
-            .await?;
+        let next = self.revocations.sync(&self.store, since, now).await?;
         if self.devices.is_some() {
             use std::sync::atomic::Ordering;
             let heard = self.recoveries_heard.load(Ordering::Relaxed);

@@ -126,7 +126,7 @@ impl TokenKeys {
     /// Ed25519 pair on first start.
     pub async fn load_or_create(
         cfg: &TokensConfig,
-        store: &dyn Store,
+        store: &Store,
         master: &MasterKey,
         now: Millis,
     ) -> anyhow::Result<Self> {
@@ -346,7 +346,7 @@ fn new_ed25519_row(master: &MasterKey, now: Millis) -> anyhow::Result<SigningKey
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sqlite::SqliteStore;
+    use crate::store::Store;
     use serde_json::json;
 
     const NOW: Millis = 1_800_000_000_000;
@@ -362,7 +362,7 @@ mod tests {
     }
 
     async fn ed_keys(dir: &std::path::Path) -> TokenKeys {
-        let store = SqliteStore::open(&dir.join("db")).unwrap();
+        let store = Store::sqlite(&dir.join("db")).unwrap();
         let master = MasterKey::load_or_create("", dir).unwrap();
         TokenKeys::load_or_create(&TokensConfig::default(), &store, &master, NOW)
             .await
@@ -395,7 +395,7 @@ mod tests {
     #[tokio::test]
     async fn private_key_is_not_stored_in_clear() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let store = Store::sqlite(&dir.path().join("db")).unwrap();
         let master = MasterKey::load_or_create("", dir.path()).unwrap();
         TokenKeys::load_or_create(&TokensConfig::default(), &store, &master, NOW)
             .await

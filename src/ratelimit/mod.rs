@@ -600,7 +600,7 @@ impl Limiter {
 
     /// Saves every live window to storage (at graceful shutdown). Returns how
     /// many; none for a shared store, whose windows outlive this process anyway.
-    pub async fn save(&self, store: &dyn Store) -> anyhow::Result<usize> {
+    pub async fn save(&self, store: &Store) -> anyhow::Result<usize> {
         if self.store.is_shared() {
             return Ok(0);
         }
@@ -622,7 +622,7 @@ impl Limiter {
 
     /// Loads the windows saved at the last graceful stop and the known devices
     /// (live sessions opened within `refresh_ttl`) at start-up.
-    pub async fn load(&self, store: &dyn Store) -> StoreResult<()> {
+    pub async fn load(&self, store: &Store) -> StoreResult<()> {
         if !self.store.is_shared() {
             self.load_windows(store).await?;
         }
@@ -636,7 +636,7 @@ impl Limiter {
         Ok(())
     }
 
-    async fn load_windows(&self, store: &dyn Store) -> StoreResult<()> {
+    async fn load_windows(&self, store: &Store) -> StoreResult<()> {
         let windows: Vec<WindowState> = store
             .load_rate_limits()
             .await?

@@ -453,7 +453,7 @@ async fn kill_dash_nine_loses_no_acknowledged_event() {
 
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 400);
-    let conn = rusqlite::Connection::open(dir.path().join("portcullis.db")).unwrap();
+    let mut conn = rusqlite::Connection::open(dir.path().join("portcullis.db")).unwrap();
     let mut stmt = conn
         .prepare("SELECT 1 FROM audit_log WHERE request_id = ?1 AND action = 'login_failed'")
         .unwrap();
@@ -471,7 +471,8 @@ async fn kill_dash_nine_loses_no_acknowledged_event() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(integrity, "ok");
-    let verdict = portcullis::audit::chain::verify(&conn).unwrap();
+    drop(stmt);
+    let verdict = portcullis::store::audit::verify_sqlite(&mut conn).unwrap();
     assert!(verdict.ok, "{verdict:?}");
 }
 

@@ -218,12 +218,12 @@ async fn crash_drill() {
             w.await.unwrap();
         }
 
-        let conn = rusqlite::Connection::open(dir.path().join("portcullis.db")).unwrap();
+        let mut conn = rusqlite::Connection::open(dir.path().join("portcullis.db")).unwrap();
         let check: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(check, "ok", "round {round}");
-        let verdict = portcullis::audit::chain::verify(&conn).unwrap();
+        let verdict = portcullis::store::audit::verify_sqlite(&mut conn).unwrap();
         assert!(verdict.ok, "round {round}: {verdict:?}");
         let a = acked.lock().unwrap();
         let users = column(&conn, "SELECT email FROM users");

@@ -134,13 +134,13 @@ async fn assert_unavailable(res: reqwest::Response) {
 
 /// The database and its chain are sound.
 async fn assert_sound(app: &TestApp, admin: &str) {
-    let conn = app.db();
+    let mut conn = app.db();
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check");
     assert_eq!(check, "ok");
     let _ = admin;
-    let verdict = portcullis::audit::chain::verify(&conn).expect("verify");
+    let verdict = portcullis::store::audit::verify_sqlite(&mut conn).expect("verify");
     assert!(verdict.ok, "{verdict:?}");
 }
 

@@ -616,17 +616,17 @@ async fn a_postgres_outage_answers_503_and_recovers() {
 #[tokio::test]
 async fn the_postgres_schema_is_idempotent_and_a_newer_one_is_refused() {
     use crate::backends::PostgresServer;
-    use portcullis::store::postgres::PgStore;
+    use portcullis::store::Store;
 
     let Some(pg) = PostgresServer::shared() else {
         return;
     };
     let url = pg.database();
-    let (first, second) = tokio::join!(PgStore::connect(&url), PgStore::connect(&url));
+    let (first, second) = tokio::join!(Store::postgres(&url), Store::postgres(&url));
     first.expect("first start");
     second.expect("a start beside it");
-    PgStore::connect(&url).await.expect("a restart");
+    Store::postgres(&url).await.expect("a restart");
     crate::backends::psql(&url, "UPDATE schema_version SET version = 99");
-    let err = PgStore::connect(&url).await.err().expect("refused");
+    let err = Store::postgres(&url).await.err().expect("refused");
     assert!(err.to_string().contains("newer"), "{err}");
 }

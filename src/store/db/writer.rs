@@ -12,23 +12,21 @@ use std::thread::JoinHandle;
 
 use anyhow::{anyhow, Context};
 use crossbeam_channel::{Receiver, Sender};
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::chain::{chained, GENESIS};
-use super::event::NewEvent;
-use super::AuditError;
-
+use super::sqlite::{classify, configure_connection};
+use super::{chain, finish, Conn};
+use crate::audit::event::NewEvent;
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::metrics::Metrics;
-use crate::store::sqlite::{classify, configure_connection};
 use crate::store::{StoreError, StoreResult};
 
 /// Most messages committed in one transaction.
 pub const MAX_BATCH: usize = 4096;
 
 /// Delivered to the sender of an event once its batch is committed (or failed).
-pub type Ack = oneshot::Sender<Result<i64, String>>;
+type Ack = oneshot::Sender<Result<i64, String>>;
 
 type Value = Box<dyn Any + Send>;
 /// A state change: runs inside the batch's transaction and returns its value
@@ -97,15 +95,15 @@ impl Writer {
     }
 
     /// Appends an event (its `at` set); resolves once its row is committed.
-    pub async fn append(&self, event: NewEvent) -> Result<i64, AuditError> {
+    pub async fn append(&self, event: NewEvent) -> StoreResult<i64> {
         let (ack, done) = oneshot::channel();
         self.inner
             .sender
             .send(Msg::Append(Box::new(event), Some(ack)))
-            .map_err(|_| AuditError("audit writer stopped".into()))?;
+            .map_err(|_| stopped())?;
         done.await
-            .map_err(|_| AuditError("audit writer stopped".into()))?
-            .map_err(AuditError)
+            .map_err(|_| stopped())?
+            .map_err(|e| StoreError::Unavailable(anyhow!("{e}")))
     }
 
     /// Runs `change` in the writer's transaction and commits it with the audit
@@ -222,7 +220,9 @@ fn commit(
     let begun = conn
         .execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| e.to_string());
-    let mut head = match begun.and_then(|()| chain_head(conn).map_err(|e| e.to_string())) {
+    let mut head = match begun
+        .and_then(|()| finish(chain::head(&mut Conn::Sqlite(conn))).map_err(|e| e.to_string()))
+    {
         Ok(head) => Some(head),
         Err(e) => {
             failure = Some(e);
@@ -233,7 +233,8 @@ fn commit(
         match msg {
             Msg::Append(event, ack) => {
                 let id = head.take().and_then(|h| {
-                    match append_after(conn, h, std::slice::from_ref(&*event), now) {
+                    let event = std::slice::from_ref(&*event);
+                    match finish(chain::insert_after(&mut Conn::Sqlite(conn), h, event, now)) {
                         Ok((ids, next)) => {
                             head = Some(next);
                             rows += 1;
@@ -292,8 +293,13 @@ fn unit(
         return (Err(classify(e)), None);
     }
     let result = change(conn).and_then(|(value, events)| {
-        let appended = append_after(conn, head, &events, now)?;
-        Ok((value, appended.1, events.len()))
+        let (_, next) = finish(chain::insert_after(
+            &mut Conn::Sqlite(conn),
+            head,
+            &events,
+            now,
+        ))?;
+        Ok((value, next, events.len()))
     });
     match result {
         Ok((value, next, n)) => match conn.execute_batch("RELEASE unit") {
@@ -312,75 +318,28 @@ fn unit(
     }
 }
 
-/// Appends `events` in one transaction, chaining each to the row before.
-/// Returns their ids. For the CLI and the benchmarks (the server's rows go
-/// through [`Writer`]).
-pub fn append(
+/// Appends `events` in one transaction of their own on `conn` (a connection
+/// from [`open_writer`]), chained after the newest row: what the writer does
+/// for one batch, without the thread (for the benchmarks' baselines).
+pub fn append_alone(
     conn: &mut Connection,
     events: &[NewEvent],
     now: Millis,
-) -> rusqlite::Result<Vec<i64>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let ids = append_in(&tx, events, now)?;
-    tx.commit()?;
-    Ok(ids)
-}
-
-/// The newest row's id and hash: what the next row chains to.
-pub fn chain_head(conn: &Connection) -> rusqlite::Result<(i64, String)> {
-    conn.query_row(
-        "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .or_else(|e| match e {
-        rusqlite::Error::QueryReturnedNoRows => Ok((0, GENESIS.to_owned())),
-        e => Err(e),
-    })
-}
-
-/// [`append`] inside a transaction the caller commits.
-pub fn append_in(
-    conn: &Connection,
-    events: &[NewEvent],
-    now: Millis,
-) -> rusqlite::Result<Vec<i64>> {
-    let head = chain_head(conn)?;
-    append_after(conn, head, events, now).map(|(ids, _)| ids)
-}
-
-/// Appends `events` after `head`, the `(id, hash)` of the row they follow.
-/// Returns their ids and the new head.
-pub fn append_after(
-    conn: &Connection,
-    head: (i64, String),
-    events: &[NewEvent],
-    now: Millis,
-) -> rusqlite::Result<(Vec<i64>, (i64, String))> {
-    let mut ids = Vec::with_capacity(events.len());
-    let mut head = head;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO audit_log (id, created_at, action, user_id, resource_type, resource_id,
-                                ip_address, user_agent, extra_data, request_id, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?;
-    for row in chained(head.clone(), events, now) {
-        insert.execute(params![
-            row.id,
-            row.created_at,
-            row.action,
-            row.user_id,
-            row.resource_type,
-            row.resource_id,
-            row.ip_address,
-            row.user_agent,
-            row.extra_data,
-            row.request_id,
-            row.prev_hash,
-            row.hash,
-        ])?;
-        ids.push(row.id);
-        head = (row.id, row.hash);
+) -> StoreResult<Vec<i64>> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(classify)?;
+    let appended = finish(async {
+        let mut c = Conn::Sqlite(conn);
+        let head = chain::head(&mut c).await?;
+        chain::insert_after(&mut c, head, events, now).await
+    });
+    match appended {
+        Ok((ids, _)) => {
+            conn.execute_batch("COMMIT").map_err(classify)?;
+            Ok(ids)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
-    Ok((ids, head))
 }

@@ -1,0 +1,64 @@
+//! Token signing keys; the private halves are sealed (see `auth::crypto`).
+
+use super::{Store, StoreResult};
+use crate::clock::Millis;
+
+/// A signing key row; `private_key` is sealed (see `auth::crypto`).
+#[derive(Debug, Clone)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub algorithm: String,
+    pub private_key: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created_at: Millis,
+}
+
+impl Store {
+    /// The newest unretired signing key for `algorithm`.
+    pub async fn active_signing_key(&self, algorithm: &str) -> StoreResult<Option<SigningKeyRow>> {
+        let algorithm = algorithm.to_owned();
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    c.query_opt(
+                        "SELECT kid, algorithm, private_key, public_key, created_at FROM signing_keys
+                         WHERE algorithm = $1 AND retired_at IS NULL ORDER BY created_at DESC, kid LIMIT 1",
+                        &[&algorithm],
+                        |r| {
+                            Ok(SigningKeyRow {
+                                kid: r.get(0)?,
+                                algorithm: r.get(1)?,
+                                private_key: r.get(2)?,
+                                public_key: r.get(3)?,
+                                created_at: r.get(4)?,
+                            })
+                        },
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    pub async fn insert_signing_key(&self, key: SigningKeyRow) -> StoreResult<()> {
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    c.execute(
+                        "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at)
+                         VALUES ($1, $2, $3, $4, $5)",
+                        &[
+                            &key.kid,
+                            &key.algorithm,
+                            &key.private_key,
+                            &key.public_key,
+                            &key.created_at,
+                        ],
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+}

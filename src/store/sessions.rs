@@ -1,0 +1,433 @@
+//! Sessions and their refresh tokens: creation under the per-user bound,
+//! rotation with reuse detection, revocation, and what the in-memory views
+//! (revocations, known devices) read back.
+
+use uuid::Uuid;
+
+use super::db::{Chain, Conn, Row};
+use super::{with_revoked, Audit, NewEvent, Store, StoreResult};
+use crate::clock::Millis;
+
+/// The rows for a refresh: which one is written depends on what the token was.
+/// The store fills in the user and the session.
+#[derive(Debug, Clone)]
+pub struct RotationAudit {
+    pub refreshed: NewEvent,
+    pub reused: NewEvent,
+}
+
+/// The bound on a user's live sessions (`accounts.max_sessions`): a new
+/// session beyond it revokes the least recently used ones, each recorded with
+/// a copy of `evicted` (the store names the user and the session).
+#[derive(Debug, Clone)]
+pub struct SessionLimit {
+    pub max: u32,
+    pub evicted: NewEvent,
+}
+
+impl SessionLimit {
+    /// How many live sessions must go so that `live` plus none is within the bound.
+    pub fn excess(&self, live: u64) -> u64 {
+        live.saturating_sub(u64::from(self.max))
+    }
+
+    /// The audit row of one evicted session.
+    pub fn row(&self, user_id: Uuid, session_id: Uuid) -> NewEvent {
+        self.evicted
+            .clone()
+            .user(user_id)
+            .resource("session", session_id)
+            .extra("reason", "session_limit")
+    }
+}
+
+/// A login session: the unit that refresh tokens rotate within and that logout revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub remember_me: bool,
+    pub created_at: Millis,
+    pub last_used_at: Millis,
+    pub expires_at: Millis,
+    pub revoked_at: Option<Millis>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Session {
+    /// Neither revoked nor expired at `now`.
+    pub fn is_live(&self, now: Millis) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: it is now retired and `new_hash` is current.
+    Rotated(Session),
+    /// The token had already been retired: the whole session is now revoked.
+    Reused { session_id: Uuid, user_id: Uuid },
+    /// Unknown token, or the session is revoked or expired.
+    Invalid,
+}
+
+/// A revocation seen in storage, for the in-memory revocation view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoked {
+    pub session_id: Uuid,
+    pub revoked_at: Millis,
+}
+
+/// A successful login: who, from where, when (for the known-device exemption).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentLogin {
+    pub email: String,
+    pub ip_address: String,
+    pub at: Millis,
+}
+
+const SESSION_COLS: &str =
+    "id, user_id, remember_me, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent";
+
+fn session_row(r: &Row<'_>) -> StoreResult<Session> {
+    Ok(Session {
+        id: r.uuid(0)?,
+        user_id: r.uuid(1)?,
+        remember_me: r.get(2)?,
+        created_at: r.get(3)?,
+        last_used_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+        ip_address: r.get(7)?,
+        user_agent: r.get(8)?,
+    })
+}
+
+/// `audit` and a row for each session the bound revoked.
+fn with_evicted(mut audit: Audit, limit: &SessionLimit, user_id: Uuid, evicted: &[Uuid]) -> Audit {
+    audit.extend(evicted.iter().map(|&id| limit.row(user_id, id)));
+    audit
+}
+
+/// Revokes every live session of `user_id` but `keep`; the ones revoked.
+pub(super) async fn revoke_all(
+    c: &mut Conn<'_>,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    reason: &str,
+    now: Millis,
+) -> StoreResult<Vec<Uuid>> {
+    let keep = keep.map(|k| k.to_string()).unwrap_or_default();
+    c.query(
+        "UPDATE sessions SET revoked_at = $1, revoke_reason = $2
+         WHERE user_id = $3 AND revoked_at IS NULL AND expires_at > $1 AND id <> $4
+         RETURNING id",
+        &[&now, &reason, &user_id.to_string(), &keep],
+        |r| r.uuid(0),
+    )
+    .await
+}
+
+/// Stores a new session and its first refresh token, then revokes the user's
+/// least recently used other live sessions beyond `limit`; returns those and
+/// the audit rows with one for each. The user's row is held first (on
+/// PostgreSQL), so that concurrent logins of one user count one by one.
+pub(super) async fn insert_session(
+    c: &mut Conn<'_>,
+    session: &Session,
+    refresh_hash: &[u8; 32],
+    limit: &SessionLimit,
+    audit: Audit,
+) -> StoreResult<(Vec<Uuid>, Audit)> {
+    let id = session.id.to_string();
+    let user = session.user_id.to_string();
+    let now = session.created_at;
+    c.query_opt(
+        "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+        &[&user],
+        |_| Ok(()),
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO sessions (id, user_id, remember_me, created_at, last_used_at, expires_at, ip_address, user_agent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &id,
+            &user,
+            &session.remember_me,
+            &session.created_at,
+            &session.last_used_at,
+            &session.expires_at,
+            &session.ip_address,
+            &session.user_agent,
+        ],
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+        &[&&refresh_hash[..], &id, &now],
+    )
+    .await?;
+    let live: i64 = c
+        .query_one(
+            "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+            &[&user, &now],
+            |r| r.get(0),
+        )
+        .await?;
+    let excess = live.saturating_sub(i64::from(limit.max));
+    let evicted = if excess > 0 {
+        c.query(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = 'session_limit'
+             WHERE id IN (SELECT id FROM sessions
+                          WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1 AND id <> $3
+                          ORDER BY last_used_at, created_at LIMIT $4)
+             RETURNING id",
+            &[&now, &user, &id, &excess],
+            |r| r.uuid(0),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    let audit = with_evicted(audit, limit, session.user_id, &evicted);
+    Ok((evicted, audit))
+}
+
+/// The body of a refresh: retire `presented` and make `replacement` current,
+/// or revoke the whole session when `presented` was already retired. The
+/// token and session rows are held (on PostgreSQL) so that two instances
+/// presenting one token at once take turns, and the second sees a reuse.
+async fn rotate(
+    c: &mut Conn<'_>,
+    presented: [u8; 32],
+    replacement: [u8; 32],
+    now: Millis,
+) -> StoreResult<Rotation> {
+    let found = c
+        .query_opt(
+            "SELECT session_id, retired_at FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+            &[&&presented[..]],
+            |r| Ok((r.uuid(0)?, r.get::<Option<Millis>>(1)?)),
+        )
+        .await?;
+    let Some((session_id, retired_at)) = found else {
+        return Ok(Rotation::Invalid);
+    };
+    let id = session_id.to_string();
+    let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1 FOR UPDATE");
+    let Some(session) = c.query_opt(&sql, &[&id], session_row).await? else {
+        return Ok(Rotation::Invalid);
+    };
+    if retired_at.is_some() {
+        c.execute(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = 'refresh_token_reused'
+             WHERE id = $2 AND revoked_at IS NULL",
+            &[&now, &id],
+        )
+        .await?;
+        return Ok(Rotation::Reused {
+            session_id,
+            user_id: session.user_id,
+        });
+    }
+    if !session.is_live(now) {
+        return Ok(Rotation::Invalid);
+    }
+    c.execute(
+        "UPDATE refresh_tokens SET retired_at = $1 WHERE token_hash = $2",
+        &[&now, &&presented[..]],
+    )
+    .await?;
+    c.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+        &[&&replacement[..], &id, &now],
+    )
+    .await?;
+    c.execute(
+        "UPDATE sessions SET last_used_at = $1 WHERE id = $2",
+        &[&now, &id],
+    )
+    .await?;
+    Ok(Rotation::Rotated(Session {
+        last_used_at: now,
+        ..session
+    }))
+}
+
+impl Store {
+    /// Stores a new session and its first refresh token hash; when the user
+    /// then has more live sessions than `limit.max`, revokes the least
+    /// recently used others in the same transaction. Returns those.
+    pub async fn create_session(
+        &self,
+        session: Session,
+        refresh_hash: [u8; 32],
+        limit: SessionLimit,
+        audit: Audit,
+    ) -> StoreResult<Vec<Uuid>> {
+        let now = session.created_at;
+        self.db
+            .unit(Chain::After, now, move |c| {
+                Box::pin(
+                    async move { insert_session(c, &session, &refresh_hash, &limit, audit).await },
+                )
+            })
+            .await
+    }
+
+    pub async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1");
+                    c.query_opt(&sql, &[&id.to_string()], session_row).await
+                })
+            })
+            .await
+    }
+
+    /// Live sessions of a user, newest first.
+    pub async fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>> {
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    let sql = format!(
+                        "SELECT {SESSION_COLS} FROM sessions
+                         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+                         ORDER BY created_at DESC, id"
+                    );
+                    c.query(&sql, &[&user_id.to_string(), &now], session_row)
+                        .await
+                })
+            })
+            .await
+    }
+
+    /// Retires `presented` and makes `replacement` current, atomically, with
+    /// the row of what happened (none for an invalid token).
+    pub async fn rotate_refresh(
+        &self,
+        presented: [u8; 32],
+        replacement: [u8; 32],
+        now: Millis,
+        audit: RotationAudit,
+    ) -> StoreResult<Rotation> {
+        self.db
+            .unit(Chain::After, now, move |c| {
+                Box::pin(async move {
+                    let rotation = rotate(c, presented, replacement, now).await?;
+                    let rows = match &rotation {
+                        Rotation::Rotated(session) => vec![audit
+                            .refreshed
+                            .user(session.user_id)
+                            .resource("session", session.id)],
+                        Rotation::Reused {
+                            session_id,
+                            user_id,
+                        } => vec![audit.reused.user(*user_id).resource("session", *session_id)],
+                        Rotation::Invalid => Vec::new(),
+                    };
+                    Ok((rotation, rows))
+                })
+            })
+            .await
+    }
+
+    /// Revokes one live session of `user_id`. Returns `false` (recording
+    /// nothing) when there is none.
+    pub async fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        reason: &'static str,
+        now: Millis,
+        audit: Audit,
+    ) -> StoreResult<bool> {
+        self.db
+            .unit(Chain::After, now, move |c| {
+                Box::pin(async move {
+                    let changed = c
+                        .execute(
+                            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2
+                             WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL AND expires_at > $1",
+                            &[&now, &reason, &session_id.to_string(), &user_id.to_string()],
+                        )
+                        .await?
+                        > 0;
+                    Ok((changed, if changed { audit } else { Vec::new() }))
+                })
+            })
+            .await
+    }
+
+    /// Revokes every live session of a user except `keep`; returns the ones revoked.
+    pub async fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        reason: &'static str,
+        now: Millis,
+        audit: Audit,
+    ) -> StoreResult<Vec<Uuid>> {
+        self.db
+            .unit(Chain::After, now, move |c| {
+                Box::pin(async move {
+                    let revoked = revoke_all(c, user_id, keep, reason, now).await?;
+                    let audit = with_revoked(audit, revoked.len());
+                    Ok((revoked, audit))
+                })
+            })
+            .await
+    }
+
+    /// Sessions revoked at or after `since`, for the in-memory revocation view.
+    pub async fn revoked_since(&self, since: Millis) -> StoreResult<Vec<Revoked>> {
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    c.query(
+                        "SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1",
+                        &[&since],
+                        |r| {
+                            Ok(Revoked {
+                                session_id: r.uuid(0)?,
+                                revoked_at: r.get(1)?,
+                            })
+                        },
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    /// The latest login per (account, address) of sessions created since
+    /// `since` and still live at `now` (a revoked session makes no device known).
+    pub async fn recent_logins(&self, since: Millis, now: Millis) -> StoreResult<Vec<RecentLogin>> {
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    c.query(
+                        "SELECT u.email, s.ip_address, max(s.created_at) FROM sessions s
+                         JOIN users u ON u.id = s.user_id
+                         WHERE s.created_at > $1 AND s.ip_address IS NOT NULL
+                           AND s.revoked_at IS NULL AND s.expires_at > $2
+                         GROUP BY u.email, s.ip_address",
+                        &[&since, &now],
+                        |r| {
+                            Ok(RecentLogin {
+                                email: r.get(0)?,
+                                ip_address: r.get(1)?,
+                                at: r.get(2)?,
+                            })
+                        },
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+}
