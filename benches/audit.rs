@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use portcullis::audit::{Action, AuditLog, NewEvent, Origin};
+use portcullis::audit::{Action, NewEvent, Origin};
+use portcullis::audit_log::AuditLog;
 use portcullis::clock::{Clock, SystemClock};
 use portcullis::metrics::Metrics;
 use portcullis::store::bench::{append, open_writer};

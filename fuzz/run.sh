@@ -17,16 +17,22 @@ fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
-cargo +nightly fuzz build -O
+# Under CARGO_TARGET_DIR when one is set (CI keeps one outside the clone).
+opts=(-O --codegen-units 16)
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+  opts+=(--target-dir "$CARGO_TARGET_DIR/fuzz")
+fi
+fuzz() { env -u CARGO_TARGET_DIR cargo +nightly fuzz "$@"; }
+fuzz build "${opts[@]}"
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t" "regressions/$t"
   if compgen -G "regressions/$t/*" >/dev/null; then
     echo "== $t: replaying $(ls "regressions/$t" | wc -l) regression inputs"
-    cargo +nightly fuzz run -O "$t" regressions/"$t"/* -- -runs=1 2>&1 | tail -n 2
+    fuzz run "${opts[@]}" "$t" regressions/"$t"/* -- -runs=1 2>&1 | tail -n 2
   fi
   echo "== $t: fuzzing for ${seconds}s"
   status=0
-  cargo +nightly fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
+  fuzz run "${opts[@]}" "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$seconds" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"artifacts/$t.log" 2>&1 || status=$?
   grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)' "artifacts/$t.log" || true

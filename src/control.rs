@@ -25,7 +25,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
 
-use crate::audit::{Action, AuditError, AuditLog, NewEvent, Origin};
+use crate::audit::{Action, NewEvent, Origin};
+use crate::audit_log::{AuditError, AuditLog};
 use crate::ratelimit::store::LimitError;
 use crate::ratelimit::{LimitView, Limiter, RuleName};
 

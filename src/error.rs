@@ -117,8 +117,8 @@ impl ApiError {
     }
 }
 
-impl From<crate::audit::AuditError> for ApiError {
-    fn from(err: crate::audit::AuditError) -> Self {
+impl From<crate::audit_log::AuditError> for ApiError {
+    fn from(err: crate::audit_log::AuditError) -> Self {
         Self::Unavailable(anyhow::anyhow!(err))
     }
 }

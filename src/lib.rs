@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod audit;
+pub mod audit_log;
 pub mod auth;
 pub mod cli;
 pub mod clock;

@@ -10,7 +10,8 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use tokio::task::JoinHandle;
 
-use crate::audit::{AuditLog, Origin};
+use crate::audit::Origin;
+use crate::audit_log::AuditLog;
 use crate::auth::crypto::{MasterKey, Undecryptable};
 use crate::auth::password::HashPool;
 use crate::auth::revocation::RevocationList;

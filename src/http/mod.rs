@@ -21,7 +21,8 @@ use std::sync::Arc;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpResponse, Resource};
 
-use crate::audit::{AuditLog, NewEvent};
+use crate::audit::NewEvent;
+use crate::audit_log::AuditLog;
 use crate::auth::service::AuthService;
 use crate::config::Config;
 use crate::error::ApiError;

@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 use uuid::Uuid;
 
-use super::db::sqlite::SCHEMA_VERSION;
+use super::db::sqlite::connection::SCHEMA_VERSION;
 use super::*;
 use crate::clock::Millis;
 

@@ -18,7 +18,6 @@ pub(super) mod chain;
 #[cfg(feature = "postgres")]
 pub(super) mod postgres;
 pub(super) mod sqlite;
-pub(super) mod writer;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -89,7 +88,7 @@ impl Row<'_> {
     /// Column `idx` (from 0).
     pub(super) fn get<T: Col>(&self, idx: usize) -> StoreResult<T> {
         match self {
-            Row::Sqlite(row) => row.get(idx).map_err(sqlite::classify),
+            Row::Sqlite(row) => row.get(idx).map_err(sqlite::connection::classify),
             #[cfg(feature = "postgres")]
             Row::Pg(row) => row.try_get(idx).map_err(postgres::classify),
         }
@@ -114,7 +113,7 @@ impl Conn<'_> {
     /// Runs a statement; the number of rows it changed.
     pub(super) async fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> StoreResult<u64> {
         match self {
-            Conn::Sqlite(conn) => sqlite::execute(conn, sql, params),
+            Conn::Sqlite(conn) => sqlite::connection::execute(conn, sql, params),
             #[cfg(feature = "postgres")]
             Conn::Pg(pg) => pg.execute(sql, params).await,
         }
@@ -131,7 +130,7 @@ impl Conn<'_> {
         F: Fn(&Row<'_>) -> StoreResult<T> + Send + Sync,
     {
         match self {
-            Conn::Sqlite(conn) => sqlite::query(conn, sql, params, usize::MAX, &map),
+            Conn::Sqlite(conn) => sqlite::connection::query(conn, sql, params, usize::MAX, &map),
             #[cfg(feature = "postgres")]
             Conn::Pg(pg) => pg.query(sql, params, &map).await,
         }
@@ -148,9 +147,8 @@ impl Conn<'_> {
         F: Fn(&Row<'_>) -> StoreResult<T> + Send + Sync,
     {
         match self {
-            Conn::Sqlite(conn) => {
-                sqlite::query(conn, sql, params, 1, &map).map(|rows| rows.into_iter().next())
-            }
+            Conn::Sqlite(conn) => sqlite::connection::query(conn, sql, params, 1, &map)
+                .map(|rows| rows.into_iter().next()),
             #[cfg(feature = "postgres")]
             Conn::Pg(pg) => pg.query_opt(sql, params, &map).await,
         }

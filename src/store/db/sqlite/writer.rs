@@ -15,11 +15,11 @@ use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::sqlite::{classify, configure_connection};
-use super::{chain, finish, Conn};
+use super::connection::{classify, configure_connection};
 use crate::audit::event::NewEvent;
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::metrics::Metrics;
+use crate::store::db::{chain, finish, Conn};
 use crate::store::{StoreError, StoreResult};
 
 /// Most messages committed in one transaction.

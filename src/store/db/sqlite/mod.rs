@@ -3,26 +3,23 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+use rusqlite::Connection;
 
-use super::writer::Writer;
-use super::{finish, lite, Conn, Fut, Param, Row};
+pub(in crate::store) mod connection;
+pub(in crate::store) mod writer;
+
+use super::{finish, Conn, Fut};
 use crate::audit::event::NewEvent;
 use crate::clock::Millis;
 use crate::metrics::Metrics;
 use crate::store::{stamped, Audit, StoreError, StoreResult};
+use connection::{apply_schema, classify, configure_connection, BUSY_TIMEOUT};
+use writer::Writer;
 
-/// The whole schema, applied at every start-up.
-pub const SCHEMA: &str = include_str!("../../../schema.sql");
-/// The schema version `schema.sql` sets.
-pub const SCHEMA_VERSION: i64 = 1;
-
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_SIZE: u32 = 8;
 
 /// A SQLite database: the read pool and the writer.
@@ -30,87 +27,6 @@ const POOL_SIZE: u32 = 8;
 pub(in crate::store) struct Sqlite {
     pool: Pool<SqliteConnectionManager>,
     writer: Writer,
-}
-
-/// Sets the per-connection pragmas every connection needs.
-pub fn configure_connection(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
-         PRAGMA foreign_keys = ON;",
-    )
-}
-
-/// Applies `schema.sql` in one transaction and checks the version.
-pub fn apply_schema(conn: &mut Connection) -> anyhow::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(anyhow!(
-            "database schema version {version} is newer than this portcullis understands ({SCHEMA_VERSION})"
-        ));
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(SCHEMA)
-        .context("cannot apply schema.sql")?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// Classifies a SQLite error: transient faults are [`StoreError::Unavailable`],
-/// a broken uniqueness [`StoreError::Duplicate`].
-pub fn classify(err: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(e, _) = &err {
-        match e.code {
-            ErrorCode::DatabaseBusy
-            | ErrorCode::DatabaseLocked
-            | ErrorCode::ReadOnly
-            | ErrorCode::DiskFull
-            | ErrorCode::CannotOpen
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::OutOfMemory => return StoreError::Unavailable(err.into()),
-            ErrorCode::ConstraintViolation
-                if matches!(
-                    e.extended_code,
-                    rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                        | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-                ) =>
-            {
-                return StoreError::Duplicate(err.into())
-            }
-            _ => {}
-        }
-    }
-    StoreError::Other(err.into())
-}
-
-/// Runs a statement on `conn`.
-pub(super) fn execute(conn: &Connection, sql: &str, params: &[&dyn Param]) -> StoreResult<u64> {
-    let mut stmt = conn.prepare_cached(&lite(sql)).map_err(classify)?;
-    let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.lite()).collect();
-    let changed = stmt.execute(params.as_slice()).map_err(classify)?;
-    Ok(changed as u64)
-}
-
-/// Up to `limit` rows of a query on `conn`, each read by `map`.
-pub(super) fn query<T>(
-    conn: &Connection,
-    sql: &str,
-    params: &[&dyn Param],
-    limit: usize,
-    map: &dyn Fn(&Row<'_>) -> StoreResult<T>,
-) -> StoreResult<Vec<T>> {
-    let mut stmt = conn.prepare_cached(&lite(sql)).map_err(classify)?;
-    let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.lite()).collect();
-    let mut rows = stmt.query(params.as_slice()).map_err(classify)?;
-    let mut out = Vec::new();
-    while out.len() < limit {
-        let Some(row) = rows.next().map_err(classify)? else {
-            break;
-        };
-        out.push(map(&Row::Sqlite(row))?);
-    }
-    Ok(out)
 }
 
 impl Sqlite {

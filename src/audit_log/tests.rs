@@ -3,8 +3,10 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use super::query::{parse_time, Filter, Page};
 use super::*;
+use crate::audit::chain;
+use crate::audit::query::{parse_time, Filter, Page};
+use crate::audit::{Action, NewEvent, Origin};
 
 /// The rate-limit key of `text`.
 fn key(text: &str) -> crate::ratelimit::key::LimitKey {
