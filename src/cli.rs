@@ -20,7 +20,7 @@ use crate::control;
 use crate::email::normalize;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
-use crate::startup::{limiter_keys, open, open_records, Application, Opened, Signals};
+use crate::startup::{open, open_records, Application, Opened, Signals};
 use crate::telemetry;
 use crate::time_fmt::rfc3339_ms;
 
@@ -290,7 +290,7 @@ async fn user_change(auth: &AuthService, command: UserCommand) -> anyhow::Result
             );
         }
         UserCommand::List => {
-            let users = auth.store().list_users(None).await?;
+            let users = auth.list_users(None).await?;
             let yes = |b: bool| if b { "yes" } else { "no" };
             println!(
                 "{:<36}  {:<32}  {:<20}  {:<5}  {:<8}  {:<4}  created_at",
@@ -319,11 +319,13 @@ async fn user_change(auth: &AuthService, command: UserCommand) -> anyhow::Result
 
 /// The account of `email`, or an error that says there is none.
 async fn account(auth: &AuthService, email: &str) -> anyhow::Result<crate::store::User> {
-    let email = normalize(email);
-    auth.store()
-        .user_by_email(&email)
-        .await?
-        .ok_or_else(|| anyhow!("no account with email {email} (see `portcullis user list`)"))
+    auth.user_by_email(email)
+        .await
+        .map_err(describe)?
+        .ok_or_else(|| {
+            let email = normalize(email);
+            anyhow!("no account with email {email} (see `portcullis user list`)")
+        })
 }
 
 /// `user promote` / `user demote`: audited as a change of the implicit
@@ -338,9 +340,9 @@ async fn set_admin(auth: &AuthService, email: &str, admin: bool) -> anyhow::Resu
         .extra(change, serde_json::json!(["admins"]))
         .extra("actor", "cli");
     let changed = auth
-        .store()
-        .set_admin(user.id, admin, auth.now(), vec![event])
-        .await?;
+        .set_admin(user.id, admin, vec![event])
+        .await
+        .map_err(describe)?;
     match (changed, admin) {
         (true, true) => println!("{} is now an administrator", user.email),
         (true, false) => println!("{} is no longer an administrator", user.email),
@@ -462,15 +464,20 @@ async fn at_rest(config: &Config, request: control::Request) -> anyhow::Result<c
         })?)
     };
     let clock: crate::clock::SharedClock = Arc::new(SystemClock);
-    let Opened { auth, audit, .. } = open(config, clock.clone(), Arc::new(Metrics::new()?)).await?;
-    let limiter = Limiter::from_config(config, clock, limiter_keys(&auth)).await?;
+    let Opened {
+        audit,
+        store,
+        limiter_keys,
+        ..
+    } = open(config, clock.clone(), Arc::new(Metrics::new()?)).await?;
+    let limiter = Limiter::from_config(config, clock, limiter_keys).await?;
     if !shared {
-        limiter.load(auth.store()).await?;
+        limiter.load(&store).await?;
     }
     let clearing = matches!(request, control::Request::Clear { .. });
     let reply = control::answer(&limiter, &audit, request).await;
     if clearing && matches!(reply, control::Reply::Cleared { .. }) {
-        limiter.save(auth.store()).await?;
+        limiter.save(&store).await?;
     }
     audit.shutdown().await;
     Ok(reply)
@@ -504,9 +511,9 @@ async fn set_disabled(auth: &AuthService, email: &str, disabled: bool) -> anyhow
         .resource("user", user.id)
         .extra("actor", "cli");
     if !auth
-        .store()
-        .set_disabled(user.id, disabled, auth.now(), vec![event])
-        .await?
+        .set_disabled(user.id, disabled, vec![event])
+        .await
+        .map_err(describe)?
     {
         bail!("no account with email {}", user.email);
     }

@@ -43,6 +43,11 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 pub struct Opened {
     pub auth: AuthService,
     pub audit: AuditLog,
+    /// The store itself, for what is not the domain's (the limiter's saved windows).
+    pub store: Store,
+    /// The key under which rate-limit keys are identified, derived from the
+    /// storage key: stable across restarts and shared by instances.
+    pub limiter_keys: KeyMaker,
     shared: Option<Shared>,
 }
 
@@ -66,11 +71,22 @@ pub async fn open(
         .map_err(|e| with_key_hint(e, config))?;
     let hasher = HashPool::start(&config.passwords)?;
     let revocations = RevocationList::new(config.tokens.access_ttl.as_millis_i64());
-    let mut auth = AuthService::new(config, store, master, hasher, tokens, revocations, clock);
-    let shared = shared_state(config, &mut auth).await?;
+    let limiter_keys = KeyMaker::new(&master.subkey("rate-limit keys"));
+    let mut auth = AuthService::new(
+        config,
+        store.clone(),
+        master,
+        hasher,
+        tokens,
+        revocations,
+        clock,
+    );
+    let shared = shared_state(config, &store, &mut auth).await?;
     Ok(Opened {
         auth,
         audit,
+        store,
+        limiter_keys,
         shared,
     })
 }
@@ -120,12 +136,6 @@ fn with_key_hint(err: anyhow::Error, config: &Config) -> anyhow::Error {
     err.context(hint)
 }
 
-/// The key under which rate-limit keys are identified, derived from the
-/// storage key: stable across restarts and shared by instances.
-pub fn limiter_keys(auth: &AuthService) -> KeyMaker {
-    KeyMaker::new(&auth.master().subkey("rate-limit keys"))
-}
-
 /// How this instance hears of the others' revocations: the Redis that holds
 /// the limiter's windows, else the PostgreSQL database (LISTEN/NOTIFY).
 enum Shared {
@@ -137,13 +147,17 @@ enum Shared {
 
 /// Connects this instance to the others, when the configuration shares state.
 #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
-async fn shared_state(config: &Config, auth: &mut AuthService) -> anyhow::Result<Option<Shared>> {
+async fn shared_state(
+    config: &Config,
+    store: &Store,
+    auth: &mut AuthService,
+) -> anyhow::Result<Option<Shared>> {
     match config.rate_limit.store {
         crate::config::LimitStoreKind::Memory => match config.storage.backend {
             StorageBackend::Sqlite => Ok(None),
             #[cfg(feature = "postgres")]
             StorageBackend::Postgres => {
-                let bus = crate::auth::pg_bus::PgBus(auth.store().clone());
+                let bus = crate::auth::pg_bus::PgBus(store.clone());
                 auth.set_revocation_bus(Arc::new(bus));
                 Ok(Some(Shared::Postgres {
                     url: config.storage.postgres_url.clone(),
@@ -232,6 +246,8 @@ pub struct Application {
     /// Held from before the saved windows are loaded until after they are
     /// saved again (see [`DirLock`]).
     windows_lock: DirLock,
+    /// Where the windows are saved at the stop.
+    store: Store,
 }
 
 /// Whether the server reacts to SIGTERM / SIGINT itself.
@@ -265,6 +281,8 @@ impl Application {
         let Opened {
             mut auth,
             audit,
+            store,
+            limiter_keys,
             shared,
         } = open(&config, clock.clone(), metrics.clone()).await?;
         let cursor = auth.revocations().initial_cursor(auth.now());
@@ -276,10 +294,9 @@ impl Application {
         let windows_lock = DirLock::shared(&config.storage.data_dir)
             .await
             .context("cannot lock the data directory")?;
-        let limiter =
-            Arc::new(Limiter::from_config(&config, clock.clone(), limiter_keys(&auth)).await?);
+        let limiter = Arc::new(Limiter::from_config(&config, clock.clone(), limiter_keys).await?);
         limiter
-            .load(auth.store())
+            .load(&store)
             .await
             .context("cannot load saved rate-limit windows")?;
         auth.set_device_memory(Arc::new(KnownDevices(limiter.clone())))
@@ -395,6 +412,7 @@ impl Application {
             background,
             control,
             windows_lock,
+            store,
         })
     }
 
@@ -432,7 +450,7 @@ impl Application {
         // Queued mail may still write audit rows (a failed send): first.
         state.mail_queue.stop().await;
         state.audit.shutdown().await;
-        match state.limiter.save(state.auth.store()).await {
+        match state.limiter.save(&self.store).await {
             Ok(n) => tracing::info!(windows = n, "saved rate-limit windows"),
             Err(e) => tracing::error!(error = %e, "cannot save rate-limit windows"),
         }

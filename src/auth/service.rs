@@ -280,12 +280,14 @@ impl AuthService {
         self.revoked(&revoked).await;
     }
 
-    pub fn store(&self) -> &Store {
+    /// The store, for the rest of the domain (`auth/`) only: everything
+    /// else goes through the domain's methods.
+    pub(super) fn store(&self) -> &Store {
         &self.store
     }
 
     /// The key that seals secrets at rest.
-    pub fn master(&self) -> &MasterKey {
+    pub(super) fn master(&self) -> &MasterKey {
         &self.master
     }
 
@@ -305,10 +307,6 @@ impl AuthService {
 
     pub fn revocations(&self) -> &RevocationList {
         &self.revocations
-    }
-
-    pub fn hasher(&self) -> &HashPool {
-        &self.hasher
     }
 
     /// Creates an account after validating every field (SPEC "Accounts").
@@ -812,20 +810,58 @@ impl AuthService {
         audit: Audit,
     ) -> AuthResult<bool> {
         let now = self.now();
-        let found = self
+        let revoked = self
             .store
             .set_disabled(user_id, disabled, now, audit)
             .await?;
         self.forget_profile(user_id);
-        if found && disabled {
+        let Some(revoked) = revoked else {
+            return Ok(false);
+        };
+        if disabled {
             // The store revoked them with the account; tokens stop at once.
-            let revoked = self.store.revoked_since(now).await?;
-            self.revoked(&revoked).await;
+            self.revoked_now(&revoked, now).await;
             if let Some(user) = self.store.user_by_id(user_id).await? {
                 self.recovered(&user.email, now).await;
             }
         }
-        Ok(found)
+        Ok(true)
+    }
+
+    /// Makes an account an administrator or not (the implicit `admins`
+    /// group); unmaking one revokes its sessions at once, so that no token
+    /// still claims the role. Returns `false` (recording nothing) when the
+    /// account does not exist or already is so.
+    pub async fn set_admin(&self, user_id: Uuid, is_admin: bool, audit: Audit) -> AuthResult<bool> {
+        let now = self.now();
+        let revoked = self.store.set_admin(user_id, is_admin, now, audit).await?;
+        self.forget_profile(user_id);
+        let Some(revoked) = revoked else {
+            return Ok(false);
+        };
+        self.revoked_now(&revoked, now).await;
+        Ok(true)
+    }
+
+    /// The account of an email (normalized here), if there is one.
+    pub async fn user_by_email(&self, email: &str) -> AuthResult<Option<User>> {
+        Ok(self.store.user_by_email(&normalize(email)).await?)
+    }
+
+    /// Accounts whose email contains `email_filter` (all when `None`), oldest
+    /// first, each with whether its second factor is on.
+    pub async fn list_users(&self, email_filter: Option<String>) -> AuthResult<Vec<(User, bool)>> {
+        Ok(self.store.list_users(email_filter).await?)
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn storage_ready(&self) -> AuthResult<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Password hashes waiting for a hashing thread.
+    pub fn hash_queue_depth(&self) -> usize {
+        self.hasher.queue_depth()
     }
 
     /// Picks up revocations (and recoveries) made by other processes;

@@ -23,7 +23,7 @@ pub use audit::AuditConfig;
 pub use duration::{Duration, DurationError};
 pub use mail::{MailConfig, MailTransport};
 pub use passwords::PasswordsConfig;
-pub use rate_limit::{LimitStoreKind, RateLimitConfig, RuleConfig, DEFAULT_RULES};
+pub use rate_limit::{LimitStoreKind, RateLimitConfig, RuleConfig, RuleName, DEFAULT_RULES};
 pub use server::{LogFormat, ServerConfig};
 pub use storage::{StorageBackend, StorageConfig};
 pub use tokens::{Algorithm, TokensConfig};

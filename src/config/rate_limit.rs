@@ -15,7 +15,7 @@ pub struct RateLimitConfig {
     pub redis_url: String,
     pub max_keys: u64,
     pub ipv6_prefix: u8,
-    pub rules: BTreeMap<String, RuleConfig>,
+    pub rules: BTreeMap<RuleName, RuleConfig>,
 }
 
 /// Where rate-limit windows live.
@@ -27,6 +27,74 @@ pub enum LimitStoreKind {
     Memory,
     /// Redis, shared by every instance (needs the `redis` cargo feature).
     Redis,
+}
+
+/// A rule of SPEC section 6, by its configuration name (`[rate_limit.rules.<name>]`);
+/// what it keys on and counts is the limiter's (`ratelimit::rules`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleName {
+    LoginIp,
+    LoginAccount,
+    Mfa,
+    RegisterIp,
+    RegisterIpHourly,
+    RefreshIp,
+    ResetRequestIp,
+    ResetRequestAccount,
+    ResetConfirmIp,
+}
+
+impl RuleName {
+    pub const ALL: [RuleName; 9] = [
+        Self::LoginIp,
+        Self::LoginAccount,
+        Self::Mfa,
+        Self::RegisterIp,
+        Self::RegisterIpHourly,
+        Self::RefreshIp,
+        Self::ResetRequestIp,
+        Self::ResetRequestAccount,
+        Self::ResetConfirmIp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginIp => "login_ip",
+            Self::LoginAccount => "login_account",
+            Self::Mfa => "mfa",
+            Self::RegisterIp => "register_ip",
+            Self::RegisterIpHourly => "register_ip_hourly",
+            Self::RefreshIp => "refresh_ip",
+            Self::ResetRequestIp => "reset_request_ip",
+            Self::ResetRequestAccount => "reset_request_account",
+            Self::ResetConfirmIp => "reset_confirm_ip",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+// By name, as text: a map keyed by rules reads and writes like one keyed
+// by strings (and an error names the key).
+impl Serialize for RuleName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RuleName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::parse(&name).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+            serde::de::Error::custom(format!(
+                "unknown rate-limit rule `{name}` (rules: {})",
+                names.join(", ")
+            ))
+        })
+    }
 }
 
 /// One tunable rate-limit rule (`[rate_limit.rules.<name>]`).
@@ -44,16 +112,16 @@ fn yes() -> bool {
 }
 
 /// The rules of SPEC section 6 with their default limits and windows.
-pub const DEFAULT_RULES: &[(&str, u32, u64)] = &[
-    ("login_ip", 5, 900),
-    ("login_account", 20, 900),
-    ("mfa", 5, 900),
-    ("register_ip", 5, 900),
-    ("register_ip_hourly", 20, 3600),
-    ("refresh_ip", 5, 900),
-    ("reset_request_ip", 5, 900),
-    ("reset_request_account", 3, 3600),
-    ("reset_confirm_ip", 5, 900),
+pub const DEFAULT_RULES: [(RuleName, u32, u64); 9] = [
+    (RuleName::LoginIp, 5, 900),
+    (RuleName::LoginAccount, 20, 900),
+    (RuleName::Mfa, 5, 900),
+    (RuleName::RegisterIp, 5, 900),
+    (RuleName::RegisterIpHourly, 20, 3600),
+    (RuleName::RefreshIp, 5, 900),
+    (RuleName::ResetRequestIp, 5, 900),
+    (RuleName::ResetRequestAccount, 3, 3600),
+    (RuleName::ResetConfirmIp, 5, 900),
 ];
 
 impl Default for RateLimitConfig {
@@ -66,7 +134,7 @@ impl Default for RateLimitConfig {
                     window: Duration::secs(window),
                     enabled: true,
                 };
-                (name.to_owned(), rule)
+                (name, rule)
             })
             .collect();
         Self {
@@ -92,13 +160,7 @@ impl RateLimitConfig {
             ));
         }
         for (name, rule) in &self.rules {
-            if !DEFAULT_RULES.iter().any(|(known, _, _)| known == name) {
-                let names: Vec<&str> = DEFAULT_RULES.iter().map(|known| known.0).collect();
-                return Err(invalid(
-                    &format!("rate_limit.rules.{name}"),
-                    format!("unknown rule; known rules are {}", names.join(", ")),
-                ));
-            }
+            let name = name.as_str();
             if rule.limit < 1 {
                 return Err(invalid(
                     &format!("rate_limit.rules.{name}.limit"),

@@ -189,8 +189,8 @@ fn nested_env_keys_and_types() {
         ],
     )
     .unwrap();
-    assert_eq!(cfg.rate_limit.rules["login_ip"].limit, 10);
-    assert!(!cfg.rate_limit.rules["mfa"].enabled);
+    assert_eq!(cfg.rate_limit.rules[&RuleName::LoginIp].limit, 10);
+    assert!(!cfg.rate_limit.rules[&RuleName::Mfa].enabled);
     assert_eq!(cfg.server.trusted_proxies.len(), 1);
     assert_eq!(cfg.tokens.issuer, "1234");
 }

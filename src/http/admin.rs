@@ -226,7 +226,6 @@ pub async fn users(
         .map(str::to_owned);
     let users = state
         .auth
-        .store()
         .list_users(filter)
         .await?
         .into_iter()

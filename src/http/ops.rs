@@ -24,7 +24,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    match state.auth.store().ping().await {
+    match state.auth.storage_ready().await {
         Ok(()) => HttpResponse::Ok().json(Health {
             status: "ok",
             error: None,
@@ -53,7 +53,7 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let depth = i64::try_from(state.auth.hasher().queue_depth()).unwrap_or(i64::MAX);
+    let depth = i64::try_from(state.auth.hash_queue_depth()).unwrap_or(i64::MAX);
     state.metrics.hash_queue_depth.set(depth);
     if let Some(keys) = state.limiter.store().tracked_keys() {
         state

@@ -695,8 +695,8 @@ mod model_tests {
             ops in prop::collection::vec(op(), 1..300),
         ) {
             let mut config = Config::default().rate_limit;
-            for (name, limit, window) in [("login_ip", limits.0, windows.0), ("login_account", limits.1, windows.1)] {
-                let rule = config.rules.get_mut(name).expect("a default rule");
+            for (name, limit, window) in [(RuleName::LoginIp, limits.0, windows.0), (RuleName::LoginAccount, limits.1, windows.1)] {
+                let rule = config.rules.get_mut(&name).expect("a default rule");
                 rule.limit = limit;
                 rule.window = format!("{window}s").parse().expect("duration");
             }

@@ -910,7 +910,12 @@ mod tests {
     #[tokio::test]
     async fn disabled_rules_do_not_limit() {
         let mut config = Config::default();
-        config.rate_limit.rules.get_mut("login_ip").unwrap().enabled = false;
+        config
+            .rate_limit
+            .rules
+            .get_mut(&RuleName::LoginIp)
+            .unwrap()
+            .enabled = false;
         let l = Limiter::in_memory(&config, Arc::new(ManualClock::new(0)));
         for _ in 0..19 {
             let r = l

@@ -2,20 +2,7 @@
 
 use crate::clock::Millis;
 use crate::config::RateLimitConfig;
-
-/// A rule, by its configuration name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RuleName {
-    LoginIp,
-    LoginAccount,
-    Mfa,
-    RegisterIp,
-    RegisterIpHourly,
-    RefreshIp,
-    ResetRequestIp,
-    ResetRequestAccount,
-    ResetConfirmIp,
-}
+pub use crate::config::RuleName;
 
 /// What a rule's key is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,36 +23,6 @@ pub enum Counts {
 }
 
 impl RuleName {
-    pub const ALL: [RuleName; 9] = [
-        Self::LoginIp,
-        Self::LoginAccount,
-        Self::Mfa,
-        Self::RegisterIp,
-        Self::RegisterIpHourly,
-        Self::RefreshIp,
-        Self::ResetRequestIp,
-        Self::ResetRequestAccount,
-        Self::ResetConfirmIp,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::LoginIp => "login_ip",
-            Self::LoginAccount => "login_account",
-            Self::Mfa => "mfa",
-            Self::RegisterIp => "register_ip",
-            Self::RegisterIpHourly => "register_ip_hourly",
-            Self::RefreshIp => "refresh_ip",
-            Self::ResetRequestIp => "reset_request_ip",
-            Self::ResetRequestAccount => "reset_request_account",
-            Self::ResetConfirmIp => "reset_confirm_ip",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == name)
-    }
-
     pub fn key_kind(self) -> KeyKind {
         match self {
             Self::LoginAccount | Self::Mfa | Self::ResetRequestAccount => KeyKind::Account,
@@ -169,7 +126,7 @@ impl Rules {
     pub fn from_config(cfg: &RateLimitConfig) -> Self {
         let mut rules = [None; 9];
         for name in RuleName::ALL {
-            if let Some(c) = cfg.rules.get(name.as_str()).filter(|c| c.enabled) {
+            if let Some(c) = cfg.rules.get(&name).filter(|c| c.enabled) {
                 rules[name.index()] = Some(Rule {
                     name,
                     limit: c.limit,
@@ -230,7 +187,7 @@ mod tests {
     #[test]
     fn disabled_rules_are_absent() {
         let mut cfg = Config::default().rate_limit;
-        cfg.rules.get_mut("mfa").unwrap().enabled = false;
+        cfg.rules.get_mut(&RuleName::Mfa).unwrap().enabled = false;
         let rules = Rules::from_config(&cfg);
         assert!(rules.get(RuleName::Mfa).is_none());
         assert_eq!(rules.enabled().count(), 8);

@@ -164,14 +164,15 @@ impl Store {
     }
 
     /// Disables or enables an account; disabling revokes all its sessions.
-    /// Returns `false` (and records nothing) when the account does not exist.
+    /// Returns the sessions revoked, or `None` (recording nothing) when the
+    /// account does not exist.
     pub async fn set_disabled(
         &self,
         user_id: Uuid,
         disabled: bool,
         now: Millis,
         audit: Audit,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Vec<Uuid>>> {
         self.db
             .unit(Chain::After, now, move |c| {
                 Box::pin(async move {
@@ -180,26 +181,31 @@ impl Store {
                     } else {
                         "UPDATE users SET disabled_at = NULL, updated_at = $1 WHERE id = $2"
                     };
-                    let changed = c.execute(sql, &[&now, &user_id.to_string()]).await? > 0;
-                    if changed && disabled {
-                        revoke_all(c, user_id, None, "user_disabled", now).await?;
+                    if c.execute(sql, &[&now, &user_id.to_string()]).await? == 0 {
+                        return Ok((None, Vec::new()));
                     }
-                    Ok((changed, if changed { audit } else { Vec::new() }))
+                    let revoked = if disabled {
+                        revoke_all(c, user_id, None, "user_disabled", now).await?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((Some(revoked), audit))
                 })
             })
             .await
     }
 
     /// Makes an account an administrator or not; unmaking one revokes all
-    /// its sessions, so that no token still claims the role. Returns `false`
-    /// (and records nothing) when the account does not exist or already is so.
+    /// its sessions, so that no token still claims the role. Returns the
+    /// sessions revoked, or `None` (recording nothing) when the account does
+    /// not exist or already is so.
     pub async fn set_admin(
         &self,
         user_id: Uuid,
         is_admin: bool,
         now: Millis,
         audit: Audit,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<Vec<Uuid>>> {
         self.db
             .unit(Chain::After, now, move |c| {
                 Box::pin(async move {
@@ -208,12 +214,16 @@ impl Store {
                             "UPDATE users SET is_admin = $1, updated_at = $2 WHERE id = $3 AND is_admin <> $1",
                             &[&is_admin, &now, &user_id.to_string()],
                         )
-                        .await?
-                        > 0;
-                    if changed && !is_admin {
-                        revoke_all(c, user_id, None, "admin_removed", now).await?;
+                        .await?;
+                    if changed == 0 {
+                        return Ok((None, Vec::new()));
                     }
-                    Ok((changed, if changed { audit } else { Vec::new() }))
+                    let revoked = if is_admin {
+                        Vec::new()
+                    } else {
+                        revoke_all(c, user_id, None, "admin_removed", now).await?
+                    };
+                    Ok((Some(revoked), audit))
                 })
             })
             .await

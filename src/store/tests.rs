@@ -175,22 +175,28 @@ async fn disabling_revokes_sessions() {
         .create_session(session(u.id, 10), [2; 32], no_limit(), Vec::new())
         .await
         .unwrap();
-    assert!(store
+    let revoked = store
         .set_disabled(u.id, true, 50, Vec::new())
         .await
-        .unwrap());
+        .unwrap()
+        .expect("the account exists");
+    assert_eq!(revoked.len(), 2);
     assert!(store.live_sessions(u.id, 60).await.unwrap().is_empty());
     assert_eq!(store.revoked_since(50).await.unwrap().len(), 2);
     assert!(store.user_by_id(u.id).await.unwrap().unwrap().is_disabled());
-    assert!(store
-        .set_disabled(u.id, false, 70, Vec::new())
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .set_disabled(u.id, false, 70, Vec::new())
+            .await
+            .unwrap(),
+        Some(Vec::new())
+    );
     assert!(!store.user_by_id(u.id).await.unwrap().unwrap().is_disabled());
-    assert!(!store
+    assert!(store
         .set_disabled(Uuid::new_v4(), true, 80, Vec::new())
         .await
-        .unwrap());
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]

@@ -334,7 +334,7 @@ async fn the_redis_store_answers_exactly_as_the_memory_store() {
     config
         .rate_limit
         .rules
-        .get_mut("login_ip")
+        .get_mut(&portcullis::config::RuleName::LoginIp)
         .expect("rule")
         .limit = 3;
     let rules = Rules::from_config(&config.rate_limit);
