@@ -7,6 +7,9 @@
 //! - the same rows in one bulk transaction, without hashing (the ceiling).
 //!
 //! `cargo bench --bench audit` (criterion reports events per second as `thrpt`).
+//! With `--features postgres` and `PORTCULLIS_BENCH_POSTGRES_URL` set to an
+//! empty database, the same producers through the PostgreSQL store beside that
+//! database's own ceiling (group `audit_durable_postgres`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,5 +147,132 @@ fn group_commit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, group_commit);
+/// Events each PostgreSQL iteration records (every one is its own commit).
+#[cfg(feature = "postgres")]
+const PG_EVENTS_PER_ITER: usize = 2_048;
+
+/// The same through the PostgreSQL store (`--features postgres`, with
+/// `PORTCULLIS_BENCH_POSTGRES_URL` naming an empty database): each event is a
+/// transaction of its own that takes the chain's advisory lock, reads the
+/// head and inserts; beside it, the ceiling of the same database: one plain
+/// `INSERT` per transaction from as many producers, no chain and no lock.
+#[cfg(feature = "postgres")]
+fn postgres(c: &mut Criterion) {
+    let Ok(url) = std::env::var("PORTCULLIS_BENCH_POSTGRES_URL") else {
+        eprintln!(
+            "PORTCULLIS_BENCH_POSTGRES_URL is not set: the PostgreSQL audit figures are skipped"
+        );
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = runtime
+        .block_on(Store::postgres(&url))
+        .expect("the PostgreSQL database");
+    let log = Arc::new(AuditLog::new(
+        store,
+        Arc::new(SystemClock),
+        60_000,
+        Arc::new(Metrics::new().expect("metrics")),
+    ));
+    let clients: Vec<Arc<tokio_postgres::Client>> = runtime.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(connection);
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS bench_ceiling (id BIGSERIAL PRIMARY KEY, created_at TEXT, \
+                     action TEXT, ip_address TEXT, extra_data TEXT)",
+                )
+                .await
+                .expect("ceiling table");
+            clients.push(Arc::new(client));
+        }
+        clients
+    });
+
+    let mut group = c.benchmark_group("audit_durable_postgres");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Elements(PG_EVENTS_PER_ITER as u64));
+    for producers in [16usize, 64, 256] {
+        let per = PG_EVENTS_PER_ITER / producers;
+        group.bench_function(BenchmarkId::new("chained, in flight", producers), |b| {
+            b.iter_custom(|iters| {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    runtime.block_on(async {
+                        let tasks: Vec<_> = (0..producers)
+                            .map(|p| {
+                                let log = log.clone();
+                                tokio::spawn(async move {
+                                    for i in 0..per {
+                                        log.record(event(p * per + i)).await.expect("recorded");
+                                    }
+                                })
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await.expect("producer");
+                        }
+                    });
+                }
+                started.elapsed()
+            })
+        });
+        group.bench_function(
+            BenchmarkId::new("plain INSERT per transaction (ceiling), in flight", producers),
+            |b| {
+                b.iter_custom(|iters| {
+                    let started = Instant::now();
+                    for _ in 0..iters {
+                        runtime.block_on(async {
+                            let tasks: Vec<_> = (0..producers)
+                                .map(|p| {
+                                    let client = clients[p % clients.len()].clone();
+                                    tokio::spawn(async move {
+                                        for i in 0..per {
+                                            let e = event(p * per + i);
+                                            client
+                                                .execute(
+                                                    "INSERT INTO bench_ceiling (created_at, action, ip_address, extra_data) \
+                                                     VALUES ($1, $2, $3, $4)",
+                                                    &[
+                                                        &"2026-01-01T00:00:00.000Z",
+                                                        &e.action.as_str(),
+                                                        &e.origin.ip_address,
+                                                        &serde_json::Value::Object(e.extra.clone()).to_string(),
+                                                    ],
+                                                )
+                                                .await
+                                                .expect("insert");
+                                        }
+                                    })
+                                })
+                                .collect();
+                            for t in tasks {
+                                t.await.expect("producer");
+                            }
+                        });
+                    }
+                    started.elapsed()
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres(_: &mut Criterion) {}
+
+criterion_group!(benches, group_commit, postgres);
 criterion_main!(benches);

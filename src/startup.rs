@@ -169,10 +169,16 @@ async fn shared_state(
         #[cfg(feature = "redis")]
         crate::config::LimitStoreKind::Redis => {
             let url = config.rate_limit.redis_url.clone();
-            let bus = crate::auth::redis_bus::RedisBus::connect(&url)
-                .await
-                .context("revocation announcements")?;
-            auth.set_revocation_bus(Arc::new(bus));
+            // Without the bus, revocations still reach the other instances
+            // through their poll of storage, within a second: a command is
+            // not refused for it (the server's subscription, below, is).
+            match crate::auth::redis_bus::RedisBus::connect(&url).await {
+                Ok(bus) => auth.set_revocation_bus(Arc::new(bus)),
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "revocations are not announced on Redis; other instances see them within a second"
+                ),
+            }
             Ok(Some(Shared::Redis { url }))
         }
         #[cfg(not(feature = "redis"))]

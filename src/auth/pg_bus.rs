@@ -14,12 +14,16 @@ pub const CHANNEL: &str = "portcullis_revocations";
 /// Publishes this instance's revocations through the store's database.
 pub struct PgBus(pub Store);
 
+/// Sessions per notification: PostgreSQL refuses payloads of 8,000 bytes or
+/// more, and one session takes about 55.
+const PER_NOTIFICATION: usize = 100;
+
 #[async_trait]
 impl RevocationBus for PgBus {
     async fn publish(&self, revoked: &[Revoked]) -> anyhow::Result<()> {
-        self.0
-            .notify(CHANNEL, &encode_announcement(revoked))
-            .await?;
+        for part in revoked.chunks(PER_NOTIFICATION) {
+            self.0.notify(CHANNEL, &encode_announcement(part)).await?;
+        }
         Ok(())
     }
 }

@@ -257,5 +257,11 @@ async fn walk(c: &mut Conn<'_>) -> StoreResult<Verdict> {
 /// Verifies the chain in a SQLite database through `conn`, a plain
 /// connection (for tests and drills that look at a file a server may hold).
 pub fn verify_sqlite(conn: &mut rusqlite::Connection) -> StoreResult<Verdict> {
-    finish(walk(&mut Conn::Sqlite(conn)))
+    // One snapshot, as a prune may commit meanwhile.
+    let begun = conn.execute_batch("BEGIN DEFERRED");
+    let verdict = finish(walk(&mut Conn::Sqlite(conn)));
+    if begun.is_ok() {
+        let _ = conn.execute_batch("COMMIT");
+    }
+    verdict
 }

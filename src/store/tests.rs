@@ -294,4 +294,13 @@ fn the_sqlite_dialect_is_derived() {
         db::lite("SELECT a FROM t WHERE id = $1 AND b = $12 FOR UPDATE"),
         "SELECT a FROM t WHERE id = ?1 AND b = ?12"
     );
+    // Quoted text is the data's, not the dialect's.
+    assert_eq!(
+        db::lite("SELECT json_extract(x, '$.a'), 'it''s $2 FOR UPDATE' FROM t WHERE c = $1"),
+        "SELECT json_extract(x, '$.a'), 'it''s $2 FOR UPDATE' FROM t WHERE c = ?1"
+    );
+    assert!(matches!(
+        db::lite("SELECT 1"),
+        std::borrow::Cow::Borrowed(_)
+    ));
 }

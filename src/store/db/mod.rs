@@ -299,10 +299,31 @@ pub(super) fn finish<T>(fut: impl Future<Output = StoreResult<T>>) -> StoreResul
     }
 }
 
-/// A statement in SQLite's dialect: `$n` → `?n`, no `FOR UPDATE`.
+/// A statement in SQLite's dialect: `$n` → `?n`, no `FOR UPDATE`; text
+/// between single quotes is left as it is.
 pub(super) fn lite(sql: &str) -> Cow<'_, str> {
     if !sql.contains('$') && !sql.contains(" FOR UPDATE") {
         return Cow::Borrowed(sql);
     }
-    Cow::Owned(sql.replace(" FOR UPDATE", "").replace('$', "?"))
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    let mut rest = sql;
+    while let Some(c) = rest.chars().next() {
+        if c == '\'' {
+            quoted = !quoted;
+        } else if !quoted {
+            if c == '$' && rest[1..].starts_with(|d: char| d.is_ascii_digit()) {
+                out.push('?');
+                rest = &rest[1..];
+                continue;
+            }
+            if let Some(after) = rest.strip_prefix(" FOR UPDATE") {
+                rest = after;
+                continue;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    Cow::Owned(out)
 }

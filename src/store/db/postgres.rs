@@ -229,7 +229,7 @@ impl Postgres {
         F: for<'c, 'd> FnOnce(&'c mut Conn<'d>) -> Fut<'c, (T, Audit)>,
     {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(classify)?;
+        let tx = chain_transaction(&mut client).await?;
         let mut conn = Conn::Pg(Pg::Tx(&tx));
         let before = match chain {
             Chain::Before => {
@@ -263,7 +263,7 @@ impl Postgres {
 
     pub(super) async fn append(&self, event: NewEvent, now: Millis) -> StoreResult<i64> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(classify)?;
+        let tx = chain_transaction(&mut client).await?;
         let mut conn = Conn::Pg(Pg::Tx(&tx));
         let started = Instant::now();
         chain::lock(&mut conn).await?;
@@ -291,6 +291,19 @@ impl Postgres {
             .map_err(classify)?;
         Ok(())
     }
+}
+
+/// A transaction that may append to the chain: READ COMMITTED whatever the
+/// server's default, so that the head read after the chain's lock is the
+/// newest committed row (under REPEATABLE READ the snapshot would predate the
+/// lock, and two instances would pick the same id).
+async fn chain_transaction(client: &mut Object) -> StoreResult<deadpool_postgres::Transaction<'_>> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(classify)
 }
 
 /// A connection that has run `LISTEN channel`, and the payloads it receives.

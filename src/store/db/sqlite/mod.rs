@@ -153,15 +153,25 @@ where
     F: for<'c, 'd> FnOnce(&'c mut Conn<'d>) -> Fut<'c, T>,
 {
     conn.execute_batch(begin).map_err(classify)?;
-    let result = finish(f(&mut Conn::Sqlite(conn)));
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    if !conn.is_autocommit() {
-        if let Err(e) = conn.execute_batch(end) {
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            return Err(classify(e));
-        }
+    // A panic rolls back too: the connection goes back to the pool, and one
+    // left inside a transaction would hold the database's write lock.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        finish(f(&mut Conn::Sqlite(conn)))
+    }))
+    .unwrap_or_else(|_| Err(StoreError::Other(anyhow!("a transaction panicked"))));
+    let result = match result {
+        // SQLite may have given the transaction up by itself (an I/O error).
+        Ok(_) if conn.is_autocommit() => Err(StoreError::Unavailable(anyhow!(
+            "the transaction was rolled back"
+        ))),
+        Ok(value) => conn
+            .execute_batch("COMMIT")
+            .map(|()| value)
+            .map_err(classify),
+        Err(e) => Err(e),
+    };
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
     result
 }

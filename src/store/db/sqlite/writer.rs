@@ -292,23 +292,30 @@ fn unit(
     if let Err(e) = conn.execute_batch("SAVEPOINT unit") {
         return (Err(classify(e)), None);
     }
-    let result = change(conn).and_then(|(value, events)| {
-        let (_, next) = finish(chain::insert_after(
-            &mut Conn::Sqlite(conn),
-            head,
-            &events,
-            now,
-        ))?;
-        Ok((value, next, events.len()))
+    // A change that panics is rolled back like one that fails: the writer
+    // thread, which every audited change needs, lives on.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        change(conn).and_then(|(value, events)| {
+            let (_, next) = finish(chain::insert_after(
+                &mut Conn::Sqlite(conn),
+                head,
+                &events,
+                now,
+            ))?;
+            Ok((value, next, events.len()))
+        })
+    }))
+    .unwrap_or_else(|_| Err(StoreError::Other(anyhow!("a change panicked"))));
+    let released = result.and_then(|done| {
+        conn.execute_batch("RELEASE unit")
+            .map(|()| done)
+            .map_err(classify)
     });
-    match result {
-        Ok((value, next, n)) => match conn.execute_batch("RELEASE unit") {
-            Ok(()) => {
-                *rows += n as u64;
-                (Ok(value), Some(next))
-            }
-            Err(e) => (Err(classify(e)), None),
-        },
+    match released {
+        Ok((value, next, n)) => {
+            *rows += n as u64;
+            (Ok(value), Some(next))
+        }
         Err(e) => {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK TO unit; RELEASE unit");
@@ -332,14 +339,10 @@ pub fn append_alone(
         let head = chain::head(&mut c).await?;
         chain::insert_after(&mut c, head, events, now).await
     });
-    match appended {
-        Ok((ids, _)) => {
-            conn.execute_batch("COMMIT").map_err(classify)?;
-            Ok(ids)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
+    let committed =
+        appended.and_then(|(ids, _)| conn.execute_batch("COMMIT").map(|()| ids).map_err(classify));
+    if committed.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
+    committed
 }
