@@ -31,6 +31,13 @@ pub struct MfaChallenge {
     pub failures: u32,
 }
 
+/// Deletes every backup code of the user `user_id`.
+async fn delete_codes(c: &mut Conn<'_>, user_id: &str) -> StoreResult<()> {
+    c.execute("DELETE FROM backup_codes WHERE user_id = $1", &[&user_id])
+        .await?;
+    Ok(())
+}
+
 /// Replaces every backup code of the user with `hashes`.
 async fn replace_codes(
     c: &mut Conn<'_>,
@@ -39,8 +46,7 @@ async fn replace_codes(
     now: Millis,
 ) -> StoreResult<()> {
     let id = user_id.to_string();
-    c.execute("DELETE FROM backup_codes WHERE user_id = $1", &[&id])
-        .await?;
+    delete_codes(c, &id).await?;
     for hash in hashes {
         c.execute(
             "INSERT INTO backup_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)
@@ -131,8 +137,7 @@ impl Store {
                     let id = user_id.to_string();
                     c.execute("DELETE FROM totp WHERE user_id = $1", &[&id])
                         .await?;
-                    c.execute("DELETE FROM backup_codes WHERE user_id = $1", &[&id])
-                        .await?;
+                    delete_codes(c, &id).await?;
                     Ok(((), audit))
                 })
             })

@@ -165,11 +165,7 @@ pub(super) async fn insert_session(
         ],
     )
     .await?;
-    c.execute(
-        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
-        &[&&refresh_hash[..], &id, &now],
-    )
-    .await?;
+    insert_refresh_token(c, refresh_hash, &id, now).await?;
     let live: i64 = c
         .query_one(
             "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
@@ -194,6 +190,21 @@ pub(super) async fn insert_session(
     };
     let audit = with_evicted(audit, limit, session.user_id, &evicted);
     Ok((evicted, audit))
+}
+
+/// Makes `hash` the current refresh token of session `session_id`.
+async fn insert_refresh_token(
+    c: &mut Conn<'_>,
+    hash: &[u8; 32],
+    session_id: &str,
+    now: Millis,
+) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+        &[&&hash[..], &session_id, &now],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The body of a refresh: retire `presented` and make `replacement` current,
@@ -241,11 +252,7 @@ async fn rotate(
         &[&now, &&presented[..]],
     )
     .await?;
-    c.execute(
-        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
-        &[&&replacement[..], &id, &now],
-    )
-    .await?;
+    insert_refresh_token(c, &replacement, &id, now).await?;
     c.execute(
         "UPDATE sessions SET last_used_at = $1 WHERE id = $2",
         &[&now, &id],
