@@ -34,11 +34,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_DIR = ROOT / "benches" / "wrk"
-RELEASE = ROOT / "target" / "release"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+RELEASE = TARGET / "release"
 PORTCULLIS = RELEASE / "portcullis"
 CEILING = RELEASE / "examples" / "ceiling"
 # The same server built with the `redis` feature, in a target directory of its own.
-PORTCULLIS_REDIS = ROOT / "target" / "with-redis" / "release" / "portcullis"
+PORTCULLIS_REDIS = TARGET / "with-redis" / "release" / "portcullis"
 ARGON_RATE = RELEASE / "examples" / "argon_rate"
 
 EMAIL = "bench0@example.com"

@@ -140,7 +140,8 @@ def rss_kib(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10)
-    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/portcullis"))
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    ap.add_argument("--binary", default=os.path.join(target, "release", "portcullis"))
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
     if not args.no_build:
