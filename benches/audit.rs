@@ -41,6 +41,57 @@ fn fresh_db() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
+/// Runs `iters` rounds of `producers` tasks, each recording `per` events
+/// one after the other (`one(event number)`, awaited as a request awaits its
+/// row); the time they took.
+fn rounds<F, Fut>(
+    runtime: &tokio::runtime::Runtime,
+    iters: u64,
+    producers: usize,
+    per: usize,
+    one: F,
+) -> Duration
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    for _ in 0..iters {
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..producers)
+                .map(|p| {
+                    let one = one.clone();
+                    tokio::spawn(async move {
+                        for i in 0..per {
+                            one(p * per + i).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("producer");
+            }
+        });
+    }
+    started.elapsed()
+}
+
+/// Records event number `n` through `log`.
+fn recorder(
+    log: &Arc<AuditLog>,
+) -> impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+       + Clone
+       + Send
+       + 'static {
+    let log = log.clone();
+    move |n| {
+        let log = log.clone();
+        Box::pin(async move {
+            log.record(event(n)).await.expect("recorded");
+        })
+    }
+}
+
 /// Events each group-commit iteration records, spread over the producers.
 const EVENTS_PER_ITER: usize = 8_192;
 
@@ -70,29 +121,7 @@ fn group_commit(c: &mut Criterion) {
         let per = EVENTS_PER_ITER / producers;
         group.bench_function(
             BenchmarkId::new("group commit, in flight", producers),
-            |b| {
-                b.iter_custom(|iters| {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        runtime.block_on(async {
-                            let tasks: Vec<_> = (0..producers)
-                                .map(|p| {
-                                    let log = log.clone();
-                                    tokio::spawn(async move {
-                                        for i in 0..per {
-                                            log.record(event(p * per + i)).await.expect("recorded");
-                                        }
-                                    })
-                                })
-                                .collect();
-                            for t in tasks {
-                                t.await.expect("producer");
-                            }
-                        });
-                    }
-                    started.elapsed()
-                })
-            },
+            |b| b.iter_custom(|iters| rounds(&runtime, iters, producers, per, recorder(&log))),
         );
         runtime.block_on(log.shutdown());
     }
@@ -206,64 +235,32 @@ fn postgres(c: &mut Criterion) {
     for producers in [16usize, 64, 256] {
         let per = PG_EVENTS_PER_ITER / producers;
         group.bench_function(BenchmarkId::new("chained, in flight", producers), |b| {
-            b.iter_custom(|iters| {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    runtime.block_on(async {
-                        let tasks: Vec<_> = (0..producers)
-                            .map(|p| {
-                                let log = log.clone();
-                                tokio::spawn(async move {
-                                    for i in 0..per {
-                                        log.record(event(p * per + i)).await.expect("recorded");
-                                    }
-                                })
-                            })
-                            .collect();
-                        for t in tasks {
-                            t.await.expect("producer");
-                        }
-                    });
-                }
-                started.elapsed()
-            })
+            b.iter_custom(|iters| rounds(&runtime, iters, producers, per, recorder(&log)))
         });
         group.bench_function(
             BenchmarkId::new("plain INSERT per transaction (ceiling), in flight", producers),
             |b| {
                 b.iter_custom(|iters| {
-                    let started = Instant::now();
-                    for _ in 0..iters {
-                        runtime.block_on(async {
-                            let tasks: Vec<_> = (0..producers)
-                                .map(|p| {
-                                    let client = clients[p % clients.len()].clone();
-                                    tokio::spawn(async move {
-                                        for i in 0..per {
-                                            let e = event(p * per + i);
-                                            client
-                                                .execute(
-                                                    "INSERT INTO bench_ceiling (created_at, action, ip_address, extra_data) \
-                                                     VALUES ($1, $2, $3, $4)",
-                                                    &[
-                                                        &"2026-01-01T00:00:00.000Z",
-                                                        &e.action.as_str(),
-                                                        &e.origin.ip_address,
-                                                        &serde_json::Value::Object(e.extra.clone()).to_string(),
-                                                    ],
-                                                )
-                                                .await
-                                                .expect("insert");
-                                        }
-                                    })
-                                })
-                                .collect();
-                            for t in tasks {
-                                t.await.expect("producer");
-                            }
-                        });
-                    }
-                    started.elapsed()
+                    let clients = clients.clone();
+                    rounds(&runtime, iters, producers, per, move |event_no| {
+                        let client = clients[event_no % clients.len()].clone();
+                        async move {
+                            let e = event(event_no);
+                            client
+                                .execute(
+                                    "INSERT INTO bench_ceiling (created_at, action, ip_address, extra_data) \
+                                     VALUES ($1, $2, $3, $4)",
+                                    &[
+                                        &"2026-01-01T00:00:00.000Z",
+                                        &e.action.as_str(),
+                                        &e.origin.ip_address,
+                                        &serde_json::Value::Object(e.extra.clone()).to_string(),
+                                    ],
+                                )
+                                .await
+                                .expect("insert");
+                        }
+                    })
                 })
             },
         );
