@@ -160,6 +160,13 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// SHA-256 of a well-formed opaque token (refresh, reset): what is stored and
+/// looked up; an error for anything else.
+pub fn opaque_token_hash(token: &str) -> anyhow::Result<[u8; 32]> {
+    let raw = decode_opaque_token(token).ok_or_else(|| anyhow::anyhow!("malformed token"))?;
+    Ok(sha256(&raw))
+}
+
 /// HMAC-SHA-256 under `key` of the concatenated `parts`.
 pub fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC pads a key shorter than the hash's 64-byte block with zeros.

@@ -10,6 +10,7 @@ pub mod pg_bus;
 pub mod redis_bus;
 pub mod revocation;
 pub mod service;
+mod sessions;
 pub mod tokens;
 pub mod totp;
 

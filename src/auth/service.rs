@@ -1,5 +1,6 @@
-//! Account and session operations: what every account route of SPEC section 5
-//! does, without HTTP. Handlers call these and map [`AuthError`] to responses.
+//! The domain service and its accounts: what every account route of SPEC
+//! section 5 does, without HTTP (sessions are in `sessions.rs`, second
+//! factors in `mfa.rs`). Handlers call these and map [`AuthError`] to responses.
 
 use std::sync::Arc;
 
@@ -7,18 +8,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::crypto::{decode_opaque_token, new_opaque_token, sha256, MasterKey};
+use super::crypto::{new_opaque_token, opaque_token_hash, MasterKey};
 use super::password::{HashError, HashPool, PasswordPolicy};
 use super::revocation::{RevocationBus, RevocationList};
-use super::tokens::{AccessClaims, TokenError, TokenKeys, TokenSubject};
-use crate::audit::{Action, NewEvent};
+use super::tokens::{AccessClaims, TokenError, TokenKeys};
+use crate::audit::NewEvent;
 use crate::clock::{Millis, SharedClock};
 use crate::config::Config;
 use crate::email::{normalize, Email};
-use crate::store::{
-    Audit, NewUser, Revoked, Rotation, RotationAudit, Session, SessionLimit, Store, StoreError,
-    User,
-};
+use crate::store::{Audit, NewUser, Revoked, Session, Store, StoreError, User};
 
 /// Longest accepted display name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -150,28 +148,28 @@ pub trait DeviceMemory: Send + Sync + 'static {
 
 /// The account and session logic, shared by every handler.
 pub struct AuthService {
-    store: Store,
-    master: Arc<MasterKey>,
+    pub(super) store: Store,
+    pub(super) master: Arc<MasterKey>,
     /// The key of backup-code hashes (derived from the storage key).
-    backup_key: [u8; 32],
-    issuer: String,
-    hasher: HashPool,
-    policy: PasswordPolicy,
-    tokens: TokenKeys,
-    revocations: RevocationList,
+    pub(super) backup_key: [u8; 32],
+    pub(super) issuer: String,
+    pub(super) hasher: HashPool,
+    pub(super) policy: PasswordPolicy,
+    pub(super) tokens: TokenKeys,
+    pub(super) revocations: RevocationList,
     /// Tells other instances of this process's revocations at once.
-    bus: Option<Arc<dyn RevocationBus>>,
+    pub(super) bus: Option<Arc<dyn RevocationBus>>,
     /// Forgets an account's known devices at a recovery.
-    devices: Option<Arc<dyn DeviceMemory>>,
+    pub(super) devices: Option<Arc<dyn DeviceMemory>>,
     /// The last audit row whose recovery `devices` has heard.
-    recoveries_heard: std::sync::atomic::AtomicI64,
-    clock: SharedClock,
-    session_ttl_ms: Millis,
-    refresh_ttl_ms: Millis,
+    pub(super) recoveries_heard: std::sync::atomic::AtomicI64,
+    pub(super) clock: SharedClock,
+    pub(super) session_ttl_ms: Millis,
+    pub(super) refresh_ttl_ms: Millis,
     /// `accounts.max_sessions`.
-    max_sessions: u32,
+    pub(super) max_sessions: u32,
     /// Recently read accounts for `GET /auth/me` (see [`AuthService::current_profile`]).
-    profiles: moka::sync::Cache<Uuid, Arc<Profile>>,
+    pub(super) profiles: moka::sync::Cache<Uuid, Arc<Profile>>,
 }
 
 /// An account as `GET /auth/me` shows it: the row without its password hash,
@@ -245,7 +243,7 @@ impl AuthService {
 
     /// An account was recovered at `at`: its known devices are forgotten.
     /// False when that must be tried again.
-    async fn recovered(&self, email: &str, at: Millis) -> bool {
+    pub(super) async fn recovered(&self, email: &str, at: Millis) -> bool {
         match &self.devices {
             Some(devices) => devices.forget(email, at).await,
             None => true,
@@ -442,141 +440,6 @@ impl AuthService {
         Ok(user)
     }
 
-    /// Starts a session for an authenticated user and issues its first token
-    /// pair; `audit` (given the user and the session) commits with it.
-    pub async fn open_session(
-        &self,
-        user: &User,
-        remember_me: bool,
-        client: &ClientInfo,
-        audit: Audit,
-    ) -> AuthResult<TokenPair> {
-        let (session, refresh, hash) = self.new_session(user, remember_me, client)?;
-        let limit = self.session_limit(&audit);
-        let audit = about_session(audit, &session);
-        let evicted = self
-            .store
-            .create_session(session.clone(), hash, limit, audit)
-            .await?;
-        self.revoked_now(&evicted, session.created_at).await;
-        self.pair(user, &session, refresh, session.created_at)
-    }
-
-    /// The bound on live sessions a new session is opened under; an evicted
-    /// session's row has the origin of the request that opened the new one.
-    pub(crate) fn session_limit(&self, audit: &Audit) -> SessionLimit {
-        let origin = audit.first().map(|e| e.origin.clone()).unwrap_or_default();
-        SessionLimit {
-            max: self.max_sessions,
-            evicted: NewEvent::new(Action::SessionRevoked, &origin),
-        }
-    }
-
-    /// A session not yet stored, with its refresh token and the token's hash.
-    pub(crate) fn new_session(
-        &self,
-        user: &User,
-        remember_me: bool,
-        client: &ClientInfo,
-    ) -> AuthResult<(Session, String, [u8; 32])> {
-        let now = self.now();
-        let ttl = if remember_me {
-            self.refresh_ttl_ms
-        } else {
-            self.session_ttl_ms
-        };
-        let session = Session {
-            id: Uuid::new_v4(),
-            user_id: user.id,
-            remember_me,
-            created_at: now,
-            last_used_at: now,
-            expires_at: now.saturating_add(ttl),
-            revoked_at: None,
-            ip_address: client.ip.clone(),
-            user_agent: client.user_agent.clone(),
-        };
-        let refresh = new_opaque_token();
-        let hash = refresh_hash(&refresh)?;
-        Ok((session, refresh, hash))
-    }
-
-    pub(crate) fn pair(
-        &self,
-        user: &User,
-        session: &Session,
-        refresh: String,
-        now: Millis,
-    ) -> AuthResult<TokenPair> {
-        let subject = TokenSubject {
-            user_id: user.id,
-            email: &user.email,
-            session_id: session.id,
-            is_admin: user.is_admin,
-            session_expires_at: session.expires_at,
-        };
-        let (access_token, exp) = self.tokens.issue(&subject, now)?;
-        Ok(TokenPair {
-            access_token,
-            refresh_token: refresh,
-            token_type: "Bearer",
-            expires_in: (exp - now.div_euclid(1000)).max(0),
-            refresh_expires_in: (session.expires_at - now).div_euclid(1000).max(0),
-            session_id: session.id,
-        })
-    }
-
-    /// Exchanges a refresh token for a new pair, retiring it. A retired token
-    /// revokes its whole session.
-    pub async fn refresh(
-        &self,
-        refresh_token: &str,
-        audit: RotationAudit,
-    ) -> AuthResult<(User, TokenPair)> {
-        let presented = refresh_hash(refresh_token).map_err(|_| AuthError::InvalidRefreshToken)?;
-        let replacement = new_opaque_token();
-        let now = self.now();
-        match self
-            .store
-            .rotate_refresh(presented, refresh_hash(&replacement)?, now, audit)
-            .await?
-        {
-            Rotation::Invalid => Err(AuthError::InvalidRefreshToken),
-            Rotation::Reused {
-                session_id,
-                user_id,
-            } => {
-                self.revoked_now(&[session_id], now).await;
-                Err(AuthError::RefreshTokenReused {
-                    session_id,
-                    user_id,
-                })
-            }
-            Rotation::Rotated(session) => {
-                let user = self
-                    .store
-                    .user_by_id(session.user_id)
-                    .await?
-                    .filter(|u| !u.is_disabled())
-                    .ok_or(AuthError::InvalidRefreshToken)?;
-                let pair = self.pair(&user, &session, replacement, now)?;
-                Ok((user, pair))
-            }
-        }
-    }
-
-    /// Verifies a bearer token, including revocation, without touching storage.
-    pub fn authorize(&self, bearer: &str) -> AuthResult<AccessClaims> {
-        let claims = self
-            .tokens
-            .verify(bearer, self.now())
-            .map_err(AuthError::InvalidToken)?;
-        if self.revocations.is_revoked(claims.sid) {
-            return Err(AuthError::InvalidToken(TokenError::Revoked));
-        }
-        Ok(claims)
-    }
-
     /// The current, enabled account behind a verified token.
     pub async fn current_user(&self, claims: &AccessClaims) -> AuthResult<User> {
         self.store
@@ -608,67 +471,6 @@ impl AuthService {
     /// Drops a remembered profile after its account or second factor changed.
     pub(crate) fn forget_profile(&self, user_id: Uuid) {
         self.profiles.invalidate(&user_id);
-    }
-
-    /// Revokes the session the token belongs to.
-    pub async fn logout(&self, claims: &AccessClaims, audit: Audit) -> AuthResult<()> {
-        let now = self.now();
-        self.store
-            .revoke_session(claims.sub, claims.sid, "logout", now, audit)
-            .await?;
-        self.revoked_now(&[claims.sid], now).await;
-        Ok(())
-    }
-
-    /// Revokes every session of the token's user and forgets the account's
-    /// known devices; returns how many sessions.
-    pub async fn logout_all(&self, claims: &AccessClaims, audit: Audit) -> AuthResult<usize> {
-        let revoked = self
-            .revoke_all(claims.sub, None, "logout_all", audit)
-            .await?;
-        self.recovered(&claims.email, self.now()).await;
-        Ok(revoked)
-    }
-
-    /// Revokes every live session of `user_id` except `keep`.
-    pub async fn revoke_all(
-        &self,
-        user_id: Uuid,
-        keep: Option<Uuid>,
-        reason: &'static str,
-        audit: Audit,
-    ) -> AuthResult<usize> {
-        let now = self.now();
-        let revoked = self
-            .store
-            .revoke_user_sessions(user_id, keep, reason, now, audit)
-            .await?;
-        self.revoked_now(&revoked, now).await;
-        Ok(revoked.len())
-    }
-
-    /// Live sessions of the token's user, newest first.
-    pub async fn sessions(&self, claims: &AccessClaims) -> AuthResult<Vec<Session>> {
-        Ok(self.store.live_sessions(claims.sub, self.now()).await?)
-    }
-
-    /// Revokes one of the token user's own sessions; others' are [`AuthError::NotFound`].
-    pub async fn revoke_session(
-        &self,
-        claims: &AccessClaims,
-        session_id: Uuid,
-        audit: Audit,
-    ) -> AuthResult<()> {
-        let now = self.now();
-        if !self
-            .store
-            .revoke_session(claims.sub, session_id, "session_revoked", now, audit)
-            .await?
-        {
-            return Err(AuthError::NotFound);
-        }
-        self.revoked_now(&[session_id], now).await;
-        Ok(())
     }
 
     /// Changes the password after checking the current one; revokes every other session.
@@ -734,7 +536,7 @@ impl AuthService {
             .map_err(|r| AuthError::Validation(FieldErrors::from([("email", r.to_owned())])))?;
         let user = self.store.user_by_email(email.as_str()).await?;
         let token = new_opaque_token();
-        let hash = refresh_hash(&token)?;
+        let hash = opaque_token_hash(&token)?;
         let mut event = requested.extra("account_exists", user.is_some());
         if let Some(user) = &user {
             event = event.user(user.id);
@@ -767,7 +569,7 @@ impl AuthService {
         new_password: SecretString,
         audit: Audit,
     ) -> AuthResult<(Uuid, usize)> {
-        let hash = refresh_hash(token).map_err(|_| AuthError::InvalidResetToken)?;
+        let hash = opaque_token_hash(token).map_err(|_| AuthError::InvalidResetToken)?;
         let now = self.now();
         let user_id = self
             .store
@@ -863,35 +665,6 @@ impl AuthService {
     pub fn hash_queue_depth(&self) -> usize {
         self.hasher.queue_depth()
     }
-
-    /// Picks up revocations (and recoveries) made by other processes;
-    /// returns the next cursor.
-    pub async fn sync_revocations(&self, since: Millis) -> AuthResult<Millis> {
-        let now = self.now();
-        self.revocations.prune(now);
-        let next = self.revocations.sync(&self.store, since, now).await?;
-        if self.devices.is_some() {
-            use std::sync::atomic::Ordering;
-            let heard = self.recoveries_heard.load(Ordering::Relaxed);
-            let mut upto = heard;
-            for recovery in self.store.recoveries_after(heard).await? {
-                if !self.recovered(&recovery.email, recovery.at).await {
-                    break;
-                }
-                upto = recovery.id;
-            }
-            // Racing polls may both hear a recovery: forgetting twice is harmless.
-            self.recoveries_heard.fetch_max(upto, Ordering::Relaxed);
-        }
-        Ok(next)
-    }
-}
-
-/// SHA-256 of a well-formed refresh token; an error for anything else.
-fn refresh_hash(token: &str) -> anyhow::Result<[u8; 32]> {
-    let raw =
-        decode_opaque_token(token).ok_or_else(|| anyhow::anyhow!("malformed refresh token"))?;
-    Ok(sha256(&raw))
 }
 
 /// Rows about a session name its user and the session.
