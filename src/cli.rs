@@ -453,8 +453,7 @@ async fn at_rest(config: &Config, request: control::Request) -> anyhow::Result<c
     let _lock = if shared {
         None
     } else {
-        crate::private_files::create_data_dir(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        crate::startup::create_data_dir(config)?;
         Some(control::DirLock::exclusive(dir)?.ok_or_else(|| {
             anyhow!(
                 "a server is starting or stopping on {} (it holds the rate-limit windows, but \

@@ -58,12 +58,10 @@ pub async fn open(
     clock: SharedClock,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Opened> {
-    let dir = &config.storage.data_dir;
-    crate::private_files::create_data_dir(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    create_data_dir(config)?;
     let master = Arc::new(MasterKey::load_or_create(
         &config.storage.encryption_key,
-        dir,
+        &config.storage.data_dir,
     )?);
     let (store, audit) = open_records(config, clock.clone(), metrics).await?;
     let tokens = TokenKeys::load_or_create(&config.tokens, &store, &master, clock.now_ms())
@@ -91,6 +89,13 @@ pub async fn open(
     })
 }
 
+/// Creates the data directory (0700) if it is missing.
+pub fn create_data_dir(config: &Config) -> anyhow::Result<()> {
+    let dir = &config.storage.data_dir;
+    crate::private_files::create_data_dir(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
 /// The records alone: the store and the audit log in it, without the keys
 /// (what the `audit` commands need, also where the storage key is not at hand).
 pub async fn open_records(
@@ -99,9 +104,7 @@ pub async fn open_records(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(Store, AuditLog)> {
     if config.storage.backend == StorageBackend::Sqlite {
-        let dir = &config.storage.data_dir;
-        crate::private_files::create_data_dir(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        create_data_dir(config)?;
     }
     let store = Store::open(config).await?;
     let coalesce_ms = config.audit.coalesce_window.as_millis_i64();

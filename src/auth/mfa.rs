@@ -31,11 +31,7 @@ pub struct PendingLogin {
 impl AuthService {
     /// Whether the user has TOTP turned on.
     pub async fn mfa_enabled(&self, user_id: Uuid) -> AuthResult<bool> {
-        Ok(self
-            .store()
-            .totp(user_id)
-            .await?
-            .is_some_and(|t| t.enabled()))
+        Ok(self.store.totp(user_id).await?.is_some_and(|t| t.enabled()))
     }
 
     /// Creates a new secret awaiting confirmation; returns it in base32 and as
@@ -47,9 +43,9 @@ impl AuthService {
         }
         let secret = totp::new_secret();
         let sealed = self
-            .master()
+            .master
             .seal(&secret, secret_context(user.id).as_bytes())?;
-        self.store().set_pending_totp(user.id, sealed).await?;
+        self.store.set_pending_totp(user.id, sealed).await?;
         Ok(totp::provisioning(&secret, self.issuer(), &user.email))
     }
 
@@ -64,7 +60,7 @@ impl AuthService {
         audit: Audit,
     ) -> AuthResult<Vec<String>> {
         let user = self.current_user(claims).await?;
-        let row = self.store().totp(user.id).await?.unwrap_or_default();
+        let row = self.store.totp(user.id).await?.unwrap_or_default();
         if row.secret.is_some() {
             return Err(AuthError::MfaState("mfa_already_enabled"));
         }
@@ -73,7 +69,7 @@ impl AuthService {
         };
         self.check_current_password(&user, password).await?;
         let secret = self
-            .master()
+            .master
             .open(&pending, secret_context(user.id).as_bytes())?;
         let now_secs = u64::try_from(self.now().div_euclid(1000)).unwrap_or(0);
         let step = totp::matching_step(&secret, code, now_secs).ok_or(AuthError::InvalidMfaCode)?;
@@ -84,7 +80,7 @@ impl AuthService {
             .collect();
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         if !self
-            .store()
+            .store
             .enable_totp(user.id, step, hashes, self.now(), audit)
             .await?
         {
@@ -111,7 +107,7 @@ impl AuthService {
             return Err(AuthError::InvalidMfaCode);
         }
         let now = self.now();
-        self.store()
+        self.store
             .disable_totp(user.id, now, stamped(audit, now))
             .await?;
         self.forget_profile(user.id);
@@ -137,7 +133,7 @@ impl AuthService {
             .iter()
             .map(|c| totp::backup_hash(self.backup_key(), user.id, c))
             .collect();
-        self.store()
+        self.store
             .replace_backup_codes(user.id, hashes, self.now(), audit)
             .await?;
         Ok(codes)
@@ -152,22 +148,22 @@ impl AuthService {
                 totp::legacy_backup_hash(user_id, code),
             ];
             return Ok(self
-                .store()
+                .store
                 .use_backup_code(user_id, hashes, self.now())
                 .await?);
         }
-        let Some(sealed) = self.store().totp(user_id).await?.and_then(|t| t.secret) else {
+        let Some(sealed) = self.store.totp(user_id).await?.and_then(|t| t.secret) else {
             return Ok(false);
         };
         let secret = self
-            .master()
+            .master
             .open(&sealed, secret_context(user_id).as_bytes())?;
         let now_secs = u64::try_from(self.now().div_euclid(1000)).unwrap_or(0);
         let Some(step) = totp::matching_step(&secret, code, now_secs) else {
             return Ok(false);
         };
         let step = i64::try_from(step).unwrap_or(i64::MAX);
-        Ok(self.store().use_totp_step(user_id, step).await?)
+        Ok(self.store.use_totp_step(user_id, step).await?)
     }
 
     /// After a correct password: a challenge for the second step. Returns the
@@ -181,7 +177,7 @@ impl AuthService {
             expires_at: now + MFA_TOKEN_TTL_MS,
             failures: 0,
         };
-        self.store()
+        self.store
             .create_mfa_challenge(token_hash(&token)?, challenge, now)
             .await?;
         Ok((token, MFA_TOKEN_TTL_MS / 1000))
@@ -191,12 +187,12 @@ impl AuthService {
     pub async fn pending_login(&self, mfa_token: &str) -> AuthResult<PendingLogin> {
         let hash = token_hash(mfa_token).map_err(|_| AuthError::InvalidMfaCode)?;
         let challenge = self
-            .store()
+            .store
             .mfa_challenge(hash, self.now())
             .await?
             .ok_or(AuthError::InvalidMfaCode)?;
         let user = self
-            .store()
+            .store
             .user_by_id(challenge.user_id)
             .await?
             .filter(|u| !u.is_disabled())
@@ -225,7 +221,7 @@ impl AuthService {
             .collect();
         if !self.check_second_factor(pending.user.id, code).await? {
             let now = self.now();
-            self.store()
+            self.store
                 .fail_mfa_challenge(
                     pending.token_hash,
                     MFA_MAX_FAILURES,
@@ -241,7 +237,7 @@ impl AuthService {
         let limit = self.session_limit(&success);
         let success = about_session(success, &session);
         let Some(evicted) = self
-            .store()
+            .store
             .complete_mfa_challenge(
                 pending.token_hash,
                 session.clone(),

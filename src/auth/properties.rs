@@ -105,7 +105,7 @@ impl World {
         let mut users = Vec::new();
         for i in 0..2 {
             let user = server
-                .store()
+                .store
                 .create_user(
                     NewUser {
                         id: Uuid::new_v4(),

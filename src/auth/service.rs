@@ -278,17 +278,6 @@ impl AuthService {
         self.revoked(&revoked).await;
     }
 
-    /// The store, for the rest of the domain (`auth/`) only: everything
-    /// else goes through the domain's methods.
-    pub(super) fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The key that seals secrets at rest.
-    pub(super) fn master(&self) -> &MasterKey {
-        &self.master
-    }
-
     /// The key backup codes are hashed under.
     pub(crate) fn backup_key(&self) -> &[u8; 32] {
         &self.backup_key
