@@ -30,9 +30,17 @@ CREATE TABLE IF NOT EXISTS sessions (
     revoked_at     BIGINT,
     revoke_reason  TEXT,
     ip_address     TEXT,
-    user_agent     TEXT
+    user_agent     TEXT,
+    kind           TEXT NOT NULL DEFAULT 'api', -- api | browser
+    amr            TEXT NOT NULL DEFAULT 'pwd', -- the factors it was opened with (RFC 8176), comma-separated
+    cookie_hash    BYTEA                        -- browser sessions: SHA-256 of the cookie
 );
 CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions(user_id);
+-- Databases made by version 1 gain the columns above.
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'api';
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS amr TEXT NOT NULL DEFAULT 'pwd';
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS cookie_hash BYTEA;
+CREATE UNIQUE INDEX IF NOT EXISTS sessions_cookie_hash ON sessions(cookie_hash) WHERE cookie_hash IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sessions_revoked_at ON sessions(revoked_at) WHERE revoked_at IS NOT NULL;
 
 -- Every refresh token ever issued, by SHA-256 hash. A session has exactly one
@@ -44,6 +52,15 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     retired_at     BIGINT
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_session_id ON refresh_tokens(session_id);
+
+-- Groups (SPEC section 10): names [a-z0-9_-]{1,64}; admins are also in the
+-- implicit group `admins`, which is never stored.
+CREATE TABLE IF NOT EXISTS user_groups (
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name           TEXT NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
+CREATE INDEX IF NOT EXISTS user_groups_name ON user_groups(name);
 
 -- Password-reset tokens, by SHA-256 hash. Valid one hour, single use; a newer
 -- request voids the older unused ones.
@@ -143,4 +160,5 @@ CREATE INDEX IF NOT EXISTS audit_log_created_at ON audit_log(created_at);
 CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log(resource_type, resource_id) WHERE resource_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_log_ip_address ON audit_log(ip_address);
 
-INSERT INTO schema_version (version) VALUES (1) ON CONFLICT (only_row) DO NOTHING;
+INSERT INTO schema_version (version) VALUES (2)
+    ON CONFLICT (only_row) DO UPDATE SET version = GREATEST(schema_version.version, 2);

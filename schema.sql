@@ -1,6 +1,7 @@
 -- portcullis database schema. Applied at every start-up; every statement is
 -- idempotent. Times are Unix milliseconds (UTC) unless a column says otherwise.
--- PRAGMA user_version records the schema version (see src/store/sqlite.rs).
+-- PRAGMA user_version records the schema version (see src/store/db/sqlite/connection.rs, which
+-- also brings older databases up to it).
 
 CREATE TABLE IF NOT EXISTS users (
     id             TEXT PRIMARY KEY,            -- UUID v4
@@ -23,9 +24,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     revoked_at     INTEGER,
     revoke_reason  TEXT,
     ip_address     TEXT,
-    user_agent     TEXT
+    user_agent     TEXT,
+    kind           TEXT NOT NULL DEFAULT 'api', -- api | browser
+    amr            TEXT NOT NULL DEFAULT 'pwd', -- the factors it was opened with (RFC 8176), comma-separated
+    cookie_hash    BLOB                        -- browser sessions: SHA-256 of the cookie
 );
 CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions(user_id);
+CREATE UNIQUE INDEX IF NOT EXISTS sessions_cookie_hash ON sessions(cookie_hash) WHERE cookie_hash IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sessions_revoked_at ON sessions(revoked_at) WHERE revoked_at IS NOT NULL;
 
 -- Every refresh token ever issued, by SHA-256 hash. A session has exactly one
@@ -37,6 +42,15 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     retired_at     INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS refresh_tokens_session_id ON refresh_tokens(session_id);
+
+-- Groups (SPEC section 10): names [a-z0-9_-]{1,64}; admins are also in the
+-- implicit group `admins`, which is never stored.
+CREATE TABLE IF NOT EXISTS user_groups (
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name           TEXT NOT NULL,
+    PRIMARY KEY (user_id, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS user_groups_name ON user_groups(name);
 
 -- Password-reset tokens, by SHA-256 hash. Valid one hour, single use; a newer
 -- request voids the older unused ones.
@@ -140,4 +154,4 @@ CREATE INDEX IF NOT EXISTS audit_log_created_at ON audit_log(created_at);
 CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log(resource_type, resource_id) WHERE resource_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_log_ip_address ON audit_log(ip_address);
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;

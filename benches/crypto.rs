@@ -16,7 +16,7 @@ use portcullis::auth::crypto::MasterKey;
 use portcullis::auth::password::Argon;
 use portcullis::auth::tokens::{TokenKeys, TokenSubject};
 use portcullis::config::{Algorithm, Config, TokensConfig};
-use portcullis::store::Store;
+use portcullis::store::{Amr, Store};
 use uuid::Uuid;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -39,6 +39,8 @@ fn tokens(c: &mut Criterion) {
         session_id: Uuid::new_v4(),
         is_admin: false,
         session_expires_at: NOW + 86_400_000,
+        amr: Amr::PWD,
+        auth_time: NOW,
     };
     let eddsa = TokensConfig::default();
     let hs256 = TokensConfig {

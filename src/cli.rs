@@ -163,6 +163,22 @@ pub enum UserCommand {
         /// The account's email address.
         email: String,
     },
+    /// Show an account's groups, or add and remove some (admins follows promote/demote).
+    Groups {
+        /// The account's email address.
+        email: String,
+        /// A group to add (a-z, 0-9, _ and -; at most 64); repeatable.
+        #[arg(long, value_name = "GROUP")]
+        add: Vec<String>,
+        /// A group to remove; repeatable.
+        #[arg(long, value_name = "GROUP")]
+        remove: Vec<String>,
+    },
+    /// Turn off a lost second factor (TOTP, backup codes) and revoke every session.
+    ResetMfa {
+        /// The account's email address.
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -313,6 +329,45 @@ async fn user_change(auth: &AuthService, command: UserCommand) -> anyhow::Result
         UserCommand::Enable { email } => set_disabled(auth, &email, false).await?,
         UserCommand::Promote { email } => set_admin(auth, &email, true).await?,
         UserCommand::Demote { email } => set_admin(auth, &email, false).await?,
+        UserCommand::Groups { email, add, remove } => {
+            let user = account(auth, &email).await?;
+            let mut groups: Vec<String> = auth
+                .all_groups()
+                .await
+                .map_err(describe)?
+                .remove(&user.id)
+                .unwrap_or_default();
+            groups.retain(|g| !remove.contains(g));
+            groups.extend(add);
+            let event = NewEvent::new(Action::GroupsChanged, &Origin::default())
+                .user(user.id)
+                .extra("actor", "cli");
+            let groups = auth
+                .set_groups(user.id, &groups, event)
+                .await
+                .map_err(describe)?;
+            println!(
+                "{}: {}",
+                user.email,
+                if groups.is_empty() {
+                    "no groups".to_owned()
+                } else {
+                    groups.join(", ")
+                }
+            );
+        }
+        UserCommand::ResetMfa { email } => {
+            let user = account(auth, &email).await?;
+            let event = NewEvent::new(Action::MfaReset, &Origin::default()).extra("actor", "cli");
+            auth.reset_mfa(user.id, vec![event])
+                .await
+                .map_err(describe)?;
+            println!(
+                "{}: two-step verification is off and every session is signed out; \
+                 they sign in with their password and may set it up again",
+                user.email
+            );
+        }
     }
     Ok(())
 }

@@ -59,6 +59,12 @@ pub enum ApiError {
     InvalidMfaCode,
     #[error("you do not have access to this resource")]
     Forbidden,
+    /// A 403 with its own code (`registration_closed`, `invalid_csrf_token`).
+    #[error("{message}")]
+    Refused {
+        code: &'static str,
+        message: &'static str,
+    },
     #[error("{0}")]
     NotFound(&'static str),
     #[error("method not allowed")]
@@ -93,6 +99,7 @@ impl ApiError {
             Self::InvalidCurrentPassword => "invalid_current_password",
             Self::InvalidMfaCode => "invalid_mfa_code",
             Self::Forbidden => "forbidden",
+            Self::Refused { code, .. } => code,
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::TooManyRequests(_) => "too_many_requests",
@@ -148,7 +155,7 @@ impl ResponseError for ApiError {
             | Self::InvalidMfaCode
             | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::EmailTaken => StatusCode::CONFLICT,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::Refused { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -1,7 +1,7 @@
 //! portcullis: an authentication server in one binary.
 //!
 //! The crate is laid out by layer (see `ARCHITECTURE.md`): [`http`] parses requests
-//! and maps results to responses, [`auth`] holds the account, password, token and
+//! and maps results to responses, [`pages`] serves the same to people, [`auth`] holds the account, password, token and
 //! session logic, and [`store`] persists it. [`startup`] wires them together.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod mail;
 pub mod metrics;
+pub mod pages;
 pub mod private_files;
 pub mod ratelimit;
 pub mod startup;

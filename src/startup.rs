@@ -332,6 +332,7 @@ impl Application {
         let max_body = config.server.max_body_bytes;
         let limits = config.server.clone();
         let app_state = state.clone();
+        let pages_on = config.web.enabled;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -342,6 +343,11 @@ impl Application {
                 .wrap(middleware::from_fn(limits::middleware))
                 .wrap(middleware::from_fn(request_id::middleware))
                 .configure(http::routes)
+                .configure(|cfg| {
+                    if pages_on {
+                        crate::pages::routes(cfg);
+                    }
+                })
                 .default_service(web::to(http::not_found))
         })
         .listen(listener)?
@@ -413,6 +419,22 @@ impl Application {
             config = %config.file.as_deref().map_or_else(|| "none (defaults and environment)".into(), |f| f.display().to_string()),
             "portcullis listening"
         );
+        if config.web.enabled {
+            // SPEC section 11: the one link this server logs with a secret in
+            // it: single use, one hour, and only while no administrator exists.
+            match state.auth.start_first_run().await {
+                Ok(Some(token)) => tracing::warn!(
+                    setup_url = %format!(
+                        "{}/ui/setup?token={token}",
+                        config.server.public_url.trim_end_matches('/')
+                    ),
+                    "no administrator yet: open this link within an hour to create one \
+                     (or run `portcullis user add --email EMAIL --admin --password-stdin`)"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot tell whether an administrator exists"),
+            }
+        }
         Ok(Self {
             server,
             handle,

@@ -33,10 +33,12 @@ pub enum Action {
     RateLimitCleared,
     AuditPruned,
     GroupsChanged,
+    UserCreated,
+    MfaReset,
 }
 
 impl Action {
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 26] = [
         Self::RegistrationSuccess,
         Self::RegistrationFailed,
         Self::LoginSuccess,
@@ -61,6 +63,8 @@ impl Action {
         Self::RateLimitCleared,
         Self::AuditPruned,
         Self::GroupsChanged,
+        Self::UserCreated,
+        Self::MfaReset,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +93,8 @@ impl Action {
             Self::RateLimitCleared => "rate_limit_cleared",
             Self::AuditPruned => "audit_pruned",
             Self::GroupsChanged => "groups_changed",
+            Self::UserCreated => "user_created",
+            Self::MfaReset => "mfa_reset",
         }
     }
 

@@ -5,11 +5,12 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::crypto::{decode_opaque_token, new_opaque_token, sha256};
-use super::service::{about_session, AuthError, AuthResult, AuthService, ClientInfo, TokenPair};
+use super::service::{about_session, AuthError, AuthResult, AuthService, ClientInfo};
+use super::sessions::{Opened, SignIn};
 use super::tokens::AccessClaims;
 use super::totp;
 use crate::clock::Millis;
-use crate::store::{Audit, MfaChallenge, User};
+use crate::store::{Amr, Audit, MfaChallenge, SessionKind, User};
 
 /// How long an `mfa_token` lives.
 pub const MFA_TOKEN_TTL_MS: Millis = 300_000;
@@ -47,6 +48,24 @@ impl AuthService {
             .seal(&secret, secret_context(user.id).as_bytes())?;
         self.store.set_pending_totp(user.id, sealed).await?;
         Ok(totp::provisioning(&secret, self.issuer(), &user.email))
+    }
+
+    /// The secret awaiting confirmation, as [`AuthService::totp_setup`] gave
+    /// it, or a new one when there is none: what the setup page shows again
+    /// after a wrong code, so that the app scanned stays the right one.
+    pub async fn totp_pending_or_new(&self, claims: &AccessClaims) -> AuthResult<(String, String)> {
+        let user = self.current_user(claims).await?;
+        let row = self.store.totp(user.id).await?;
+        if row.as_ref().is_some_and(|t| t.enabled()) {
+            return Err(AuthError::MfaState("mfa_already_enabled"));
+        }
+        if let Some(sealed) = row.and_then(|t| t.pending_secret) {
+            let secret = self
+                .master
+                .open(&sealed, secret_context(user.id).as_bytes())?;
+            return Ok(totp::provisioning(&secret, self.issuer(), &user.email));
+        }
+        self.totp_setup(claims).await
     }
 
     /// Confirms the pending secret with the current password and a code;
@@ -88,6 +107,31 @@ impl AuthService {
         }
         self.forget_profile(user.id);
         Ok(codes)
+    }
+
+    /// An administrator turns off a user's lost second factor (SPEC section
+    /// 10): TOTP and backup codes removed, every session revoked at once.
+    /// Returns the user; [`AuthError::NotFound`] when there is none.
+    pub async fn reset_mfa(&self, user_id: Uuid, audit: Audit) -> AuthResult<User> {
+        let now = self.now();
+        let audit: Audit = audit
+            .into_iter()
+            .map(|e| e.user(user_id).resource("user", user_id))
+            .collect();
+        let revoked = self
+            .store
+            .reset_second_factor(user_id, now, stamped(audit, now))
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        self.forget_profile(user_id);
+        self.revoked_now(&revoked, now).await;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        self.recovered(&user.email, now).await;
+        Ok(user)
     }
 
     /// Turns TOTP off after checking the password and a code.
@@ -211,10 +255,11 @@ impl AuthService {
         &self,
         pending: &PendingLogin,
         code: &str,
+        kind: SessionKind,
         client: &ClientInfo,
         success: Audit,
         failed: Audit,
-    ) -> AuthResult<TokenPair> {
+    ) -> AuthResult<Opened> {
         let failed: Audit = failed
             .into_iter()
             .map(|e| e.user(pending.user.id))
@@ -232,8 +277,12 @@ impl AuthService {
             return Err(AuthError::InvalidMfaCode);
         }
         let user = &pending.user;
-        let (session, refresh, hash) =
-            self.new_session(user, pending.challenge.remember_me, client)?;
+        let sign_in = SignIn {
+            kind,
+            remember_me: pending.challenge.remember_me,
+            amr: Amr::PWD.and(Amr::OTP),
+        };
+        let (session, secret, hash) = self.new_session(user, sign_in, client)?;
         let limit = self.session_limit(&success);
         let success = about_session(success, &session);
         let Some(evicted) = self
@@ -251,7 +300,7 @@ impl AuthService {
             return Err(AuthError::InvalidMfaCode);
         };
         self.revoked_now(&evicted, session.created_at).await;
-        self.pair(user, &session, refresh, session.created_at)
+        self.opened(user, session, secret)
     }
 }
 

@@ -2,6 +2,8 @@
 //! knows about HTTP; handlers in [`crate::http`] call [`service::AuthService`].
 
 pub mod crypto;
+pub mod first_run;
+pub mod groups;
 pub mod mfa;
 pub mod password;
 #[cfg(feature = "postgres")]
@@ -10,7 +12,7 @@ pub mod pg_bus;
 pub mod redis_bus;
 pub mod revocation;
 pub mod service;
-mod sessions;
+pub mod sessions;
 pub mod tokens;
 pub mod totp;
 

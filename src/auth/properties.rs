@@ -10,11 +10,12 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::service::{AuthError, AuthService, ClientInfo};
+use super::sessions::SignIn;
 use crate::audit::{Action, NewEvent, Origin};
 use crate::clock::{Clock, ManualClock, Millis};
 use crate::config::Config;
 use crate::startup::open;
-use crate::store::{NewUser, RotationAudit, User};
+use crate::store::{Amr, NewUser, RotationAudit, SessionKind, User};
 
 fn event(action: Action) -> NewEvent {
     NewEvent::new(action, &Origin::default())
@@ -149,12 +150,18 @@ impl World {
                     .server
                     .open_session(
                         &self.users[user],
-                        false,
+                        SignIn {
+                            kind: SessionKind::Api,
+                            remember_me: false,
+                            amr: Amr::PWD,
+                        },
                         &client,
                         vec![event(Action::LoginSuccess)],
                     )
                     .await
-                    .expect("login");
+                    .expect("login")
+                    .into_tokens()
+                    .expect("a token pair");
                 self.sessions.push(ModelSession {
                     user,
                     id: pair.session_id,

@@ -9,6 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::crypto::{new_opaque_token, opaque_token_hash, MasterKey};
+use super::groups::with_admins;
 use super::password::{HashError, HashPool, PasswordPolicy};
 use super::revocation::{RevocationBus, RevocationList};
 use super::tokens::{AccessClaims, TokenError, TokenKeys};
@@ -170,6 +171,13 @@ pub struct AuthService {
     pub(super) max_sessions: u32,
     /// Recently read accounts for `GET /auth/me` (see [`AuthService::current_profile`]).
     pub(super) profiles: moka::sync::Cache<Uuid, Arc<Profile>>,
+    /// Browser sessions seen lately, by their cookie's hash (see
+    /// [`AuthService::browser_session`]).
+    pub(super) browser_sessions: moka::sync::Cache<[u8; 32], Arc<Session>>,
+    /// The key of the pages' form (CSRF) tokens.
+    pub(super) form_key: [u8; 32],
+    /// The setup link of a first run (see `first_run.rs`).
+    pub(super) first_run: super::first_run::FirstRun,
 }
 
 /// An account as `GET /auth/me` shows it: the row without its password hash,
@@ -178,6 +186,8 @@ pub struct AuthService {
 pub struct Profile {
     pub user: User,
     pub mfa_enabled: bool,
+    /// Its groups, `admins` included for an administrator, sorted.
+    pub groups: Vec<String>,
 }
 
 /// How long a profile read from the database is served from memory. Changes
@@ -185,6 +195,11 @@ pub struct Profile {
 /// made by another process on the same database (the CLI) within this time,
 /// the same bound as for revocations.
 const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Browser sessions remembered at once, and for how long after a read. A
+/// revocation is seen at once all the same (the revocation list is consulted
+/// on every use); only the session's row is remembered.
+const BROWSER_SESSIONS: u64 = 100_000;
+const BROWSER_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl AuthService {
     pub fn new(
@@ -199,6 +214,8 @@ impl AuthService {
         Self {
             store,
             backup_key: master.subkey("backup codes"),
+            form_key: master.subkey("form tokens"),
+            first_run: super::first_run::FirstRun::default(),
             master,
             issuer: config.tokens.issuer.clone(),
             hasher,
@@ -215,6 +232,10 @@ impl AuthService {
             profiles: moka::sync::Cache::builder()
                 .max_capacity(16_384)
                 .time_to_live(PROFILE_TTL)
+                .build(),
+            browser_sessions: moka::sync::Cache::builder()
+                .max_capacity(BROWSER_SESSIONS)
+                .time_to_live(BROWSER_SESSION_TTL)
                 .build(),
         }
     }
@@ -442,18 +463,28 @@ impl AuthService {
     /// factor is on, served from memory for up to [`PROFILE_TTL`] after a read:
     /// a client polling `/auth/me` costs no database read per request.
     pub async fn current_profile(&self, claims: &AccessClaims) -> AuthResult<Arc<Profile>> {
-        if let Some(profile) = self.profiles.get(&claims.sub) {
+        self.profile(claims.sub).await
+    }
+
+    /// The enabled account `user_id`, as [`AuthService::current_profile`] serves it.
+    pub(super) async fn profile(&self, user_id: Uuid) -> AuthResult<Arc<Profile>> {
+        if let Some(profile) = self.profiles.get(&user_id) {
             return Ok(profile);
         }
         let (mut user, mfa_enabled) = self
             .store
-            .user_with_mfa(claims.sub)
+            .user_with_mfa(user_id)
             .await?
             .filter(|(u, _)| !u.is_disabled())
             .ok_or(AuthError::InvalidToken(TokenError::Revoked))?;
         user.password_hash = String::new();
-        let profile = Arc::new(Profile { user, mfa_enabled });
-        self.profiles.insert(claims.sub, profile.clone());
+        let groups = with_admins(self.store.groups_of(user_id).await?, user.is_admin);
+        let profile = Arc::new(Profile {
+            user,
+            mfa_enabled,
+            groups,
+        });
+        self.profiles.insert(user_id, profile.clone());
         Ok(profile)
     }
 

@@ -4,6 +4,8 @@
 //! [`AuthService`], beside its accounts (`service.rs`) and second factors
 //! (`mfa.rs`).
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::crypto::{new_opaque_token, opaque_token_hash};
@@ -11,19 +13,50 @@ use super::service::{about_session, AuthError, AuthResult, AuthService, ClientIn
 use super::tokens::{AccessClaims, TokenError, TokenSubject};
 use crate::audit::{Action, NewEvent};
 use crate::clock::Millis;
-use crate::store::{Audit, Rotation, RotationAudit, Session, SessionLimit, User};
+use crate::store::{Amr, Audit, Rotation, RotationAudit, Session, SessionKind, SessionLimit, User};
+
+/// How a sign-in opens its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignIn {
+    pub kind: SessionKind,
+    /// The longer lifetime (`refresh_ttl`) instead of `session_ttl`.
+    pub remember_me: bool,
+    /// The factors the user gave.
+    pub amr: Amr,
+}
+
+/// A session just opened: what its client is given.
+#[derive(Debug)]
+pub enum Opened {
+    /// An API session's first token pair.
+    Tokens(TokenPair),
+    /// A browser session: the cookie's value (shown once, stored hashed).
+    Browser { cookie: String, session: Session },
+}
+
+impl Opened {
+    /// The token pair of an API session.
+    pub fn into_tokens(self) -> AuthResult<TokenPair> {
+        match self {
+            Self::Tokens(pair) => Ok(pair),
+            Self::Browser { .. } => Err(AuthError::Internal(anyhow::anyhow!(
+                "a browser session where a token pair was asked for"
+            ))),
+        }
+    }
+}
 
 impl AuthService {
-    /// Starts a session for an authenticated user and issues its first token
-    /// pair; `audit` (given the user and the session) commits with it.
+    /// Starts a session for an authenticated user and issues its credential;
+    /// `audit` (given the user and the session) commits with it.
     pub async fn open_session(
         &self,
         user: &User,
-        remember_me: bool,
+        sign_in: SignIn,
         client: &ClientInfo,
         audit: Audit,
-    ) -> AuthResult<TokenPair> {
-        let (session, refresh, hash) = self.new_session(user, remember_me, client)?;
+    ) -> AuthResult<Opened> {
+        let (session, secret, hash) = self.new_session(user, sign_in, client)?;
         let limit = self.session_limit(&audit);
         let audit = about_session(audit, &session);
         let evicted = self
@@ -31,7 +64,73 @@ impl AuthService {
             .create_session(session.clone(), hash, limit, audit)
             .await?;
         self.revoked_now(&evicted, session.created_at).await;
-        self.pair(user, &session, refresh, session.created_at)
+        self.opened(user, session, secret)
+    }
+
+    /// What the client of a session just stored is given.
+    pub(crate) fn opened(
+        &self,
+        user: &User,
+        session: Session,
+        secret: String,
+    ) -> AuthResult<Opened> {
+        Ok(match session.kind {
+            SessionKind::Api => {
+                Opened::Tokens(self.pair(user, &session, secret, session.created_at)?)
+            }
+            SessionKind::Browser => Opened::Browser {
+                cookie: secret,
+                session,
+            },
+        })
+    }
+
+    /// The live browser session of a `portcullis_session` cookie, as the
+    /// claims of an access token of that session (so that every domain call
+    /// taking a token's claims serves the pages too). A session seen lately
+    /// is served from memory; revocation is checked on every use, so a
+    /// revoked session is refused at once.
+    pub async fn browser_session(&self, cookie: &str) -> AuthResult<AccessClaims> {
+        let refused = || AuthError::InvalidToken(TokenError::Invalid);
+        let hash = opaque_token_hash(cookie).map_err(|_| refused())?;
+        let now = self.now();
+        let session = match self.browser_sessions.get(&hash) {
+            Some(session) => session,
+            None => {
+                let session = self
+                    .store
+                    .browser_session(hash, now)
+                    .await?
+                    .ok_or_else(refused)?;
+                let session = Arc::new(session);
+                self.browser_sessions.insert(hash, session.clone());
+                session
+            }
+        };
+        if !session.is_live(now) || self.revocations.is_revoked(session.id) {
+            self.browser_sessions.invalidate(&hash);
+            return Err(AuthError::InvalidToken(TokenError::Revoked));
+        }
+        let profile = self.profile(session.user_id).await?;
+        let user = &profile.user;
+        Ok(AccessClaims {
+            iss: self.issuer.clone(),
+            aud: String::new(),
+            sub: user.id,
+            email: user.email.clone(),
+            sid: session.id,
+            jti: Uuid::nil(),
+            iat: session.created_at.div_euclid(1000),
+            nbf: session.created_at.div_euclid(1000),
+            exp: session.expires_at.div_euclid(1000),
+            roles: if user.is_admin {
+                vec!["admin".to_owned()]
+            } else {
+                Vec::new()
+            },
+            amr: session.amr.values().map(str::to_owned).collect(),
+            auth_time: session.created_at.div_euclid(1000),
+        })
     }
 
     /// The bound on live sessions a new session is opened under; an evicted
@@ -48,10 +147,15 @@ impl AuthService {
     pub(crate) fn new_session(
         &self,
         user: &User,
-        remember_me: bool,
+        sign_in: SignIn,
         client: &ClientInfo,
     ) -> AuthResult<(Session, String, [u8; 32])> {
         let now = self.now();
+        let SignIn {
+            kind,
+            remember_me,
+            amr,
+        } = sign_in;
         let ttl = if remember_me {
             self.refresh_ttl_ms
         } else {
@@ -60,6 +164,8 @@ impl AuthService {
         let session = Session {
             id: Uuid::new_v4(),
             user_id: user.id,
+            kind,
+            amr,
             remember_me,
             created_at: now,
             last_used_at: now,
@@ -68,9 +174,9 @@ impl AuthService {
             ip_address: client.ip.clone(),
             user_agent: client.user_agent.clone(),
         };
-        let refresh = new_opaque_token();
-        let hash = opaque_token_hash(&refresh)?;
-        Ok((session, refresh, hash))
+        let secret = new_opaque_token();
+        let hash = opaque_token_hash(&secret)?;
+        Ok((session, secret, hash))
     }
 
     pub(crate) fn pair(
@@ -86,6 +192,8 @@ impl AuthService {
             session_id: session.id,
             is_admin: user.is_admin,
             session_expires_at: session.expires_at,
+            amr: session.amr,
+            auth_time: session.created_at,
         };
         let (access_token, exp) = self.tokens.issue(&subject, now)?;
         Ok(TokenPair {

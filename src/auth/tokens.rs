@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::crypto::{random_bytes, sha256, MasterKey};
 use crate::clock::Millis;
 use crate::config::{Algorithm, TokensConfig};
-use crate::store::{SigningKeyRow, Store};
+use crate::store::{Amr, SigningKeyRow, Store};
 
 /// The `typ` header of our access tokens (RFC 9068).
 pub const TOKEN_TYPE: &str = "at+jwt";
@@ -47,6 +47,12 @@ pub struct AccessClaims {
     pub nbf: i64,
     pub exp: i64,
     pub roles: Vec<String>,
+    /// The factors the session was opened with (RFC 8176).
+    #[serde(default)]
+    pub amr: Vec<String>,
+    /// When the user signed in (seconds), which a refresh does not change.
+    #[serde(default)]
+    pub auth_time: i64,
 }
 
 /// Why a presented access token was refused.
@@ -83,6 +89,10 @@ pub struct TokenSubject<'a> {
     pub is_admin: bool,
     /// The token never outlives its session.
     pub session_expires_at: Millis,
+    /// The session's factors.
+    pub amr: Amr,
+    /// When the session was opened.
+    pub auth_time: Millis,
 }
 
 /// A public key as `/.well-known/jwks.json` publishes it (RFC 7517).
@@ -265,6 +275,8 @@ impl TokenKeys {
             } else {
                 Vec::new()
             },
+            amr: subject.amr.values().map(str::to_owned).collect(),
+            auth_time: subject.auth_time.div_euclid(1000),
         };
         let mut header = Header::new(self.algorithm);
         header.typ = Some(TOKEN_TYPE.to_owned());
@@ -358,6 +370,8 @@ mod tests {
             session_id: Uuid::new_v4(),
             is_admin: true,
             session_expires_at: NOW + 86_400_000,
+            amr: Amr::PWD,
+            auth_time: NOW,
         }
     }
 

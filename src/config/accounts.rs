@@ -11,11 +11,17 @@ pub struct AccountsConfig {
     /// Live sessions per user; a sign-in beyond it revokes the least recently
     /// used one.
     pub max_sessions: u32,
+    /// Anyone may create an account (`POST /auth/register`, the register
+    /// page); when false only administrators add users.
+    pub open_registration: bool,
 }
 
 impl Default for AccountsConfig {
     fn default() -> Self {
-        Self { max_sessions: 100 }
+        Self {
+            max_sessions: 100,
+            open_registration: true,
+        }
     }
 }
 

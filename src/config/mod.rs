@@ -17,6 +17,7 @@ mod rate_limit;
 mod server;
 mod storage;
 mod tokens;
+mod web;
 
 pub use accounts::AccountsConfig;
 pub use audit::AuditConfig;
@@ -27,6 +28,7 @@ pub use rate_limit::{LimitStoreKind, RateLimitConfig, RuleConfig, RuleName, DEFA
 pub use server::{LogFormat, ServerConfig};
 pub use storage::{StorageBackend, StorageConfig};
 pub use tokens::{Algorithm, TokensConfig};
+pub use web::WebConfig;
 
 use env::{apply_env, default_tree, known_keys, one_line, overlay, path_text};
 
@@ -48,6 +50,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub mail: MailConfig,
     pub accounts: AccountsConfig,
+    pub web: WebConfig,
     /// The file this was read from, if any.
     #[serde(skip)]
     pub file: Option<PathBuf>,
@@ -186,7 +189,8 @@ impl Config {
         self.rate_limit.validate()?;
         self.audit.validate()?;
         self.mail.validate()?;
-        self.accounts.validate()
+        self.accounts.validate()?;
+        self.web.validate()
     }
 
     /// The effective configuration as TOML, every secret replaced by `"***"`.

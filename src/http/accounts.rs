@@ -13,10 +13,11 @@ use super::guard::guarded;
 use super::AppState;
 use crate::audit::{Action, NewEvent};
 use crate::auth::service::{AuthError, TokenPair};
+use crate::auth::sessions::{Opened, SignIn};
 use crate::email::{normalize, Email};
 use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::Guarded;
-use crate::store::{RotationAudit, User};
+use crate::store::{Amr, RotationAudit, SessionKind, User};
 use crate::time_fmt::rfc3339_ms;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -79,6 +80,8 @@ pub struct MeView {
     pub user: UserView,
     pub mfa_enabled: bool,
     pub is_admin: bool,
+    /// Its groups; an administrator is also in `admins`.
+    pub groups: Vec<String>,
 }
 
 /// The answer to a right password when the account has a second factor: the
@@ -120,54 +123,80 @@ pub async fn register(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     guarded(&state, &caller, Guarded::Register, None, async {
-        match state
-            .auth
-            .register(
-                &body.email,
-                body.password,
-                body.name.as_deref(),
-                false,
-                vec![caller.event(Action::RegistrationSuccess)],
-            )
-            .await
-        {
-            Ok(user) => Ok(HttpResponse::Created().json(UserView::from(&user))),
-            Err(e) => {
-                let error = ApiError::from(e);
-                if error.status_code().is_client_error() {
-                    let event = with_attempted_email(
-                        caller
-                            .event(Action::RegistrationFailed)
-                            .extra("reason", error.code()),
-                        &body.email,
-                    );
-                    state.audit(event).await?;
-                }
-                Err(error)
-            }
-        }
+        let user = register_account(
+            &state,
+            &caller,
+            &body.email,
+            body.password,
+            body.name.as_deref(),
+        )
+        .await?;
+        Ok(HttpResponse::Created().json(UserView::from(&user)))
     })
     .await
 }
 
-/// The first step of a login, shared by `/auth/login` and the password grant.
-pub enum LoginOutcome {
-    Tokens(TokenPair),
-    /// Password right, second factor pending: not yet a successful login.
-    MfaRequired {
-        mfa_token: String,
-        expires_in: i64,
-    },
+/// Creates an account and audits the outcome, shared by `/auth/register` and
+/// the register page. Call inside `guarded` for the register rule.
+pub async fn register_account(
+    state: &AppState,
+    caller: &Caller,
+    email: &str,
+    password: SecretString,
+    name: Option<&str>,
+) -> Result<User, ApiError> {
+    if !state.config.accounts.open_registration {
+        return Err(ApiError::Refused {
+            code: "registration_closed",
+            message: "registration is closed: an administrator adds users",
+        });
+    }
+    match state
+        .auth
+        .register(
+            email,
+            password,
+            name,
+            false,
+            vec![caller.event(Action::RegistrationSuccess)],
+        )
+        .await
+    {
+        Ok(user) => Ok(user),
+        Err(e) => {
+            let error = ApiError::from(e);
+            if error.status_code().is_client_error() {
+                let event = with_attempted_email(
+                    caller
+                        .event(Action::RegistrationFailed)
+                        .extra("reason", error.code()),
+                    email,
+                );
+                state.audit(event).await?;
+            }
+            Err(error)
+        }
+    }
 }
 
-/// Checks the password, audits the outcome, and opens a session (or a
-/// second-factor challenge). Call inside `guarded` for the login rules.
+/// The first step of a login, shared by `/auth/login`, the password grant
+/// and the login page.
+pub enum LoginOutcome {
+    /// Signed in: a session of the kind asked for.
+    Opened(Opened),
+    /// Password right, second factor pending: not yet a successful login.
+    MfaRequired { mfa_token: String, expires_in: i64 },
+}
+
+/// Checks the password, audits the outcome, and opens a session of `kind`
+/// (or a second-factor challenge). Call inside `guarded` for the login rules.
 pub async fn password_login(
     state: &AppState,
     caller: &Caller,
     account: &str,
     password: SecretString,
     remember_me: bool,
+    kind: SessionKind,
 ) -> Result<LoginOutcome, ApiError> {
     let user = match state.auth.authenticate(account, password).await {
         Ok(user) => user,
@@ -198,17 +227,22 @@ pub async fn password_login(
     let event = caller
         .event(Action::LoginSuccess)
         .extra("remember_me", remember_me);
-    let opened = state.auth.now();
-    let pair = state
+    let opened_at = state.auth.now();
+    let sign_in = SignIn {
+        kind,
+        remember_me,
+        amr: Amr::PWD,
+    };
+    let opened = state
         .auth
-        .open_session(&user, remember_me, &caller.client_info(), vec![event])
+        .open_session(&user, sign_in, &caller.client_info(), vec![event])
         .await?;
     state
         .limiter
-        .login_succeeded(&state.limiter.ip_key(caller.ip), account, opened)
+        .login_succeeded(&state.limiter.ip_key(caller.ip), account, opened_at)
         .await;
     state.metrics.login("success");
-    Ok(LoginOutcome::Tokens(pair))
+    Ok(LoginOutcome::Opened(opened))
 }
 
 /// Rotates a refresh token and audits the outcome, shared by `/auth/refresh`
@@ -242,8 +276,17 @@ pub async fn login(
     let account = normalize(&body.email);
     guarded(&state, &caller, Guarded::Login, Some(&account), async {
         let remember_me = body.remember_me.unwrap_or(false);
-        match password_login(&state, &caller, &account, body.password, remember_me).await? {
-            LoginOutcome::Tokens(pair) => Ok(token_response(&pair)),
+        match password_login(
+            &state,
+            &caller,
+            &account,
+            body.password,
+            remember_me,
+            SessionKind::Api,
+        )
+        .await?
+        {
+            LoginOutcome::Opened(opened) => Ok(token_response(&opened.into_tokens()?)),
             LoginOutcome::MfaRequired {
                 mfa_token,
                 expires_in,
@@ -284,6 +327,7 @@ pub async fn me(state: web::Data<AppState>, auth: Authenticated) -> Result<HttpR
         user: UserView::from(&profile.user),
         mfa_enabled: profile.mfa_enabled,
         is_admin: profile.user.is_admin,
+        groups: profile.groups.clone(),
     }))
 }
 

@@ -5,12 +5,18 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use secrecy::SecretString;
+
 use super::context::Caller;
-use super::extract::AdminUser;
+use super::extract::{AdminUser, JsonBody};
+use super::reset::send_later;
 use super::AppState;
 use crate::audit::chain::Verdict;
 use crate::audit::query::{parse_time, Filter, Page};
 use crate::audit::Action;
+use crate::auth::crypto::new_opaque_token;
+use crate::auth::groups::{parse_groups, with_admins};
+use crate::auth::service::{AuthError, ResetRequest};
 use crate::control::{self, ClearError};
 use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::RuleName;
@@ -54,6 +60,8 @@ pub struct AdminUserView {
     pub is_admin: bool,
     pub disabled: bool,
     pub mfa_enabled: bool,
+    /// Its groups; an administrator is also in `admins`.
+    pub groups: Vec<String>,
 }
 
 /// `GET /admin/users`
@@ -224,6 +232,7 @@ pub async fn users(
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(str::to_owned);
+    let mut groups = state.auth.all_groups().await?;
     let users = state
         .auth
         .list_users(filter)
@@ -231,6 +240,7 @@ pub async fn users(
         .into_iter()
         .take(1000)
         .map(|(u, mfa_enabled)| AdminUserView {
+            groups: with_admins(groups.remove(&u.id).unwrap_or_default(), u.is_admin),
             mfa_enabled,
             disabled: u.is_disabled(),
             created_at: rfc3339_ms(u.created_at),
@@ -279,7 +289,20 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound("no such user"))?;
-    if disabled && user_id == admin.user.id {
+    disable_user_as(state, caller, admin.user.id, user_id, disabled).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Disables (revoking every session) or enables an account for administrator
+/// `actor`; shared by the API and the admin page.
+pub async fn disable_user_as(
+    state: &AppState,
+    caller: &Caller,
+    actor: Uuid,
+    user_id: Uuid,
+    disabled: bool,
+) -> Result<(), ApiError> {
+    if disabled && user_id == actor {
         return Err(ApiError::BadRequest {
             code: "cannot_disable_self",
             message: "an administrator cannot disable their own account".into(),
@@ -294,7 +317,7 @@ async fn set_disabled(
         .event(action)
         .user(user_id)
         .resource("user", user_id)
-        .extra("actor_id", admin.user.id.to_string());
+        .extra("actor_id", actor.to_string());
     if !state
         .auth
         .set_disabled(user_id, disabled, vec![event])
@@ -302,5 +325,198 @@ async fn set_disabled(
     {
         return Err(ApiError::NotFound("no such user"));
     }
+    Ok(())
+}
+
+/// Body of `PUT /admin/users/{id}/groups`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GroupsBody {
+    /// Every group the user is to be in (`admins` aside): `[a-z0-9_-]{1,64}`.
+    pub groups: Vec<String>,
+}
+
+/// The groups of a user.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupsView {
+    /// Sorted; `admins` for an administrator.
+    pub groups: Vec<String>,
+}
+
+/// `PUT /admin/users/{id}/groups`: sets the user's groups.
+#[utoipa::path(put, path = "/admin/users/{id}/groups", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")), request_body = GroupsBody,
+    responses((status = 200, body = GroupsView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn set_groups(
+    state: web::Data<AppState>,
+    caller: Caller,
+    admin: AdminUser,
+    id: web::Path<String>,
+    body: JsonBody<GroupsBody>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("no such user"))?;
+    let groups = set_groups_as(&state, &caller, admin.user.id, user_id, &body.0.groups).await?;
+    Ok(HttpResponse::Ok().json(GroupsView { groups }))
+}
+
+/// Sets a user's groups for administrator `actor` (audited `groups_changed`
+/// with `added` and `removed`); shared by the API and the admin page.
+pub async fn set_groups_as(
+    state: &AppState,
+    caller: &Caller,
+    actor: Uuid,
+    user_id: Uuid,
+    groups: &[String],
+) -> Result<Vec<String>, ApiError> {
+    let event = caller
+        .event(Action::GroupsChanged)
+        .user(user_id)
+        .extra("actor_id", actor.to_string());
+    state
+        .auth
+        .set_groups(user_id, groups, event)
+        .await
+        .map_err(|e| match e {
+            AuthError::NotFound => ApiError::NotFound("no such user"),
+            other => other.into(),
+        })
+}
+
+/// `POST /admin/users/{id}/mfa/reset`: turns off a lost second factor.
+#[utoipa::path(post, path = "/admin/users/{id}/mfa/reset", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn reset_mfa(
+    state: web::Data<AppState>,
+    caller: Caller,
+    admin: AdminUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("no such user"))?;
+    reset_mfa_as(&state, &caller, admin.user.id, user_id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Turns off a user's second factor for administrator `actor` (TOTP, backup
+/// codes, every session; audited `mfa_reset`) and tells the user by mail;
+/// shared by the API and the admin page.
+pub async fn reset_mfa_as(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    actor: Uuid,
+    user_id: Uuid,
+) -> Result<(), ApiError> {
+    let event = caller
+        .event(Action::MfaReset)
+        .extra("actor_id", actor.to_string());
+    let user = state
+        .auth
+        .reset_mfa(user_id, vec![event])
+        .await
+        .map_err(|e| match e {
+            AuthError::NotFound => ApiError::NotFound("no such user"),
+            other => other.into(),
+        })?;
+    let text = format!(
+        "An administrator turned off two-step verification for your account {}, \
+         and signed out every session.\n\n\
+         Sign in with your password, then set up two-step verification again \
+         from your account page:\n\n{}/ui/account\n\n\
+         If you did not ask for this, tell your administrator.\n",
+        user.email,
+        state.config.server.public_url.trim_end_matches('/')
+    );
+    let failed = caller.event(Action::MfaReset).user(user.id);
+    send_later(
+        state,
+        user.email,
+        "Two-step verification was turned off",
+        text,
+        failed,
+    );
+    Ok(())
+}
+
+/// Body of `POST /admin/users`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewUserBody {
+    pub email: String,
+    /// Without one, the user is mailed a link to choose it.
+    #[schema(value_type = Option<String>)]
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `POST /admin/users`: adds a user (also when registration is closed).
+#[utoipa::path(post, path = "/admin/users", tag = "admin", security(("bearer" = [])), request_body = NewUserBody,
+    responses((status = 201, body = AdminUserView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn create_user(
+    state: web::Data<AppState>,
+    caller: Caller,
+    admin: AdminUser,
+    body: JsonBody<NewUserBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let groups = parse_groups(&body.groups)?;
+    let mailed = body.password.is_none();
+    // A password nobody knows until the user sets one through the mail.
+    let password = body
+        .password
+        .unwrap_or_else(|| SecretString::from(new_opaque_token()));
+    let event = caller
+        .event(Action::UserCreated)
+        .extra("actor_id", admin.user.id.to_string())
+        .extra("password_set", !mailed);
+    let user = state
+        .auth
+        .register(
+            &body.email,
+            password,
+            body.name.as_deref(),
+            false,
+            vec![event],
+        )
+        .await?;
+    let groups = if groups.is_empty() {
+        Vec::new()
+    } else {
+        set_groups_as(&state, &caller, admin.user.id, user.id, &groups).await?
+    };
+    if mailed {
+        let requested = caller
+            .event(Action::PasswordResetRequested)
+            .extra("actor_id", admin.user.id.to_string());
+        if let ResetRequest::Issued { user, token } =
+            state.auth.request_reset(&user.email, requested).await?
+        {
+            let link = state.config.mail.reset_url.replace("{token}", &token);
+            let text = format!(
+                "An account was made for you ({}) at {}.\n\n\
+                 Choose your password with this link within one hour:\n\n{link}\n\n\
+                 If the link has expired, ask for a new one on the sign-in page \
+                 (\"Forgot your password?\").\n",
+                user.email, state.config.web.title
+            );
+            let failed = caller.event(Action::PasswordResetRequested).user(user.id);
+            send_later(&state, user.email, "Your new account", text, failed);
+        }
+    }
+    Ok(HttpResponse::Created().json(AdminUserView {
+        id: user.id,
+        email: user.email,
+        name: user.name,
+        created_at: rfc3339_ms(user.created_at),
+        is_admin: false,
+        disabled: false,
+        mfa_enabled: false,
+        groups,
+    }))
 }

@@ -21,6 +21,9 @@ pub struct Caller {
     pub ip: IpAddr,
     /// Address, user agent and request id, as audited.
     pub origin: Origin,
+    /// The door the request came through when it is not the JSON API
+    /// (`"web"` for the pages), recorded as `extra_data.via`.
+    pub via: Option<&'static str>,
 }
 
 impl Caller {
@@ -34,7 +37,17 @@ impl Caller {
 
     /// A new audit event from this caller.
     pub fn event(&self, action: Action) -> NewEvent {
-        NewEvent::new(action, &self.origin)
+        let event = NewEvent::new(action, &self.origin);
+        match self.via {
+            Some(via) => event.extra("via", via),
+            None => event,
+        }
+    }
+
+    /// The same caller, come through the web pages.
+    pub fn via_web(mut self) -> Self {
+        self.via = Some("web");
+        self
     }
 }
 
@@ -52,6 +65,10 @@ impl FromRequest for Caller {
             user_agent: user_agent(req).map(|ua| ua.chars().take(512).collect()),
             request_id: RequestId::of(req),
         };
-        ready(Ok(Caller { ip, origin }))
+        ready(Ok(Caller {
+            ip,
+            origin,
+            via: None,
+        }))
     }
 }

@@ -31,6 +31,39 @@ pub async fn guarded<Fut>(
 where
     Fut: Future<Output = Result<HttpResponse, ApiError>>,
 {
+    run_guarded(state, caller, group, account, work, None).await
+}
+
+/// [`guarded`] for a door that shows its failures in its own way (the pages):
+/// every refusal, the 429 included, is `render`ed, with the same status and
+/// the rate-limit headers.
+pub async fn guarded_as<Fut>(
+    state: &AppState,
+    caller: &Caller,
+    group: Guarded,
+    account: Option<&str>,
+    work: Fut,
+    render: &dyn Fn(ApiError) -> HttpResponse,
+) -> HttpResponse
+where
+    Fut: Future<Output = Result<HttpResponse, ApiError>>,
+{
+    run_guarded(state, caller, group, account, work, Some(render))
+        .await
+        .unwrap_or_else(render)
+}
+
+async fn run_guarded<Fut>(
+    state: &AppState,
+    caller: &Caller,
+    group: Guarded,
+    account: Option<&str>,
+    work: Fut,
+    render: Option<&dyn Fn(ApiError) -> HttpResponse>,
+) -> Result<HttpResponse, ApiError>
+where
+    Fut: Future<Output = Result<HttpResponse, ApiError>>,
+{
     let ip_key = state.limiter.ip_key(caller.ip);
     let reservation = match state.limiter.reserve(group, &ip_key, account).await {
         Ok(r) => r,
@@ -78,7 +111,11 @@ where
         Outcome::Success
     };
     state.limiter.settle(&reservation, outcome).await;
-    let mut response = result.unwrap_or_else(|e| e.error_response());
+    let mut response = match (result, render) {
+        (Ok(response), _) => response,
+        (Err(e), Some(render)) => render(e),
+        (Err(e), None) => e.error_response(),
+    };
     if let Some(headers) = state.limiter.headers(&reservation).await {
         insert_rate_headers(response.headers_mut(), &headers);
     }

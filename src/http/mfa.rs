@@ -12,10 +12,13 @@ use super::extract::{Authenticated, JsonBody};
 use super::guard::guarded;
 use super::AppState;
 use crate::audit::Action;
+use crate::auth::mfa::PendingLogin;
 use crate::auth::service::{AuthError, TokenPair};
+use crate::auth::sessions::Opened;
 use crate::email::normalize;
 use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::Guarded;
+use crate::store::SessionKind;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CodeBody {
@@ -58,7 +61,7 @@ pub struct BackupCodes {
 
 /// On the bearer routes a wrong code is a 400 (the caller is authenticated);
 /// only the login step answers 401.
-fn on_bearer_route(e: AuthError) -> ApiError {
+pub fn on_bearer_route(e: AuthError) -> ApiError {
     match e {
         AuthError::InvalidMfaCode => ApiError::BadRequest {
             code: "invalid_mfa_code",
@@ -210,40 +213,63 @@ pub async fn login(
         .await?;
     let account = pending.user.email.clone();
     guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
-        let opened = state.auth.now();
-        match state
-            .auth
-            .finish_mfa(
-                &pending,
-                body.code.expose_secret(),
-                &caller.client_info(),
-                vec![
-                    caller.event(Action::MfaSuccess),
-                    caller
-                        .event(Action::LoginSuccess)
-                        .extra("mfa", true)
-                        .extra("remember_me", pending.challenge.remember_me),
-                ],
-                vec![caller.event(Action::MfaFailed)],
-            )
-            .await
-        {
-            Ok(pair) => {
-                let ip_key = state.limiter.ip_key(caller.ip);
-                state
-                    .limiter
-                    .login_succeeded(&ip_key, &account, opened)
-                    .await;
-                state.metrics.login("mfa_success");
-                Ok(token_response(&pair))
-            }
-            // Its `mfa_failed` row was committed with the failure count.
-            Err(AuthError::InvalidMfaCode) => {
-                state.metrics.login("mfa_failure");
-                Err(ApiError::InvalidMfaCode)
-            }
-            Err(e) => Err(e.into()),
-        }
+        let opened = second_step(
+            &state,
+            &caller,
+            &pending,
+            body.code.expose_secret(),
+            SessionKind::Api,
+        )
+        .await?;
+        Ok(token_response(&opened.into_tokens()?))
     })
     .await
+}
+
+/// The second step of a sign-in, shared by `/auth/login/mfa` and the page:
+/// a right code opens a session of `kind`, clears earlier failures, marks the
+/// device known and is audited as `mfa_success` and `login_success`; a wrong
+/// one is `mfa_failed`. Call inside `guarded` for the `mfa` rule.
+pub async fn second_step(
+    state: &AppState,
+    caller: &Caller,
+    pending: &PendingLogin,
+    code: &str,
+    kind: SessionKind,
+) -> Result<Opened, ApiError> {
+    let opened_at = state.auth.now();
+    match state
+        .auth
+        .finish_mfa(
+            pending,
+            code,
+            kind,
+            &caller.client_info(),
+            vec![
+                caller.event(Action::MfaSuccess),
+                caller
+                    .event(Action::LoginSuccess)
+                    .extra("mfa", true)
+                    .extra("remember_me", pending.challenge.remember_me),
+            ],
+            vec![caller.event(Action::MfaFailed)],
+        )
+        .await
+    {
+        Ok(opened) => {
+            let ip_key = state.limiter.ip_key(caller.ip);
+            state
+                .limiter
+                .login_succeeded(&ip_key, &pending.user.email, opened_at)
+                .await;
+            state.metrics.login("mfa_success");
+            Ok(opened)
+        }
+        // Its `mfa_failed` row was committed with the failure count.
+        Err(AuthError::InvalidMfaCode) => {
+            state.metrics.login("mfa_failure");
+            Err(ApiError::InvalidMfaCode)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -85,7 +85,17 @@ pub fn routes(cfg: &mut ServiceConfig) {
             resource("/auth/password/change", "POST")
                 .route(web::post().to(accounts::change_password)),
         )
-        .service(resource("/admin/users", "GET").route(web::get().to(admin::users)))
+        .service(
+            resource("/admin/users", "GET, POST")
+                .route(web::get().to(admin::users))
+                .route(web::post().to(admin::create_user)),
+        )
+        .service(
+            resource("/admin/users/{id}/groups", "PUT").route(web::put().to(admin::set_groups)),
+        )
+        .service(
+            resource("/admin/users/{id}/mfa/reset", "POST").route(web::post().to(admin::reset_mfa)),
+        )
         .service(
             resource("/admin/users/{id}/disable", "POST")
                 .route(web::post().to(admin::disable_user)),

@@ -19,6 +19,7 @@ use crate::auth::service::TokenPair;
 use crate::email::normalize;
 use crate::error::{insert_rate_headers, ApiError};
 use crate::ratelimit::Guarded;
+use crate::store::SessionKind;
 
 /// The body of `POST /auth/token` (`application/x-www-form-urlencoded`).
 /// Parameters it does not name (`client_id`, `client_secret`) are ignored, as
@@ -254,8 +255,10 @@ pub async fn token(
             };
             let account = normalize(username);
             guarded(&state, &caller, Guarded::Login, Some(&account), async {
-                match password_login(&state, &caller, &account, password, false).await {
-                    Ok(LoginOutcome::Tokens(pair)) => Ok(token_body(&pair)),
+                match password_login(&state, &caller, &account, password, false, SessionKind::Api)
+                    .await
+                {
+                    Ok(LoginOutcome::Opened(opened)) => Ok(token_body(&opened.into_tokens()?)),
                     // The password was right: a 400, not a success, and no session.
                     Ok(LoginOutcome::MfaRequired { .. }) => {
                         let mut res = oauth_error(

@@ -55,43 +55,62 @@ pub async fn request(
         Guarded::ResetRequest,
         Some(&account),
         async {
-            let requested = caller.event(Action::PasswordResetRequested);
-            if let ResetRequest::Issued { user, token } =
-                state.auth.request_reset(&body.email, requested).await?
-            {
-                // The token and its row are committed. Every transport sends after
-                // the answer, so its timing does not tell whether the account
-                // exists; a mail that cannot go out is one more row.
-                let failed = caller.event(Action::PasswordResetRequested).user(user.id);
-                let job_state = state.clone();
-                state.mail_queue.spawn(async move {
-                    let state = job_state;
-                    let link = state.config.mail.reset_url.replace("{token}", &token);
-                    let text = format!(
-                        "Someone asked to reset the password of your account {}.\n\n\
-                     To choose a new password, open this link within one hour:\n\n{link}\n\n\
-                     If it was not you, ignore this message; your password stays as it is.\n",
-                        user.email
-                    );
-                    if let Err(e) = state
-                        .mailer
-                        .send(&user.email, "Reset your password", text)
-                        .await
-                    {
-                        tracing::error!(error = %e, recipient = %user.email, "reset mail not sent");
-                        let event = failed
-                            .extra("account_exists", true)
-                            .extra("mail_error", format!("{e:#}"));
-                        if let Err(e) = state.audit(event).await {
-                            tracing::error!(error = %e, "cannot audit a failed reset mail");
-                        }
-                    }
-                });
-            }
+            request_reset(&state, &caller, &body.email).await?;
             Ok(HttpResponse::Accepted().json(Message { message: REQUESTED }))
         },
     )
     .await
+}
+
+/// Issues a reset token and mails its link after the answer, when the account
+/// exists; shared by the API and the forgot-password page. Call inside
+/// `guarded` for the reset-request rules.
+pub async fn request_reset(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    email: &str,
+) -> Result<(), ApiError> {
+    let requested = caller.event(Action::PasswordResetRequested);
+    if let ResetRequest::Issued { user, token } = state.auth.request_reset(email, requested).await?
+    {
+        // The token and its row are committed. Every transport sends after
+        // the answer, so its timing does not tell whether the account
+        // exists; a mail that cannot go out is one more row.
+        let failed = caller.event(Action::PasswordResetRequested).user(user.id);
+        let link = state.config.mail.reset_url.replace("{token}", &token);
+        let text = format!(
+            "Someone asked to reset the password of your account {}.\n\n\
+             To choose a new password, open this link within one hour:\n\n{link}\n\n\
+             If it was not you, ignore this message; your password stays as it is.\n",
+            user.email
+        );
+        send_later(state, user.email, "Reset your password", text, failed);
+    }
+    Ok(())
+}
+
+/// Sends a mail after the answer; a mail that cannot go out is audited as
+/// `failed` with `mail_error`.
+pub fn send_later(
+    state: &web::Data<AppState>,
+    to: String,
+    subject: &'static str,
+    text: String,
+    failed: crate::audit::NewEvent,
+) {
+    let job_state = state.clone();
+    state.mail_queue.spawn(async move {
+        let state = job_state;
+        if let Err(e) = state.mailer.send(&to, subject, text).await {
+            tracing::error!(error = %e, recipient = %to, "mail not sent");
+            let event = failed
+                .extra("account_exists", true)
+                .extra("mail_error", format!("{e:#}"));
+            if let Err(e) = state.audit(event).await {
+                tracing::error!(error = %e, "cannot audit a failed mail");
+            }
+        }
+    });
 }
 
 /// `POST /auth/password-reset/confirm`: sets the password, revokes every session.
@@ -105,29 +124,47 @@ pub async fn confirm(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     guarded(&state, &caller, Guarded::ResetConfirm, None, async {
-        match state
-            .auth
-            .confirm_reset(
-                body.token.expose_secret(),
-                body.new_password,
-                vec![caller.event(Action::PasswordResetSuccess)],
-            )
-            .await
-        {
-            Ok(_) => Ok(HttpResponse::Ok().json(Message {
-                message: "Your password has been reset. Every session was signed out.",
-            })),
-            Err(e) => {
-                let error = ApiError::from(e);
-                if error.status_code().is_client_error() {
-                    let event = caller
-                        .event(Action::PasswordResetFailed)
-                        .extra("reason", error.code());
-                    state.audit(event).await?;
-                }
-                Err(error)
-            }
-        }
+        confirm_reset(
+            &state,
+            &caller,
+            body.token.expose_secret(),
+            body.new_password,
+        )
+        .await?;
+        Ok(HttpResponse::Ok().json(Message {
+            message: "Your password has been reset. Every session was signed out.",
+        }))
     })
     .await
+}
+
+/// Sets a new password through a reset token and audits the outcome; shared
+/// by the API and the reset page. Call inside `guarded` for the reset rule.
+pub async fn confirm_reset(
+    state: &AppState,
+    caller: &Caller,
+    token: &str,
+    new_password: SecretString,
+) -> Result<(), ApiError> {
+    match state
+        .auth
+        .confirm_reset(
+            token,
+            new_password,
+            vec![caller.event(Action::PasswordResetSuccess)],
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let error = ApiError::from(e);
+            if error.status_code().is_client_error() {
+                let event = caller
+                    .event(Action::PasswordResetFailed)
+                    .extra("reason", error.code());
+                state.audit(event).await?;
+            }
+            Err(error)
+        }
+    }
 }

@@ -16,6 +16,10 @@ use crate::time_fmt::rfc3339_ms;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
     pub id: Uuid,
+    /// `api` (a token pair) or `browser` (the web pages' cookie).
+    pub kind: &'static str,
+    /// The factors it was opened with (RFC 8176).
+    pub amr: Vec<&'static str>,
     pub created_at: String,
     pub last_used_at: String,
     pub expires_at: String,
@@ -76,6 +80,8 @@ pub async fn list(
         .map(|s| SessionView {
             current: s.id == auth.0.sid,
             id: s.id,
+            kind: s.kind.as_str(),
+            amr: s.amr.values().collect(),
             created_at: rfc3339_ms(s.created_at),
             last_used_at: rfc3339_ms(s.last_used_at),
             expires_at: rfc3339_ms(s.expires_at),

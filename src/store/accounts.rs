@@ -137,6 +137,22 @@ impl Store {
 
     /// Accounts whose email contains `email_filter` (all when `None`), oldest
     /// first, each with whether TOTP is on (one query, not one per account).
+    /// Whether any account is an administrator.
+    pub async fn any_admin(&self) -> StoreResult<bool> {
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    c.query_one(
+                        "SELECT EXISTS (SELECT 1 FROM users WHERE is_admin)",
+                        &[],
+                        |r| r.get(0),
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
     pub async fn list_users(&self, email_filter: Option<String>) -> StoreResult<Vec<(User, bool)>> {
         let pattern = email_filter.map_or_else(|| "%".to_owned(), |f| contains_pattern(&f));
         self.db

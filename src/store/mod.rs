@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod audit;
 mod db;
+pub mod groups;
 pub mod keys;
 pub mod rate_limits;
 pub mod second_factor;
@@ -31,10 +32,13 @@ use db::Db;
 
 pub use accounts::{NewUser, User};
 pub use audit::{Recovery, RECOVERY_ACTIONS};
+pub use groups::GroupChange;
 pub use keys::SigningKeyRow;
 pub use rate_limits::RateLimitRow;
 pub use second_factor::{MfaChallenge, TotpRow};
-pub use sessions::{RecentLogin, Revoked, Rotation, RotationAudit, Session, SessionLimit};
+pub use sessions::{
+    Amr, RecentLogin, Revoked, Rotation, RotationAudit, Session, SessionKind, SessionLimit,
+};
 
 /// Audit rows that describe a change: they commit in the same transaction as
 /// the change, or neither does.

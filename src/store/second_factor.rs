@@ -4,8 +4,8 @@
 use uuid::Uuid;
 
 use super::db::{Chain, Conn};
-use super::sessions::{insert_session, Session, SessionLimit};
-use super::{Audit, Store, StoreResult};
+use super::sessions::{insert_session, revoke_all, Session, SessionLimit};
+use super::{with_revoked, Audit, Store, StoreResult};
 use crate::clock::Millis;
 
 /// A user's TOTP state; secrets are sealed.
@@ -139,6 +139,43 @@ impl Store {
                         .await?;
                     delete_codes(c, &id).await?;
                     Ok(((), audit))
+                })
+            })
+            .await
+    }
+
+    /// An administrator's reset of a lost second factor: removes TOTP (set up
+    /// or pending), backup codes and pending challenges, and revokes every
+    /// session, with `audit`. `None` when there is no such user; else the
+    /// sessions revoked.
+    pub async fn reset_second_factor(
+        &self,
+        user_id: Uuid,
+        now: Millis,
+        audit: Audit,
+    ) -> StoreResult<Option<Vec<Uuid>>> {
+        self.db
+            .unit(Chain::After, now, move |c| {
+                Box::pin(async move {
+                    let id = user_id.to_string();
+                    let exists = c
+                        .query_opt(
+                            "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+                            &[&id],
+                            |_| Ok(()),
+                        )
+                        .await?;
+                    if exists.is_none() {
+                        return Ok((None, Vec::new()));
+                    }
+                    c.execute("DELETE FROM totp WHERE user_id = $1", &[&id])
+                        .await?;
+                    delete_codes(c, &id).await?;
+                    c.execute("DELETE FROM mfa_challenges WHERE user_id = $1", &[&id])
+                        .await?;
+                    let revoked = revoke_all(c, user_id, None, "mfa_reset", now).await?;
+                    let audit = with_revoked(audit, revoked.len());
+                    Ok((Some(revoked), audit))
                 })
             })
             .await
@@ -304,7 +341,7 @@ impl Store {
         &self,
         token_hash: [u8; 32],
         session: Session,
-        refresh_hash: [u8; 32],
+        credential: [u8; 32],
         limit: SessionLimit,
         success: Audit,
         failed: Audit,
@@ -324,7 +361,7 @@ impl Store {
                         return Ok((None, failed));
                     }
                     let (evicted, audit) =
-                        insert_session(c, &session, &refresh_hash, &limit, success).await?;
+                        insert_session(c, &session, &credential, &limit, success).await?;
                     Ok((Some(evicted), audit))
                 })
             })

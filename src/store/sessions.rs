@@ -41,11 +41,105 @@ impl SessionLimit {
     }
 }
 
-/// A login session: the unit that refresh tokens rotate within and that logout revokes.
+/// What a session's credential is and where it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// A token pair: a refresh token (stored hashed) that rotates.
+    Api,
+    /// The `portcullis_session` cookie of the web pages (stored hashed).
+    Browser,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Browser => "browser",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "browser" => Self::Browser,
+            _ => Self::Api,
+        }
+    }
+}
+
+/// The factors a session was opened with, as RFC 8176 `amr` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Amr(u8);
+
+impl Amr {
+    /// A password.
+    pub const PWD: Self = Self(1);
+    /// A one-time code: TOTP or a backup code.
+    pub const OTP: Self = Self(2);
+    /// A hardware-bound key (a passkey).
+    pub const HWK: Self = Self(4);
+    /// The user was verified on the authenticator.
+    pub const USER: Self = Self(8);
+    const NAMES: [(Self, &'static str); 4] = [
+        (Self::PWD, "pwd"),
+        (Self::OTP, "otp"),
+        (Self::HWK, "hwk"),
+        (Self::USER, "user"),
+    ];
+
+    /// Both sets of factors.
+    #[must_use]
+    pub const fn and(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Two factors: a password and a code, or a passkey that verified its user.
+    pub fn is_multi_factor(self) -> bool {
+        self.contains(Self::PWD.and(Self::OTP))
+            || self.contains(Self::PWD.and(Self::HWK))
+            || self.contains(Self::HWK.and(Self::USER))
+    }
+
+    /// The claim's values, in a fixed order.
+    pub fn values(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |(f, _)| self.contains(*f))
+            .map(|(_, name)| name)
+    }
+
+    fn to_text(self) -> String {
+        self.values().collect::<Vec<_>>().join(",")
+    }
+
+    /// Unknown names are ignored; nothing known reads as a password.
+    fn parse(s: &str) -> Self {
+        let amr = s.split(',').fold(Self(0), |amr, name| {
+            Self::NAMES
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map_or(amr, |(f, _)| amr.and(*f))
+        });
+        if amr.0 == 0 {
+            Self::PWD
+        } else {
+            amr
+        }
+    }
+}
+
+/// A sign-in session: the unit that refresh tokens rotate within (or that a
+/// browser's cookie names) and that logout revokes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub id: Uuid,
     pub user_id: Uuid,
+    pub kind: SessionKind,
+    /// The factors it was opened with.
+    pub amr: Amr,
     pub remember_me: bool,
     pub created_at: Millis,
     pub last_used_at: Millis,
@@ -89,12 +183,14 @@ pub struct RecentLogin {
 }
 
 const SESSION_COLS: &str =
-    "id, user_id, remember_me, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent";
+    "id, user_id, remember_me, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, kind, amr";
 
 fn session_row(r: &Row<'_>) -> StoreResult<Session> {
     Ok(Session {
         id: r.uuid(0)?,
         user_id: r.uuid(1)?,
+        kind: SessionKind::parse(&r.get::<String>(9)?),
+        amr: Amr::parse(&r.get::<String>(10)?),
         remember_me: r.get(2)?,
         created_at: r.get(3)?,
         last_used_at: r.get(4)?,
@@ -130,14 +226,15 @@ pub(super) async fn revoke_all(
     .await
 }
 
-/// Stores a new session and its first refresh token, then revokes the user's
+/// Stores a new session and its credential (an API session's first refresh
+/// token, a browser session's cookie: `credential` is its hash), then revokes the user's
 /// least recently used other live sessions beyond `limit`; returns those and
 /// the audit rows with one for each. The user's row is held first (on
 /// PostgreSQL), so that concurrent logins of one user count one by one.
 pub(super) async fn insert_session(
     c: &mut Conn<'_>,
     session: &Session,
-    refresh_hash: &[u8; 32],
+    credential: &[u8; 32],
     limit: &SessionLimit,
     audit: Audit,
 ) -> StoreResult<(Vec<Uuid>, Audit)> {
@@ -150,9 +247,11 @@ pub(super) async fn insert_session(
         |_| Ok(()),
     )
     .await?;
+    let cookie_hash = (session.kind == SessionKind::Browser).then_some(&credential[..]);
     c.execute(
-        "INSERT INTO sessions (id, user_id, remember_me, created_at, last_used_at, expires_at, ip_address, user_agent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO sessions (id, user_id, remember_me, created_at, last_used_at, expires_at,
+                               ip_address, user_agent, kind, amr, cookie_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         &[
             &id,
             &user,
@@ -162,10 +261,15 @@ pub(super) async fn insert_session(
             &session.expires_at,
             &session.ip_address,
             &session.user_agent,
+            &session.kind.as_str(),
+            &session.amr.to_text(),
+            &cookie_hash,
         ],
     )
     .await?;
-    insert_refresh_token(c, refresh_hash, &id, now).await?;
+    if session.kind == SessionKind::Api {
+        insert_refresh_token(c, credential, &id, now).await?;
+    }
     let live: i64 = c
         .query_one(
             "SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
@@ -265,13 +369,14 @@ async fn rotate(
 }
 
 impl Store {
-    /// Stores a new session and its first refresh token hash; when the user
-    /// then has more live sessions than `limit.max`, revokes the least
-    /// recently used others in the same transaction. Returns those.
+    /// Stores a new session and its credential's hash (see
+    /// [`insert_session`]); when the user then has more live sessions than
+    /// `limit.max`, revokes the least recently used others in the same
+    /// transaction. Returns those.
     pub async fn create_session(
         &self,
         session: Session,
-        refresh_hash: [u8; 32],
+        credential: [u8; 32],
         limit: SessionLimit,
         audit: Audit,
     ) -> StoreResult<Vec<Uuid>> {
@@ -279,7 +384,7 @@ impl Store {
         self.db
             .unit(Chain::After, now, move |c| {
                 Box::pin(
-                    async move { insert_session(c, &session, &refresh_hash, &limit, audit).await },
+                    async move { insert_session(c, &session, &credential, &limit, audit).await },
                 )
             })
             .await
@@ -291,6 +396,27 @@ impl Store {
                 Box::pin(async move {
                     let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1");
                     c.query_opt(&sql, &[&id.to_string()], session_row).await
+                })
+            })
+            .await
+    }
+
+    /// The live browser session whose cookie hashes to `cookie_hash`.
+    pub async fn browser_session(
+        &self,
+        cookie_hash: [u8; 32],
+        now: Millis,
+    ) -> StoreResult<Option<Session>> {
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    let sql = format!(
+                        "SELECT {SESSION_COLS} FROM sessions
+                         WHERE cookie_hash = $1 AND kind = 'browser'
+                           AND revoked_at IS NULL AND expires_at > $2"
+                    );
+                    c.query_opt(&sql, &[&&cookie_hash[..], &now], session_row)
+                        .await
                 })
             })
             .await

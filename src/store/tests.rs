@@ -38,6 +38,8 @@ fn session(user_id: Uuid, now: Millis) -> Session {
     Session {
         id: Uuid::new_v4(),
         user_id,
+        kind: SessionKind::Api,
+        amr: Amr::PWD,
         remember_me: false,
         created_at: now,
         last_used_at: now,

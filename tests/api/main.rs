@@ -16,6 +16,7 @@ mod lockout;
 mod mfa;
 mod oauth;
 mod openapi;
+mod pages;
 mod ratelimit;
 mod readme;
 mod reset;

@@ -5,7 +5,8 @@
 //!   validators, schemathesis) go into one virtual environment under the
 //!   target directory, from the pinned list in `tests/requirements.txt`;
 //!   it is made again when that list changes.
-//! - Debian packages (later: a browser, reverse proxies) are installed with
+//! - axe-core comes from the npm registry (`npm pack`), for the page checks.
+//! - Debian packages (Chromium and its driver, npm) are installed with
 //!   `apt-get` when the tests run as root; otherwise the test stops with one
 //!   line that says what to install.
 //!
@@ -112,6 +113,39 @@ fn make_venv() -> PathBuf {
     );
     std::fs::write(&stamp, REQUIREMENTS).expect("the requirements stamp");
     python
+}
+
+/// The axe-core release the page checks run (the copy inside
+/// axe-selenium-python is years old): from the npm registry, unpacked under
+/// the target directory once.
+pub const AXE_CORE: &str = "4.11.0";
+
+/// `axe.min.js` of [`AXE_CORE`].
+pub fn axe_core() -> PathBuf {
+    let _lock = Lock::take("axe.lock");
+    let dir = home().join(format!("axe-core-{AXE_CORE}"));
+    let script = dir.join("package").join("axe.min.js");
+    if script.exists() {
+        return script;
+    }
+    let npm = program("npm", "npm");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the axe-core directory");
+    eprintln!("tests: fetching axe-core {AXE_CORE} from the npm registry");
+    run(
+        Command::new(npm)
+            .args(["pack", "--silent", &format!("axe-core@{AXE_CORE}")])
+            .current_dir(&dir),
+        "npm pack axe-core",
+    );
+    run(
+        Command::new("tar")
+            .args(["-xzf", &format!("axe-core-{AXE_CORE}.tgz")])
+            .current_dir(&dir),
+        "unpack axe-core",
+    );
+    assert!(script.exists(), "no axe.min.js in the axe-core package");
+    script
 }
 
 /// The path of `program`, installing Debian's `package` when it is missing.

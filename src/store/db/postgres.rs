@@ -23,7 +23,7 @@ use crate::store::{stamped, Audit, StoreError, StoreResult};
 /// The whole schema, applied at every start-up.
 pub const SCHEMA: &str = include_str!("../../../schema.postgres.sql");
 /// The schema version `schema.postgres.sql` sets.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 /// The advisory lock that serializes schema changes at start-up.
 const SCHEMA_LOCK: i64 = 0x706f_7274_6375_6c73;
 const POOL_SIZE: usize = 16;

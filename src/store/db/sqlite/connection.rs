@@ -12,7 +12,15 @@ use crate::store::{StoreError, StoreResult};
 /// The whole schema, applied at every start-up.
 pub const SCHEMA: &str = include_str!("../../../../schema.sql");
 /// The schema version `schema.sql` sets.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+/// What brings a database of an older version up to the next, before
+/// `schema.sql` runs (its `CREATE … IF NOT EXISTS` cannot add columns).
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'api';
+     ALTER TABLE sessions ADD COLUMN amr TEXT NOT NULL DEFAULT 'pwd';
+     ALTER TABLE sessions ADD COLUMN cookie_hash BLOB;",
+)];
 
 /// How long a statement waits for a lock held by another connection.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +47,15 @@ pub fn apply_schema(conn: &mut Connection) -> anyhow::Result<()> {
         ));
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Read again under the write lock: another process may have migrated.
+    let mut version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (from, sql) in MIGRATIONS {
+        if version == *from {
+            tx.execute_batch(sql)
+                .with_context(|| format!("cannot migrate the schema from version {from}"))?;
+            version = from + 1;
+        }
+    }
     tx.execute_batch(SCHEMA)
         .context("cannot apply schema.sql")?;
     tx.commit()?;

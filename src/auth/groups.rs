@@ -1,0 +1,128 @@
+//! Groups (SPEC section 10): names a user belongs to, which feed forward-auth
+//! rules, `Remote-Groups` and the OIDC `groups` claim. Every administrator is
+//! also in the implicit group `admins`, which is the administrator flag and
+//! cannot be given or taken as a group.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::service::{AuthError, AuthResult, AuthService, FieldErrors};
+use crate::audit::NewEvent;
+use crate::store::GroupChange;
+
+/// The implicit group of administrators.
+pub const ADMINS: &str = "admins";
+/// Groups one user may have.
+pub const MAX_GROUPS: usize = 64;
+
+/// Whether `name` is a group name: `[a-z0-9_-]{1,64}`.
+pub fn is_group_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Checks a list of group names; sorted and without duplicates. `admins` is
+/// refused: it follows the administrator flag.
+pub fn parse_groups<S: AsRef<str>>(names: &[S]) -> AuthResult<Vec<String>> {
+    let invalid = |reason: String| AuthError::Validation(FieldErrors::from([("groups", reason)]));
+    let mut groups = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.as_ref();
+        if name == ADMINS {
+            return Err(invalid(
+                "`admins` is the administrators' group: promote or demote the user instead".into(),
+            ));
+        }
+        if !is_group_name(name) {
+            return Err(invalid(format!(
+                "{:?} is not a group name (1 to 64 of a-z, 0-9, _ and -)",
+                name.chars().take(70).collect::<String>()
+            )));
+        }
+        groups.push(name.to_owned());
+    }
+    groups.sort();
+    groups.dedup();
+    if groups.len() > MAX_GROUPS {
+        return Err(invalid(format!("at most {MAX_GROUPS} groups")));
+    }
+    Ok(groups)
+}
+
+/// A user's stored groups with `admins` for an administrator, sorted.
+pub fn with_admins(mut groups: Vec<String>, is_admin: bool) -> Vec<String> {
+    if is_admin {
+        if let Err(at) = groups.binary_search_by(|g| g.as_str().cmp(ADMINS)) {
+            groups.insert(at, ADMINS.to_owned());
+        }
+    }
+    groups
+}
+
+impl AuthService {
+    /// Makes `groups` the user's groups (`admins` aside), audited with
+    /// `event` given `added` and `removed` when anything changed. Returns the
+    /// user's groups as `GET /auth/me` shows them; [`AuthError::NotFound`]
+    /// when there is no such user.
+    pub async fn set_groups(
+        &self,
+        user_id: Uuid,
+        groups: &[String],
+        event: NewEvent,
+    ) -> AuthResult<Vec<String>> {
+        let groups = parse_groups(groups)?;
+        let audit = move |change: &GroupChange| {
+            vec![event
+                .resource("user", user_id)
+                .extra("added", change.added.clone())
+                .extra("removed", change.removed.clone())]
+        };
+        self.store
+            .set_groups(user_id, groups, self.now(), audit)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        self.forget_profile(user_id);
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        Ok(with_admins(
+            self.store.groups_of(user_id).await?,
+            user.is_admin,
+        ))
+    }
+
+    /// Every user's stored groups (`admins` not among them).
+    pub async fn all_groups(&self) -> AuthResult<HashMap<Uuid, Vec<String>>> {
+        let mut by_user: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for (user, name) in self.store.all_groups().await? {
+            by_user.entry(user).or_default().push(name);
+        }
+        Ok(by_user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_sorted_and_deduplicated() {
+        assert_eq!(
+            parse_groups(&["ops", "dev", "ops"]).unwrap(),
+            vec!["dev".to_owned(), "ops".to_owned()]
+        );
+        for bad in ["", "Ops", "a b", "é", &"x".repeat(65), "admins"] {
+            assert!(parse_groups(&[bad]).is_err(), "{bad:?}");
+        }
+        assert!(is_group_name(&"x".repeat(64)));
+        assert_eq!(
+            with_admins(vec!["alpha".into(), "zeta".into()], true),
+            ["admins", "alpha", "zeta"].map(String::from).to_vec()
+        );
+    }
+}

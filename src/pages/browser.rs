@@ -1,0 +1,274 @@
+//! What the pages know of a browser: its cookies (the session, the pre-login
+//! form binding, a pending second step), its form tokens and where it may be
+//! sent after signing in.
+
+use std::sync::Arc;
+
+use actix_web::cookie::{time, Cookie, SameSite};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponseBuilder};
+use url::Url;
+
+use crate::auth::crypto::new_opaque_token;
+use crate::auth::service::Profile;
+use crate::auth::tokens::AccessClaims;
+use crate::config::Config;
+use crate::http::AppState;
+
+/// The browser session (SPEC section 11).
+pub const SESSION_COOKIE: &str = "portcullis_session";
+/// What a signed-out browser's form tokens are bound to.
+pub const FORM_COOKIE: &str = "portcullis_form";
+/// The `mfa_token` of a sign-in waiting for its second step.
+pub const MFA_COOKIE: &str = "portcullis_mfa";
+
+/// A browser as a page sees it.
+pub struct Browser {
+    /// Signed in: the session's claims and the account.
+    pub signed_in: Option<(AccessClaims, Arc<Profile>)>,
+    /// What this browser's form tokens are bound to.
+    binding: String,
+    /// A pre-login binding made for this answer, to be set as a cookie.
+    new_binding: Option<String>,
+    secure: bool,
+}
+
+impl Browser {
+    /// Reads the cookies: a live session signs the browser in; a stale or
+    /// forged one counts for nothing.
+    pub async fn of(req: &HttpRequest, state: &AppState) -> Self {
+        let secure = is_https(&state.config);
+        let session = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
+        let mut signed_in = None;
+        if let Some(cookie) = session.as_deref() {
+            if let Ok(claims) = state.auth.browser_session(cookie).await {
+                if let Ok(profile) = state.auth.current_profile(&claims).await {
+                    signed_in = Some((claims, profile));
+                }
+            }
+        }
+        let (binding, new_binding) = match (&signed_in, session) {
+            (Some(_), Some(cookie)) => (format!("session:{cookie}"), None),
+            _ => match req.cookie(FORM_COOKIE).map(|c| c.value().to_owned()) {
+                Some(value) if is_token(&value) => (format!("form:{value}"), None),
+                _ => {
+                    let value = new_opaque_token();
+                    (format!("form:{value}"), Some(value))
+                }
+            },
+        };
+        Self {
+            signed_in,
+            binding,
+            new_binding,
+            secure,
+        }
+    }
+
+    pub fn claims(&self) -> Option<&AccessClaims> {
+        self.signed_in.as_ref().map(|(c, _)| c)
+    }
+
+    pub fn profile(&self) -> Option<&Arc<Profile>> {
+        self.signed_in.as_ref().map(|(_, p)| p)
+    }
+
+    /// The token this browser's forms carry.
+    pub fn form_token(&self, state: &AppState) -> String {
+        state.auth.form_token(&self.binding)
+    }
+
+    /// Whether a posted form is this browser's own: its token matches and
+    /// the request did not come from another site (`Origin`, `Sec-Fetch-Site`).
+    pub fn form_is_genuine(&self, req: &HttpRequest, state: &AppState, token: &str) -> bool {
+        self.new_binding.is_none()
+            && same_origin(req, &state.config)
+            && state.auth.form_token_matches(&self.binding, token)
+    }
+
+    /// Sets the pre-login cookie when this answer made one.
+    pub fn keep(&self, res: &mut HttpResponseBuilder) {
+        if let Some(value) = &self.new_binding {
+            res.cookie(
+                Cookie::build(FORM_COOKIE, value.clone())
+                    .path("/")
+                    .http_only(true)
+                    .secure(self.secure)
+                    .same_site(SameSite::Lax)
+                    .finish(),
+            );
+        }
+    }
+}
+
+fn is_token(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_https(config: &Config) -> bool {
+    config.server.public_url.starts_with("https://")
+}
+
+/// The session cookie of a new sign-in: lasting as long as the session when
+/// it was remembered, else until the browser closes.
+pub fn session_cookie(config: &Config, value: String, max_age_ms: Option<i64>) -> Cookie<'static> {
+    let mut cookie = Cookie::build(SESSION_COOKIE, value)
+        .path("/")
+        .http_only(true)
+        .secure(is_https(config))
+        .same_site(SameSite::Lax);
+    if !config.web.cookie_domain.is_empty() {
+        cookie = cookie.domain(config.web.cookie_domain.clone());
+    }
+    if let Some(ms) = max_age_ms {
+        cookie = cookie.max_age(time::Duration::milliseconds(ms.max(0)));
+    }
+    cookie.finish()
+}
+
+/// A cookie that removes `name` (with the attributes it was set with).
+pub fn removal(config: &Config, name: &'static str, path: &'static str) -> Cookie<'static> {
+    let mut cookie = Cookie::build(name, "")
+        .path(path)
+        .http_only(true)
+        .secure(is_https(config))
+        .same_site(SameSite::Lax)
+        .max_age(time::Duration::ZERO);
+    if name == SESSION_COOKIE && !config.web.cookie_domain.is_empty() {
+        cookie = cookie.domain(config.web.cookie_domain.clone());
+    }
+    cookie.finish()
+}
+
+/// The cookie of a sign-in waiting for its second step (five minutes).
+pub fn mfa_cookie(config: &Config, mfa_token: String, seconds: i64) -> Cookie<'static> {
+    Cookie::build(MFA_COOKIE, mfa_token)
+        .path("/ui/login")
+        .http_only(true)
+        .secure(is_https(config))
+        .same_site(SameSite::Strict)
+        .max_age(time::Duration::seconds(seconds))
+        .finish()
+}
+
+/// Whether a POST came from our own pages: no `Sec-Fetch-Site` of another
+/// site, and an `Origin`, when sent (and not `null`), of `public_url` or of
+/// the host asked.
+pub fn same_origin(req: &HttpRequest, config: &Config) -> bool {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
+            return false;
+        }
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    // Under `Referrer-Policy: no-referrer` browsers send `Origin: null` with
+    // their own pages' forms too: then `Sec-Fetch-Site` above has spoken
+    // (and the form token decides).
+    if origin == "null" {
+        return true;
+    }
+    let public = Url::parse(&config.server.public_url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization());
+    if public.as_deref() == Some(origin) {
+        return true;
+    }
+    // The host the browser asked for (behind a proxy that keeps `Host`).
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Ok(origin) = Url::parse(origin) else {
+        return false;
+    };
+    let asked = match origin.port() {
+        Some(port) => format!("{}:{port}", origin.host_str().unwrap_or_default()),
+        None => origin.host_str().unwrap_or_default().to_owned(),
+    };
+    matches!(origin.scheme(), "http" | "https") && asked.eq_ignore_ascii_case(host)
+}
+
+/// `rd` when it may be followed: an absolute http(s) URL on `public_url`'s
+/// host or an allowed domain (SPEC section 11). Anything else is ignored.
+pub fn safe_redirect(rd: &str, config: &Config) -> Option<String> {
+    if rd.is_empty() || rd.len() > 2048 {
+        return None;
+    }
+    let url = Url::parse(rd).ok()?;
+    if !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return None;
+    }
+    let host = url.host_str()?.to_ascii_lowercase();
+    let public_host = Url::parse(&config.server.public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+    let allowed = public_host.as_deref() == Some(host.as_str())
+        || config
+            .web
+            .allowed_redirect_domains
+            .iter()
+            .any(|d| host_matches(&host, d));
+    allowed.then(|| url.to_string())
+}
+
+/// `host` against an exact host or `*.suffix` (which does not match the bare suffix).
+pub fn host_matches(host: &str, pattern: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        None => host.eq_ignore_ascii_case(pattern),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let mut c = Config::default();
+        c.server.public_url = "https://auth.example.com".into();
+        c.web.allowed_redirect_domains =
+            vec!["*.apps.example.com".into(), "wiki.example.org".into()];
+        c
+    }
+
+    #[test]
+    fn only_our_hosts_are_followed() {
+        let c = config();
+        for good in [
+            "https://auth.example.com/ui/account",
+            "http://auth.example.com:8443/x?y=1",
+            "https://grafana.apps.example.com/d/1",
+            "https://wiki.example.org/",
+        ] {
+            assert!(safe_redirect(good, &c).is_some(), "{good}");
+        }
+        for bad in [
+            "",
+            "/ui/account",
+            "//evil.example/",
+            "https://evil.example/",
+            "https://auth.example.com.evil.example/",
+            "https://apps.example.com/",
+            "https://evilapps.example.com/",
+            "javascript:alert(1)",
+            "https://user@auth.example.com/",
+            "ftp://auth.example.com/",
+            "https:/\\evil.example",
+        ] {
+            assert!(safe_redirect(bad, &c).is_none(), "{bad}");
+        }
+    }
+}

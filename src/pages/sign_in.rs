@@ -1,0 +1,533 @@
+//! Signing in and out: `/`, `/ui/login`, `/ui/login/mfa`, `/ui/logout`,
+//! `/ui/register` and the first run's `/ui/setup`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::browser::{
+    mfa_cookie, removal, safe_redirect, session_cookie, Browser, MFA_COOKIE, SESSION_COOKIE,
+};
+use super::{forged, form, render, see_other, Failure, Layout, MessagePage, Token};
+use crate::audit::Action;
+use crate::auth::service::ClientInfo;
+use crate::auth::sessions::{Opened, SignIn};
+use crate::email::normalize;
+use crate::error::ApiError;
+use crate::http::accounts::{password_login, register_account, LoginOutcome};
+use crate::http::context::Caller;
+use crate::http::guard::guarded_as;
+use crate::http::mfa::second_step;
+use crate::http::AppState;
+use crate::ratelimit::Guarded;
+use crate::store::{Amr, Session, SessionKind, User};
+
+/// Where a signed-in browser goes when no `rd` says otherwise.
+const HOME: &str = "/ui/account";
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct RdQuery {
+    rd: String,
+    token: String,
+}
+
+/// The query of a page, leniently: what cannot be read is absent.
+pub fn query<T: serde::de::DeserializeOwned + Default>(req: &HttpRequest) -> T {
+    serde_urlencoded::from_str(req.query_string()).unwrap_or_default()
+}
+
+/// `GET /`: the account when signed in, else the login page.
+pub async fn root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let browser = Browser::of(&req, &state).await;
+    let to = if browser.signed_in.is_some() {
+        HOME
+    } else {
+        "/ui/login"
+    };
+    see_other(to).finish()
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    layout: Layout,
+    error: Option<String>,
+    notice: Option<String>,
+    email: String,
+    rd: String,
+    remember_me: bool,
+    open_registration: bool,
+}
+
+impl LoginPage {
+    fn new(state: &AppState, browser: &Browser, rd: Option<&str>) -> Self {
+        Self {
+            layout: Layout::new(state, browser, "Sign in"),
+            error: None,
+            notice: None,
+            email: String::new(),
+            rd: rd.unwrap_or_default().to_owned(),
+            remember_me: false,
+            open_registration: state.config.accounts.open_registration,
+        }
+    }
+}
+
+/// `GET /ui/login[?rd=]`
+pub async fn login_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let browser = Browser::of(&req, &state).await;
+    let q: RdQuery = query(&req);
+    let rd = safe_redirect(&q.rd, &state.config);
+    if browser.signed_in.is_some() {
+        return see_other(rd.as_deref().unwrap_or(HOME)).finish();
+    }
+    let page = LoginPage::new(&state, &browser, rd.as_deref());
+    render(StatusCode::OK, &browser, &page, rd.as_deref())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoginForm {
+    email: String,
+    password: String,
+    remember_me: String,
+    rd: String,
+    csrf_token: String,
+}
+
+/// `POST /ui/login`: the login of `POST /auth/login`, with a cookie.
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Bytes,
+) -> HttpResponse {
+    let caller = caller.via_web();
+    let browser = Browser::of(&req, &state).await;
+    let blank = LoginPage::new(&state, &browser, None);
+    let f: LoginForm = match form(&req, &body) {
+        Ok(f) => f,
+        Err(failure) => return failure.render(&browser, &blank, None),
+    };
+    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
+        return forged(&state, &browser);
+    }
+    let rd = safe_redirect(&f.rd, &state.config);
+    let remember_me = matches!(f.remember_me.as_str(), "true" | "on" | "1");
+    let page = |failure: &Failure| LoginPage {
+        error: Some(failure.message.clone()),
+        email: f.email.trim().chars().take(320).collect(),
+        remember_me,
+        ..LoginPage::new(&state, &browser, rd.as_deref())
+    };
+    if f.email.trim().is_empty() || f.password.is_empty() {
+        let failure = Failure::bad("Enter your email and your password.");
+        return failure.render(&browser, &page(&failure), rd.as_deref());
+    }
+    let account = normalize(&f.email);
+    let password = SecretString::from(f.password.clone());
+    let show = |e: ApiError| {
+        let failure = Failure::of(e);
+        failure.render(&browser, &page(&failure), rd.as_deref())
+    };
+    guarded_as(
+        &state,
+        &caller,
+        Guarded::Login,
+        Some(&account),
+        async {
+            match password_login(
+                &state,
+                &caller,
+                &account,
+                password,
+                remember_me,
+                SessionKind::Browser,
+            )
+            .await?
+            {
+                LoginOutcome::Opened(opened) => signed_in(&state, opened, rd.as_deref()),
+                LoginOutcome::MfaRequired {
+                    mfa_token,
+                    expires_in,
+                } => {
+                    let next = match &rd {
+                        Some(rd) => format!(
+                            "/ui/login/mfa?rd={}",
+                            url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
+                        ),
+                        None => "/ui/login/mfa".to_owned(),
+                    };
+                    Ok(see_other(&next)
+                        .cookie(mfa_cookie(&state.config, mfa_token, expires_in))
+                        .finish())
+                }
+            }
+        },
+        &show,
+    )
+    .await
+}
+
+/// The answer to a sign-in: the new session's cookie (a new one at every
+/// sign-in: nothing an attacker set before survives it) and on to `rd`.
+fn signed_in(state: &AppState, opened: Opened, rd: Option<&str>) -> Result<HttpResponse, ApiError> {
+    let Opened::Browser { cookie, session } = opened else {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "a sign-in page opened an API session"
+        )));
+    };
+    Ok(see_other(rd.unwrap_or(HOME))
+        .cookie(session_cookie(
+            &state.config,
+            cookie,
+            max_age(state, &session),
+        ))
+        .cookie(removal(&state.config, MFA_COOKIE, "/ui/login"))
+        .finish())
+}
+
+/// A remembered session's cookie lasts as long as the session; another one
+/// until the browser closes.
+fn max_age(state: &AppState, session: &Session) -> Option<i64> {
+    session
+        .remember_me
+        .then(|| session.expires_at - state.auth.now())
+}
+
+#[derive(Template)]
+#[template(path = "login_mfa.html")]
+struct MfaPage {
+    layout: Layout,
+    error: Option<String>,
+    email: String,
+    rd: String,
+}
+
+/// `GET /ui/login/mfa`: the second step of a sign-in whose password was right.
+pub async fn mfa_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let browser = Browser::of(&req, &state).await;
+    let q: RdQuery = query(&req);
+    let rd = safe_redirect(&q.rd, &state.config);
+    let Some(pending) = pending(&req, &state).await else {
+        return see_other("/ui/login").finish();
+    };
+    let page = MfaPage {
+        layout: Layout::new(&state, &browser, "Two-step verification"),
+        error: None,
+        email: pending.user.email,
+        rd: rd.clone().unwrap_or_default(),
+    };
+    render(StatusCode::OK, &browser, &page, rd.as_deref())
+}
+
+async fn pending(req: &HttpRequest, state: &AppState) -> Option<crate::auth::mfa::PendingLogin> {
+    let token = req.cookie(MFA_COOKIE)?;
+    state.auth.pending_login(token.value()).await.ok()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CodeForm {
+    code: String,
+    rd: String,
+    csrf_token: String,
+}
+
+/// `POST /ui/login/mfa`: the second step of `POST /auth/login/mfa`.
+pub async fn mfa(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Bytes,
+) -> HttpResponse {
+    let caller = caller.via_web();
+    let browser = Browser::of(&req, &state).await;
+    let f: CodeForm = match form(&req, &body) {
+        Ok(f) => f,
+        Err(failure) => {
+            return failure.render(&browser, &message(&state, &browser, &failure.message), None)
+        }
+    };
+    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
+        return forged(&state, &browser);
+    }
+    let rd = safe_redirect(&f.rd, &state.config);
+    let Some(pending) = pending(&req, &state).await else {
+        // Expired, spent by five wrong codes, or never started.
+        let mut page = LoginPage::new(&state, &browser, rd.as_deref());
+        page.error = Some("Your sign-in expired. Enter your password again.".into());
+        return render(StatusCode::UNAUTHORIZED, &browser, &page, rd.as_deref());
+    };
+    let page = |failure: &Failure| MfaPage {
+        layout: Layout::new(&state, &browser, "Two-step verification"),
+        error: Some(failure.message.clone()),
+        email: pending.user.email.clone(),
+        rd: rd.clone().unwrap_or_default(),
+    };
+    if f.code.trim().is_empty() {
+        let failure = Failure::bad("Enter the code from your authenticator app.");
+        return failure.render(&browser, &page(&failure), rd.as_deref());
+    }
+    let show = |e: ApiError| {
+        let failure = Failure::of(e);
+        failure.render(&browser, &page(&failure), rd.as_deref())
+    };
+    let account = pending.user.email.clone();
+    guarded_as(
+        &state,
+        &caller,
+        Guarded::Mfa,
+        Some(&account),
+        async {
+            let opened = second_step(
+                &state,
+                &caller,
+                &pending,
+                f.code.trim(),
+                SessionKind::Browser,
+            )
+            .await?;
+            signed_in(&state, opened, rd.as_deref())
+        },
+        &show,
+    )
+    .await
+}
+
+fn message(state: &AppState, browser: &Browser, text: &str) -> MessagePage {
+    MessagePage {
+        layout: Layout::new(state, browser, "Sign in"),
+        message: text.to_owned(),
+        alert: true,
+        link: "/ui/login",
+        link_text: "Sign in",
+    }
+}
+
+/// `POST /ui/logout`: ends this browser's session (as `POST /auth/logout`).
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Bytes,
+) -> HttpResponse {
+    let caller = caller.via_web();
+    let browser = Browser::of(&req, &state).await;
+    let f: Token = match form(&req, &body) {
+        Ok(f) => f,
+        Err(failure) => {
+            return failure.render(&browser, &message(&state, &browser, &failure.message), None)
+        }
+    };
+    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
+        return forged(&state, &browser);
+    }
+    if let Some(claims) = browser.claims() {
+        let event = caller
+            .event(Action::Logout)
+            .user(claims.sub)
+            .resource("session", claims.sid);
+        if let Err(e) = state.auth.logout(claims, vec![event]).await {
+            let failure = Failure::of(e.into());
+            return failure.render(&browser, &message(&state, &browser, &failure.message), None);
+        }
+    }
+    see_other("/ui/login")
+        .cookie(removal(&state.config, SESSION_COOKIE, "/"))
+        .finish()
+}
+
+#[derive(Template)]
+#[template(path = "register.html")]
+struct RegisterPage {
+    layout: Layout,
+    open: bool,
+    action: &'static str,
+    setup_token: Option<String>,
+    error: Option<String>,
+    email_error: Option<String>,
+    password_error: Option<String>,
+    email: String,
+    name: String,
+    min_length: usize,
+}
+
+impl RegisterPage {
+    fn new(state: &AppState, browser: &Browser, setup_token: Option<String>) -> Self {
+        let heading = if setup_token.is_some() {
+            "First run"
+        } else {
+            "Create an account"
+        };
+        Self {
+            layout: Layout::new(state, browser, heading),
+            open: setup_token.is_some() || state.config.accounts.open_registration,
+            action: if setup_token.is_some() {
+                "/ui/setup"
+            } else {
+                "/ui/register"
+            },
+            setup_token,
+            error: None,
+            email_error: None,
+            password_error: None,
+            email: String::new(),
+            name: String::new(),
+            min_length: state.config.passwords.min_length,
+        }
+    }
+}
+
+/// `GET /ui/register`
+pub async fn register_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let browser = Browser::of(&req, &state).await;
+    if browser.signed_in.is_some() {
+        return see_other(HOME).finish();
+    }
+    let page = RegisterPage::new(&state, &browser, None);
+    let status = if page.open {
+        StatusCode::OK
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    render(status, &browser, &page, None)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RegisterForm {
+    email: String,
+    password: String,
+    name: String,
+    token: String,
+    csrf_token: String,
+}
+
+/// `POST /ui/register`: `POST /auth/register`, then signed in.
+pub async fn register(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Bytes,
+) -> HttpResponse {
+    create_account(req, state, caller, body, false).await
+}
+
+/// `GET /ui/setup?token=`: while no administrator exists, the form that
+/// creates the first one; 404 otherwise.
+pub async fn setup_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let browser = Browser::of(&req, &state).await;
+    let q: RdQuery = query(&req);
+    if !state.auth.setup_open(&q.token).await.unwrap_or(false) {
+        return no_setup(&state, &browser);
+    }
+    let page = RegisterPage::new(&state, &browser, Some(q.token));
+    render(StatusCode::OK, &browser, &page, None)
+}
+
+fn no_setup(state: &AppState, browser: &Browser) -> HttpResponse {
+    let page = MessagePage {
+        layout: Layout::new(state, browser, "Nothing to set up"),
+        message: "This setup link is not valid: it was used, it expired, or an administrator already exists. A server without an administrator logs a new link at each start.".into(),
+        alert: true,
+        link: "/ui/login",
+        link_text: "Sign in",
+    };
+    render(StatusCode::NOT_FOUND, browser, &page, None)
+}
+
+/// `POST /ui/setup`: creates the first administrator, then signed in.
+pub async fn setup(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Bytes,
+) -> HttpResponse {
+    create_account(req, state, caller, body, true).await
+}
+
+async fn create_account(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Bytes,
+    first_admin: bool,
+) -> HttpResponse {
+    let caller = caller.via_web();
+    let browser = Browser::of(&req, &state).await;
+    let f: RegisterForm = match form(&req, &body) {
+        Ok(f) => f,
+        Err(failure) => {
+            return failure.render(&browser, &RegisterPage::new(&state, &browser, None), None)
+        }
+    };
+    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
+        return forged(&state, &browser);
+    }
+    let setup_token = first_admin.then(|| f.token.clone());
+    if first_admin && !state.auth.setup_open(&f.token).await.unwrap_or(false) {
+        return no_setup(&state, &browser);
+    }
+    let page = |failure: &Failure| RegisterPage {
+        error: Some(failure.message.clone()),
+        email_error: failure.field("email"),
+        password_error: failure.field("password"),
+        email: f.email.trim().chars().take(320).collect(),
+        name: f.name.chars().take(100).collect(),
+        ..RegisterPage::new(&state, &browser, setup_token.clone())
+    };
+    let show = |e: ApiError| {
+        let failure = Failure::of(e);
+        failure.render(&browser, &page(&failure), None)
+    };
+    let password = SecretString::from(f.password.clone());
+    let name = Some(f.name.as_str()).filter(|n| !n.trim().is_empty());
+    guarded_as(
+        &state,
+        &caller,
+        Guarded::Register,
+        None,
+        async {
+            let user = if first_admin {
+                let event = caller
+                    .event(Action::RegistrationSuccess)
+                    .extra("first_admin", true);
+                state
+                    .auth
+                    .create_first_admin(&f.token, &f.email, password, name, vec![event])
+                    .await?
+            } else {
+                register_account(&state, &caller, &f.email, password, name).await?
+            };
+            let opened = open_browser_session(&state, &caller, &user).await?;
+            signed_in(&state, opened, None)
+        },
+        &show,
+    )
+    .await
+}
+
+/// A new account's first session, as a login would open it.
+async fn open_browser_session(
+    state: &AppState,
+    caller: &Caller,
+    user: &User,
+) -> Result<Opened, ApiError> {
+    let sign_in = SignIn {
+        kind: SessionKind::Browser,
+        remember_me: false,
+        amr: Amr::PWD,
+    };
+    let event = caller
+        .event(Action::LoginSuccess)
+        .extra("remember_me", false);
+    let client: ClientInfo = caller.client_info();
+    Ok(state
+        .auth
+        .open_session(user, sign_in, &client, vec![event])
+        .await?)
+}
