@@ -41,14 +41,20 @@ impl AuthService {
     }
 
     fn setup_token_matches(&self, token: &str) -> bool {
+        let guard = self.first_run.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.setup_token_matches_locked(guard.as_ref(), token)
+    }
+
+    fn setup_token_matches_locked(
+        &self,
+        pending: Option<&([u8; 32], Millis)>,
+        token: &str,
+    ) -> bool {
         let Ok(presented) = opaque_token_hash(token) else {
             return false;
         };
         let now = self.now();
-        let guard = self.first_run.0.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .is_some_and(|(hash, expires)| now < *expires && constant_time_eq(hash, &presented))
+        pending.is_some_and(|(hash, expires)| now < *expires && constant_time_eq(hash, &presented))
     }
 
     /// Creates the first administrator through a live setup token, which it
@@ -65,9 +71,22 @@ impl AuthService {
         if !self.setup_open(token).await? {
             return Err(AuthError::NotFound);
         }
-        let user = self.register(email, password, name, true, audit).await?;
-        *self.first_run.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        Ok(user)
+        // Taken before the account is made, so that two forms sent at once
+        // make one administrator; given back when the form was refused.
+        let taken = {
+            let mut guard = self.first_run.0.lock().unwrap_or_else(|p| p.into_inner());
+            if !self.setup_token_matches_locked(guard.as_ref(), token) {
+                return Err(AuthError::NotFound);
+            }
+            guard.take()
+        };
+        match self.register(email, password, name, true, audit).await {
+            Ok(user) => Ok(user),
+            Err(e) => {
+                *self.first_run.0.lock().unwrap_or_else(|p| p.into_inner()) = taken;
+                Err(e)
+            }
+        }
     }
 
     /// The token a form carries, bound to `binding` (the browser's session

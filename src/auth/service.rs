@@ -670,6 +670,11 @@ impl AuthService {
         Ok(self.store.user_by_email(&normalize(email)).await?)
     }
 
+    /// The account `id`, if there is one.
+    pub async fn user_by_id(&self, id: Uuid) -> AuthResult<Option<User>> {
+        Ok(self.store.user_by_id(id).await?)
+    }
+
     /// Accounts whose email contains `email_filter` (all when `None`), oldest
     /// first, each with whether its second factor is on.
     pub async fn list_users(&self, email_filter: Option<String>) -> AuthResult<Vec<(User, bool)>> {

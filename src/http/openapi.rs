@@ -36,7 +36,8 @@ impl Modify for BearerAuth {
     paths(accounts::register, accounts::login, mfa::login, oauth::token, accounts::refresh,
         sessions::logout, sessions::logout_all, accounts::me, sessions::list, sessions::revoke,
         accounts::change_password, reset::request, reset::confirm, mfa::setup, mfa::enable,
-        mfa::disable, mfa::backup_codes, admin::users, admin::disable_user, admin::enable_user,
+        mfa::disable, mfa::backup_codes, admin::users, admin::create_user, admin::disable_user,
+        admin::enable_user, admin::set_groups, admin::reset_mfa,
         admin::audit, admin::audit_verify, admin::rate_limits, admin::clear_rate_limits,
         ops::jwks, ops::health, ops::metrics, serve),
     modifiers(&BearerAuth)

@@ -36,7 +36,12 @@ fn admin(state: &AppState, browser: &Browser, path: &str) -> Result<Uuid, Box<Ht
                 link: "/ui/account",
                 link_text: "Your account",
             };
-            Err(Box::new(render(StatusCode::FORBIDDEN, browser, &page, None)))
+            Err(Box::new(render(
+                StatusCode::FORBIDDEN,
+                browser,
+                &page,
+                None,
+            )))
         }
         None => {
             let back = format!(
@@ -59,6 +64,8 @@ pub struct UserRow {
     pub mfa_enabled: bool,
     /// Stored groups, comma-separated (`admins` follows the flag).
     pub groups: String,
+    /// The administrator looking (who cannot disable themself).
+    pub is_self: bool,
 }
 
 #[derive(Template)]
@@ -95,6 +102,7 @@ async fn users_view(
         .take(200)
         .map(|(u, mfa_enabled)| UserRow {
             groups: groups.remove(&u.id).unwrap_or_default().join(", "),
+            is_self: browser.profile().is_some_and(|p| p.user.id == u.id),
             id: u.id,
             created_at: rfc3339_ms(u.created_at)[..10].to_owned(),
             disabled: u.is_disabled(),
@@ -328,7 +336,39 @@ async fn audit_rows(state: &AppState, q: &AuditQuery, page: &mut AuditPage) -> R
         .list(filter)
         .await
         .map_err(|e| Failure::of(e.into()).message)?;
-    page.rows = found.events.into_iter().map(audit_row).collect();
+    // Who each row is about, by email (the page names at most fifty).
+    let mut emails = std::collections::HashMap::new();
+    for id in found.events.iter().filter_map(|e| e.user_id.as_deref()) {
+        if emails.contains_key(id) {
+            continue;
+        }
+        let email = match Uuid::parse_str(id) {
+            Ok(uuid) => state
+                .auth
+                .user_by_id(uuid)
+                .await
+                .ok()
+                .flatten()
+                .map(|u| u.email),
+            Err(_) => None,
+        };
+        emails.insert(id.to_owned(), email.unwrap_or_else(|| id.to_owned()));
+    }
+    page.rows = found
+        .events
+        .into_iter()
+        .map(|e| {
+            let user = e
+                .user_id
+                .as_ref()
+                .and_then(|id| emails.get(id).cloned())
+                .unwrap_or_default();
+            AuditRow {
+                user,
+                ..audit_row(e)
+            }
+        })
+        .collect();
     page.next = found.next_before_id.map(|id| {
         let next = AuditQuery {
             before_id: Some(id),

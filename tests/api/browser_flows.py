@@ -322,6 +322,21 @@ try:
     assert driver.current_url == target, driver.current_url
     check_page("admin-users")
 
+    # The admin gives Ada groups and resets her lost second factor.
+    ada_row = driver.find_element(By.XPATH, f"//tr[.//strong[text()='{ADA}']]")
+    groups = ada_row.find_element(By.NAME, "groups")
+    groups.clear()
+    groups.send_keys("wiki, ops")
+    click(ada_row.find_element(By.XPATH, ".//button[text()='Save']"))
+    assert "Groups saved" in driver.page_source
+    ada_row = driver.find_element(By.XPATH, f"//tr[.//strong[text()='{ADA}']]")
+    assert ada_row.find_element(By.NAME, "groups").get_attribute("value") == "ops, wiki"
+    click(ada_row.find_element(By.XPATH, ".//button[text()='Reset 2-step']"))
+    assert "Two-step verification is off for that account" in driver.page_source
+    pair = requests.post(url("/auth/login"), json={"email": ADA, "password": NEW_PASSWORD}).json()
+    me = requests.get(url("/auth/me"), headers={"Authorization": f"Bearer {pair['access_token']}"}).json()
+    assert me["groups"] == ["ops", "wiki"] and me["mfa_enabled"] is False, me
+
     # Wrong password: the message, the email kept, status 401.
     sign_out()
     fill({"email": ADA, "password": "not the password at all"})

@@ -226,6 +226,23 @@ impl TestApp {
     }
 
     /// A connection to the SQLite file; only for drills of SQLite itself.
+    /// An administrator (`root@example.com`) and its access token.
+    /// (Made as `portcullis user add --admin` would: registration may be closed.)
+    pub async fn signed_up_as_admin(&self) -> String {
+        self.state
+            .auth
+            .register(
+                "root@example.com",
+                PASSWORD.to_owned().into(),
+                None,
+                true,
+                Vec::new(),
+            )
+            .await
+            .expect("the administrator");
+        token(&self.logged_in("root@example.com").await, "access_token")
+    }
+
     pub fn db(&self) -> rusqlite::Connection {
         assert_eq!(self.config.storage.backend, StorageBackend::Sqlite);
         rusqlite::Connection::open(self.dir.path().join("portcullis.db")).expect("open db")

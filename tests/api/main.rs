@@ -10,6 +10,7 @@ mod crash;
 mod errors;
 mod faults;
 mod files;
+mod groups;
 mod helpers;
 mod jwks;
 mod lockout;
