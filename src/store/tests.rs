@@ -71,6 +71,44 @@ async fn schema_is_idempotent_and_versioned() {
     assert!(err.contains("newer"), "{err}");
 }
 
+/// A database made by the first schema gains the columns and tables of the
+/// current one, and keeps its rows: an old session reads as an API session
+/// opened with a password.
+#[tokio::test]
+async fn a_version_1_database_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(include_str!("testdata/schema-v1.sql"))
+        .unwrap();
+    conn.execute_batch(
+        "INSERT INTO users (id, email, password_hash, created_at, updated_at)
+         VALUES ('00000000-0000-4000-8000-000000000001', 'old@example.com', 'x', 1, 1);
+         INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at)
+         VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000001', 1, 1, 9999999999999);",
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::sqlite(&path).unwrap();
+    let session = store
+        .session(Uuid::parse_str("00000000-0000-4000-8000-000000000002").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.kind, SessionKind::Api);
+    assert_eq!(session.amr, Amr::PWD);
+    let user_id = Uuid::parse_str("00000000-0000-4000-8000-000000000001").unwrap();
+    assert!(store.groups_of(user_id).await.unwrap().is_empty());
+    drop(store);
+    // Opening it again changes nothing.
+    drop(Store::sqlite(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}
+
 #[tokio::test]
 async fn duplicate_email_is_email_taken() {
     let dir = tempfile::tempdir().unwrap();
