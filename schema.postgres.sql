@@ -36,10 +36,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     cookie_hash    BYTEA                        -- browser sessions: SHA-256 of the cookie
 );
 CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions(user_id);
--- Databases made by version 1 gain the columns above.
-ALTER TABLE sessions ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'api';
-ALTER TABLE sessions ADD COLUMN IF NOT EXISTS amr TEXT NOT NULL DEFAULT 'pwd';
-ALTER TABLE sessions ADD COLUMN IF NOT EXISTS cookie_hash BYTEA;
+-- (Databases made by version 1 gain kind, amr and cookie_hash before this
+-- file runs: MIGRATIONS in src/store/db/postgres.rs.)
 CREATE UNIQUE INDEX IF NOT EXISTS sessions_cookie_hash ON sessions(cookie_hash) WHERE cookie_hash IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sessions_revoked_at ON sessions(revoked_at) WHERE revoked_at IS NOT NULL;
 

@@ -51,21 +51,28 @@ impl AuthService {
     }
 
     /// The secret awaiting confirmation, as [`AuthService::totp_setup`] gave
-    /// it, or a new one when there is none: what the setup page shows again
-    /// after a wrong code, so that the app scanned stays the right one.
-    pub async fn totp_pending_or_new(&self, claims: &AccessClaims) -> AuthResult<(String, String)> {
+    /// it (base32 and `otpauth://` URL), if there is one.
+    pub async fn totp_pending(
+        &self,
+        claims: &AccessClaims,
+    ) -> AuthResult<Option<(String, String)>> {
         let user = self.current_user(claims).await?;
-        let row = self.store.totp(user.id).await?;
-        if row.as_ref().is_some_and(|t| t.enabled()) {
-            return Err(AuthError::MfaState("mfa_already_enabled"));
-        }
-        if let Some(sealed) = row.and_then(|t| t.pending_secret) {
-            let secret = self
-                .master
-                .open(&sealed, secret_context(user.id).as_bytes())?;
-            return Ok(totp::provisioning(&secret, self.issuer(), &user.email));
-        }
-        self.totp_setup(claims).await
+        let Some(sealed) = self
+            .store
+            .totp(user.id)
+            .await?
+            .and_then(|t| t.pending_secret)
+        else {
+            return Ok(None);
+        };
+        let secret = self
+            .master
+            .open(&sealed, secret_context(user.id).as_bytes())?;
+        Ok(Some(totp::provisioning(
+            &secret,
+            self.issuer(),
+            &user.email,
+        )))
     }
 
     /// Confirms the pending secret with the current password and a code;

@@ -195,9 +195,10 @@ pub struct Profile {
 /// made by another process on the same database (the CLI) within this time,
 /// the same bound as for revocations.
 const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Browser sessions remembered at once, and for how long after a read. A
-/// revocation is seen at once all the same (the revocation list is consulted
-/// on every use); only the session's row is remembered.
+/// Browser sessions remembered at once, and for how long after a read (at
+/// most; never longer than `access_ttl`, for which the revocation list keeps
+/// each revocation). A revocation is seen at once all the same: the list is
+/// consulted on every use; only the session's row is remembered.
 const BROWSER_SESSIONS: u64 = 100_000;
 const BROWSER_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -235,7 +236,11 @@ impl AuthService {
                 .build(),
             browser_sessions: moka::sync::Cache::builder()
                 .max_capacity(BROWSER_SESSIONS)
-                .time_to_live(BROWSER_SESSION_TTL)
+                .time_to_live(
+                    BROWSER_SESSION_TTL
+                        .min(config.tokens.access_ttl.std())
+                        .max(std::time::Duration::from_secs(1)),
+                )
                 .build(),
         }
     }

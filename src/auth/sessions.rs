@@ -97,11 +97,18 @@ impl AuthService {
         let session = match self.browser_sessions.get(&hash) {
             Some(session) => session,
             None => {
-                let session = self
+                let mut session = self
                     .store
                     .browser_session(hash, now)
                     .await?
                     .ok_or_else(refused)?;
+                // A browser is "used" when its session is read again (at most
+                // once per cache lifetime), so that the bound on sessions
+                // does not take an active browser for an idle one.
+                if now - session.last_used_at >= 60_000 {
+                    self.store.touch_session(session.id, now).await?;
+                    session.last_used_at = now;
+                }
                 let session = Arc::new(session);
                 self.browser_sessions.insert(hash, session.clone());
                 session

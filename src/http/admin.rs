@@ -428,7 +428,12 @@ pub async fn reset_mfa_as(
         user.email,
         state.config.server.public_url.trim_end_matches('/')
     );
-    let failed = caller.event(Action::MfaReset).user(user.id);
+    // Recorded only if the mail cannot go out: the reset itself is the row above.
+    let failed = caller
+        .event(Action::MfaReset)
+        .user(user.id)
+        .extra("actor_id", actor.to_string())
+        .extra("mail_only", true);
     send_later(
         state,
         user.email,
@@ -468,9 +473,15 @@ pub async fn create_user(
     let groups = parse_groups(&body.groups)?;
     let mailed = body.password.is_none();
     // A password nobody knows until the user sets one through the mail.
-    let password = body
-        .password
-        .unwrap_or_else(|| SecretString::from(new_opaque_token()));
+    let password = body.password.unwrap_or_else(|| {
+        let policy = &state.config.passwords;
+        let len = policy.min_length.max(43).min(policy.max_length);
+        let random: String = std::iter::repeat_with(new_opaque_token)
+            .flat_map(|t| t.chars().collect::<Vec<_>>())
+            .take(len)
+            .collect();
+        SecretString::from(random)
+    });
     let event = caller
         .event(Action::UserCreated)
         .extra("actor_id", admin.user.id.to_string())
@@ -505,7 +516,10 @@ pub async fn create_user(
                  (\"Forgot your password?\").\n",
                 user.email, state.config.web.title
             );
-            let failed = caller.event(Action::PasswordResetRequested).user(user.id);
+            let failed = caller
+                .event(Action::PasswordResetRequested)
+                .user(user.id)
+                .extra("account_exists", true);
             send_later(&state, user.email, "Your new account", text, failed);
         }
     }

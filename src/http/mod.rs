@@ -117,7 +117,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
 }
 
 /// A resource that answers other methods with a JSON 405 and `Allow: allow`.
-fn resource(path: &str, allow: &'static str) -> Resource {
+pub fn resource(path: &str, allow: &'static str) -> Resource {
     web::resource(path).default_service(web::to(move || async move {
         Err::<HttpResponse, ApiError>(ApiError::MethodNotAllowed(allow))
     }))

@@ -76,7 +76,10 @@ pub async fn request_reset(
         // The token and its row are committed. Every transport sends after
         // the answer, so its timing does not tell whether the account
         // exists; a mail that cannot go out is one more row.
-        let failed = caller.event(Action::PasswordResetRequested).user(user.id);
+        let failed = caller
+            .event(Action::PasswordResetRequested)
+            .user(user.id)
+            .extra("account_exists", true);
         let link = state.config.mail.reset_url.replace("{token}", &token);
         let text = format!(
             "Someone asked to reset the password of your account {}.\n\n\
@@ -90,7 +93,7 @@ pub async fn request_reset(
 }
 
 /// Sends a mail after the answer; a mail that cannot go out is audited as
-/// `failed` with `mail_error`.
+/// `failed` with `mail_error` (and `mail: "failed"`).
 pub fn send_later(
     state: &web::Data<AppState>,
     to: String,
@@ -103,9 +106,7 @@ pub fn send_later(
         let state = job_state;
         if let Err(e) = state.mailer.send(&to, subject, text).await {
             tracing::error!(error = %e, recipient = %to, "mail not sent");
-            let event = failed
-                .extra("account_exists", true)
-                .extra("mail_error", format!("{e:#}"));
+            let event = failed.extra("mail_error", format!("{e:#}"));
             if let Err(e) = state.audit(event).await {
                 tracing::error!(error = %e, "cannot audit a failed mail");
             }

@@ -218,7 +218,7 @@ pub async fn act(
                 .resource("session", id);
             match state.auth.revoke_session(&claims, id, vec![event]).await {
                 Ok(()) if id == claims.sid => see_other("/ui/login")
-                    .cookie(removal(&state.config, SESSION_COOKIE, "/"))
+                    .cookie(removal(&state.config, SESSION_COOKIE))
                     .finish(),
                 Ok(()) => see_other("/ui/account?done=revoked").finish(),
                 Err(e) => failed(&state, &browser, &claims, fail(e.into())).await,
@@ -231,7 +231,7 @@ pub async fn act(
                 .resource("user", claims.sub);
             match state.auth.logout_all(&claims, vec![event]).await {
                 Ok(_) => see_other("/ui/login")
-                    .cookie(removal(&state.config, SESSION_COOKIE, "/"))
+                    .cookie(removal(&state.config, SESSION_COOKIE))
                     .finish(),
                 Err(e) => failed(&state, &browser, &claims, fail(e.into())).await,
             }
@@ -351,6 +351,8 @@ struct TotpPage {
     error: Option<String>,
     qr_svg: String,
     secret: String,
+    /// Vouches for `secret` when the form comes back (see [`totp_setup_page`]).
+    shown: String,
     backup_codes: Option<Vec<String>>,
 }
 
@@ -360,29 +362,55 @@ fn codes_page(state: &AppState, browser: &Browser, codes: Vec<String>) -> HttpRe
         error: None,
         qr_svg: String::new(),
         secret: String::new(),
+        shown: String::new(),
         backup_codes: Some(codes),
     };
     render(StatusCode::OK, browser, &page, None)
 }
 
+/// The setup page with a new secret, as `POST /auth/mfa/totp/setup` makes
+/// one; after a wrong code, the same secret again, but only when the form
+/// vouches that this page showed it (`shown`), so that a secret someone else
+/// set up earlier is never offered.
 async fn totp_setup_page(
     state: &AppState,
     browser: &Browser,
     claims: &AccessClaims,
     error: Option<String>,
+    shown: Option<&str>,
 ) -> Result<TotpPage, ApiError> {
-    let (secret, url) = state
-        .auth
-        .totp_pending_or_new(claims)
-        .await
-        .map_err(crate::http::mfa::on_bearer_route)?;
+    let pending = match shown {
+        Some(shown) => state
+            .auth
+            .totp_pending(claims)
+            .await?
+            .filter(|(secret, _)| {
+                state
+                    .auth
+                    .form_token_matches(&secret_binding(secret), shown)
+            }),
+        None => None,
+    };
+    let (secret, url) = match pending {
+        Some(pending) => pending,
+        None => state
+            .auth
+            .totp_setup(claims)
+            .await
+            .map_err(crate::http::mfa::on_bearer_route)?,
+    };
     Ok(TotpPage {
         layout: Layout::new(state, browser, "Two-step verification").section("account"),
         error,
         qr_svg: qr_svg(&url),
+        shown: state.auth.form_token(&secret_binding(&secret)),
         secret,
         backup_codes: None,
     })
+}
+
+fn secret_binding(secret: &str) -> String {
+    format!("totp secret:{secret}")
 }
 
 /// The `otpauth://` URL as an inline SVG QR code (drawn here: no request
@@ -407,7 +435,7 @@ pub async fn totp_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     let Some(claims) = browser.claims().cloned() else {
         return must_sign_in(&state, "/ui/account/totp");
     };
-    match totp_setup_page(&state, &browser, &claims, None).await {
+    match totp_setup_page(&state, &browser, &claims, None, None).await {
         Ok(page) => render(StatusCode::OK, &browser, &page, None),
         Err(e) if e.code() == "mfa_already_enabled" => see_other("/ui/account").finish(),
         Err(e) => super::error_page(&state, &browser, e),
@@ -419,6 +447,7 @@ pub async fn totp_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
 struct EnableForm {
     code: String,
     password: String,
+    shown: String,
     csrf_token: String,
 }
 
@@ -437,7 +466,7 @@ pub async fn totp_enable(
     };
     let f: EnableForm = match form(&req, &body) {
         Ok(f) => f,
-        Err(failure) => return totp_failed(&state, &browser, &claims, failure).await,
+        Err(failure) => return totp_failed(&state, &browser, &claims, failure, None).await,
     };
     if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
         return forged(&state, &browser);
@@ -466,7 +495,7 @@ pub async fn totp_enable(
     .await;
     match outcome {
         Ok(response) => response,
-        Err(failure) => totp_failed(&state, &browser, &claims, failure).await,
+        Err(failure) => totp_failed(&state, &browser, &claims, failure, Some(&f.shown)).await,
     }
 }
 
@@ -475,8 +504,9 @@ async fn totp_failed(
     browser: &Browser,
     claims: &AccessClaims,
     failure: Failure,
+    shown: Option<&str>,
 ) -> HttpResponse {
-    match totp_setup_page(state, browser, claims, Some(failure.message.clone())).await {
+    match totp_setup_page(state, browser, claims, Some(failure.message.clone()), shown).await {
         Ok(page) => failure.render(browser, &page, None),
         Err(e) => super::error_page(state, browser, e),
     }

@@ -18,9 +18,26 @@ use crate::http::AppState;
 /// The browser session (SPEC section 11).
 pub const SESSION_COOKIE: &str = "portcullis_session";
 /// What a signed-out browser's form tokens are bound to.
-pub const FORM_COOKIE: &str = "portcullis_form";
+const FORM_COOKIE: &str = "portcullis_form";
 /// The `mfa_token` of a sign-in waiting for its second step.
-pub const MFA_COOKIE: &str = "portcullis_mfa";
+const MFA_COOKIE: &str = "portcullis_mfa";
+
+/// The name of one of our own cookies: over https with the `__Host-` prefix,
+/// which browsers keep to this host, `Secure` and `Path=/`, so that no
+/// sibling subdomain can plant one. (The session cookie's name is the SPEC's:
+/// it may carry a `Domain`.)
+fn own(config: &Config, name: &'static str) -> &'static str {
+    match (is_https(config), name) {
+        (true, FORM_COOKIE) => "__Host-portcullis_form",
+        (true, MFA_COOKIE) => "__Host-portcullis_mfa",
+        _ => name,
+    }
+}
+
+/// The name of the cookie of a pending second step.
+pub fn mfa_cookie_name(config: &Config) -> &'static str {
+    own(config, MFA_COOKIE)
+}
 
 /// A browser as a page sees it.
 pub struct Browser {
@@ -31,6 +48,7 @@ pub struct Browser {
     /// A pre-login binding made for this answer, to be set as a cookie.
     new_binding: Option<String>,
     secure: bool,
+    form_cookie: &'static str,
 }
 
 impl Browser {
@@ -49,7 +67,10 @@ impl Browser {
         }
         let (binding, new_binding) = match (&signed_in, session) {
             (Some(_), Some(cookie)) => (format!("session:{cookie}"), None),
-            _ => match req.cookie(FORM_COOKIE).map(|c| c.value().to_owned()) {
+            _ => match req
+                .cookie(own(&state.config, FORM_COOKIE))
+                .map(|c| c.value().to_owned())
+            {
                 Some(value) if is_token(&value) => (format!("form:{value}"), None),
                 _ => {
                     let value = new_opaque_token();
@@ -62,6 +83,7 @@ impl Browser {
             binding,
             new_binding,
             secure,
+            form_cookie: own(&state.config, FORM_COOKIE),
         }
     }
 
@@ -90,7 +112,7 @@ impl Browser {
     pub fn keep(&self, res: &mut HttpResponseBuilder) {
         if let Some(value) = &self.new_binding {
             res.cookie(
-                Cookie::build(FORM_COOKIE, value.clone())
+                Cookie::build(self.form_cookie, value.clone())
                     .path("/")
                     .http_only(true)
                     .secure(self.secure)
@@ -130,9 +152,9 @@ pub fn session_cookie(config: &Config, value: String, max_age_ms: Option<i64>) -
 }
 
 /// A cookie that removes `name` (with the attributes it was set with).
-pub fn removal(config: &Config, name: &'static str, path: &'static str) -> Cookie<'static> {
+pub fn removal(config: &Config, name: &'static str) -> Cookie<'static> {
     let mut cookie = Cookie::build(name, "")
-        .path(path)
+        .path("/")
         .http_only(true)
         .secure(is_https(config))
         .same_site(SameSite::Lax)
@@ -145,8 +167,8 @@ pub fn removal(config: &Config, name: &'static str, path: &'static str) -> Cooki
 
 /// The cookie of a sign-in waiting for its second step (five minutes).
 pub fn mfa_cookie(config: &Config, mfa_token: String, seconds: i64) -> Cookie<'static> {
-    Cookie::build(MFA_COOKIE, mfa_token)
-        .path("/ui/login")
+    Cookie::build(mfa_cookie_name(config), mfa_token)
+        .path("/")
         .http_only(true)
         .secure(is_https(config))
         .same_site(SameSite::Strict)
@@ -159,10 +181,9 @@ pub fn mfa_cookie(config: &Config, mfa_token: String, seconds: i64) -> Cookie<'s
 /// the host asked.
 pub fn same_origin(req: &HttpRequest, config: &Config) -> bool {
     let headers = req.headers();
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
-            return false;
-        }
+    let site = headers.get("sec-fetch-site").map(|s| s.as_bytes());
+    if site.is_some_and(|s| !matches!(s, b"same-origin" | b"none")) {
+        return false;
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -171,15 +192,16 @@ pub fn same_origin(req: &HttpRequest, config: &Config) -> bool {
         return false;
     };
     // Under `Referrer-Policy: no-referrer` browsers send `Origin: null` with
-    // their own pages' forms too: then `Sec-Fetch-Site` above has spoken
-    // (and the form token decides).
+    // their own pages' forms too: then only a `Sec-Fetch-Site` that says
+    // same-origin vouches for it.
     if origin == "null" {
-        return true;
+        return site == Some(b"same-origin");
     }
-    let public = Url::parse(&config.server.public_url)
-        .ok()
-        .map(|u| u.origin().ascii_serialization());
-    if public.as_deref() == Some(origin) {
+    let public = Url::parse(&config.server.public_url).ok();
+    if public
+        .as_ref()
+        .is_some_and(|p| p.origin().ascii_serialization() == origin)
+    {
         return true;
     }
     // The host the browser asked for (behind a proxy that keeps `Host`).
@@ -193,7 +215,8 @@ pub fn same_origin(req: &HttpRequest, config: &Config) -> bool {
         Some(port) => format!("{}:{port}", origin.host_str().unwrap_or_default()),
         None => origin.host_str().unwrap_or_default().to_owned(),
     };
-    matches!(origin.scheme(), "http" | "https") && asked.eq_ignore_ascii_case(host)
+    let scheme = public.as_ref().map_or("http", |p| p.scheme());
+    origin.scheme() == scheme && asked.eq_ignore_ascii_case(host)
 }
 
 /// `rd` when it may be followed: an absolute http(s) URL on `public_url`'s
@@ -242,6 +265,66 @@ mod tests {
         c.web.allowed_redirect_domains =
             vec!["*.apps.example.com".into(), "wiki.example.org".into()];
         c
+    }
+
+    fn post(headers: &[(&str, &str)]) -> HttpRequest {
+        let mut req = actix_web::test::TestRequest::post().uri("/ui/login");
+        for (name, value) in headers {
+            req = req.insert_header((*name, *value));
+        }
+        req.to_http_request()
+    }
+
+    #[test]
+    fn forms_from_another_site_are_refused() {
+        let c = config();
+        let host = ("host", "auth.example.com");
+        for good in [
+            vec![host],
+            vec![host, ("origin", "https://auth.example.com")],
+            vec![host, ("origin", "null"), ("sec-fetch-site", "same-origin")],
+            vec![host, ("sec-fetch-site", "same-origin")],
+            vec![
+                ("host", "auth.internal:8443"),
+                ("origin", "https://auth.internal:8443"),
+            ],
+        ] {
+            assert!(same_origin(&post(&good), &c), "{good:?}");
+        }
+        for bad in [
+            vec![host, ("origin", "https://evil.example")],
+            vec![host, ("origin", "null")],
+            vec![host, ("origin", "null"), ("sec-fetch-site", "cross-site")],
+            vec![host, ("sec-fetch-site", "same-site")],
+            vec![host, ("origin", "http://auth.example.com")],
+            vec![
+                ("host", "auth.internal:8443"),
+                ("origin", "http://auth.internal:8443"),
+            ],
+            vec![host, ("origin", "not a url")],
+        ] {
+            assert!(!same_origin(&post(&bad), &c), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn our_own_cookies_are_host_only_over_https() {
+        let https = config();
+        let cookie = mfa_cookie(&https, "t".into(), 300);
+        assert_eq!(cookie.name(), "__Host-portcullis_mfa");
+        assert_eq!(cookie.path(), Some("/"));
+        assert_eq!(cookie.secure(), Some(true));
+        assert_eq!(cookie.domain(), None);
+        let mut http = config();
+        http.server.public_url = "http://127.0.0.1:8080".into();
+        assert_eq!(mfa_cookie(&http, "t".into(), 300).name(), "portcullis_mfa");
+        let mut shared = config();
+        shared.web.cookie_domain = "example.com".into();
+        let session = session_cookie(&shared, "v".into(), Some(1_000));
+        assert_eq!(session.name(), SESSION_COOKIE);
+        assert_eq!(session.domain(), Some("example.com"));
+        assert_eq!(session.http_only(), Some(true));
+        assert_eq!(session.same_site(), Some(SameSite::Lax));
     }
 
     #[test]

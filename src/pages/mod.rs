@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::http::extract::{has_media_type, MediaType};
-use crate::http::AppState;
+use crate::http::{resource, AppState};
 use browser::Browser;
 
 /// The one stylesheet.
@@ -63,57 +63,57 @@ impl Layout {
 
 /// Registers the pages.
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(web::resource("/").route(web::get().to(sign_in::root)))
-        .service(web::resource("/ui/style.css").route(web::get().to(style)))
+    cfg.service(resource("/", "GET").route(web::get().to(sign_in::root)))
+        .service(resource("/ui/style.css", "GET").route(web::get().to(style)))
         .service(
-            web::resource("/ui/login")
+            resource("/ui/login", "GET, POST")
                 .route(web::get().to(sign_in::login_page))
                 .route(web::post().to(sign_in::login)),
         )
         .service(
-            web::resource("/ui/login/mfa")
+            resource("/ui/login/mfa", "GET, POST")
                 .route(web::get().to(sign_in::mfa_page))
                 .route(web::post().to(sign_in::mfa)),
         )
-        .service(web::resource("/ui/logout").route(web::post().to(sign_in::logout)))
+        .service(resource("/ui/logout", "POST").route(web::post().to(sign_in::logout)))
         .service(
-            web::resource("/ui/register")
+            resource("/ui/register", "GET, POST")
                 .route(web::get().to(sign_in::register_page))
                 .route(web::post().to(sign_in::register)),
         )
         .service(
-            web::resource("/ui/setup")
+            resource("/ui/setup", "GET, POST")
                 .route(web::get().to(sign_in::setup_page))
                 .route(web::post().to(sign_in::setup)),
         )
         .service(
-            web::resource("/ui/forgot-password")
+            resource("/ui/forgot-password", "GET, POST")
                 .route(web::get().to(recovery::forgot_page))
                 .route(web::post().to(recovery::forgot)),
         )
         .service(
-            web::resource("/ui/reset-password")
+            resource("/ui/reset-password", "GET, POST")
                 .route(web::get().to(recovery::reset_page))
                 .route(web::post().to(recovery::reset)),
         )
         .service(
-            web::resource("/ui/account")
+            resource("/ui/account", "GET, POST")
                 .route(web::get().to(account::page))
                 .route(web::post().to(account::act)),
         )
         .service(
-            web::resource("/ui/account/totp")
+            resource("/ui/account/totp", "GET, POST")
                 .route(web::get().to(account::totp_page))
                 .route(web::post().to(account::totp_enable)),
         )
         .service(
-            web::resource("/ui/admin/users")
+            resource("/ui/admin/users", "GET, POST")
                 .route(web::get().to(admin::users_page))
                 .route(web::post().to(admin::users_act)),
         )
-        .service(web::resource("/ui/admin/audit").route(web::get().to(admin::audit_page)))
+        .service(resource("/ui/admin/audit", "GET").route(web::get().to(admin::audit_page)))
         .service(
-            web::resource("/ui/admin/rate-limits")
+            resource("/ui/admin/rate-limits", "GET, POST")
                 .route(web::get().to(admin::limits_page))
                 .route(web::post().to(admin::limits_clear)),
         );

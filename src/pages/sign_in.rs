@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::browser::{
-    mfa_cookie, removal, safe_redirect, session_cookie, Browser, MFA_COOKIE, SESSION_COOKIE,
+    mfa_cookie, mfa_cookie_name, removal, safe_redirect, session_cookie, Browser, SESSION_COOKIE,
 };
 use super::{forged, form, render, see_other, Failure, Layout, MessagePage, Token};
 use crate::audit::Action;
@@ -186,7 +186,7 @@ fn signed_in(state: &AppState, opened: Opened, rd: Option<&str>) -> Result<HttpR
             cookie,
             max_age(state, &session),
         ))
-        .cookie(removal(&state.config, MFA_COOKIE, "/ui/login"))
+        .cookie(removal(&state.config, mfa_cookie_name(&state.config)))
         .finish())
 }
 
@@ -225,7 +225,7 @@ pub async fn mfa_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
 }
 
 async fn pending(req: &HttpRequest, state: &AppState) -> Option<crate::auth::mfa::PendingLogin> {
-    let token = req.cookie(MFA_COOKIE)?;
+    let token = req.cookie(mfa_cookie_name(&state.config))?;
     state.auth.pending_login(token.value()).await.ok()
 }
 
@@ -337,7 +337,7 @@ pub async fn logout(
         }
     }
     see_other("/ui/login")
-        .cookie(removal(&state.config, SESSION_COOKIE, "/"))
+        .cookie(removal(&state.config, SESSION_COOKIE))
         .finish()
 }
 

@@ -422,6 +422,22 @@ impl Store {
             .await
     }
 
+    /// Marks a session used at `now` (for the least-recently-used bound).
+    pub async fn touch_session(&self, id: Uuid, now: Millis) -> StoreResult<()> {
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    c.execute(
+                        "UPDATE sessions SET last_used_at = $1 WHERE id = $2 AND last_used_at < $1",
+                        &[&now, &id.to_string()],
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
     /// Live sessions of a user, newest first.
     pub async fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>> {
         self.db

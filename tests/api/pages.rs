@@ -181,6 +181,12 @@ async fn every_page_has_its_security_headers() {
             "{path}: {status}"
         );
     }
+    // Other methods get the API's JSON 405 with `Allow`.
+    let res = client.put(app.url("/ui/login")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()["allow"], "GET, POST");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
     // The login page's policy lets its form send the browser on to `rd`.
     let rd = format!("{}/ui/admin/audit", app.address);
     let res = client
@@ -401,4 +407,71 @@ async fn the_first_run_logs_a_one_time_setup_link() {
         "single use"
     );
     server.signal("-TERM");
+}
+
+#[tokio::test]
+async fn the_totp_page_never_offers_a_secret_set_up_elsewhere() {
+    let app = TestApp::spawn().await;
+    let pair = app.signed_up("ada@example.com").await;
+    // Someone with a token sets up a secret and keeps it.
+    let planted: Value = app
+        .post_auth("/auth/mfa/totp/setup", &token(&pair, "access_token"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let planted = planted["secret"].as_str().unwrap().to_owned();
+    let client = browser();
+    sign_in(&app, &client, "ada@example.com", false).await;
+    let page = client
+        .get(app.url("/ui/account/totp"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains(&planted),
+        "the page offered a secret it did not make"
+    );
+    // A wrong code shows the page's own secret again, not one made meanwhile.
+    let shown = between(&page, "id=\"totp-secret\">", "<").to_owned();
+    let vouch = between(&page, "name=\"shown\" value=\"", "\"").to_owned();
+    let csrf = between(&page, "name=\"csrf_token\" value=\"", "\"").to_owned();
+    let form = [
+        ("code", "000000"),
+        ("password", PASSWORD),
+        ("shown", vouch.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let again = client
+        .post(app.url("/ui/account/totp"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        again.text().await.unwrap().contains(&shown),
+        "the same secret after a wrong code"
+    );
+    app.post_auth("/auth/mfa/totp/setup", &token(&pair, "access_token"), None)
+        .await;
+    let after = client
+        .post(app.url("/ui/account/totp"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !after.text().await.unwrap().contains(&shown),
+        "a replaced secret is not shown"
+    );
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text.find(start).unwrap_or_else(|| panic!("no {start}")) + start.len();
+    let len = text[from..].find(end).unwrap();
+    &text[from..from + len]
 }

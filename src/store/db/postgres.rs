@@ -24,6 +24,15 @@ use crate::store::{stamped, Audit, StoreError, StoreResult};
 pub const SCHEMA: &str = include_str!("../../../schema.postgres.sql");
 /// The schema version `schema.postgres.sql` sets.
 pub const SCHEMA_VERSION: i32 = 2;
+/// What brings a database of an older version up to the next before the
+/// schema runs: only then, since an `ALTER TABLE` locks the table even when
+/// it changes nothing.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'api';
+     ALTER TABLE sessions ADD COLUMN IF NOT EXISTS amr TEXT NOT NULL DEFAULT 'pwd';
+     ALTER TABLE sessions ADD COLUMN IF NOT EXISTS cookie_hash BYTEA;",
+)];
 /// The advisory lock that serializes schema changes at start-up.
 const SCHEMA_LOCK: i64 = 0x706f_7274_6375_6c73;
 const POOL_SIZE: usize = 16;
@@ -165,6 +174,15 @@ impl Postgres {
                 return Err(anyhow!(
                     "database schema version {version} is newer than this portcullis understands ({SCHEMA_VERSION})"
                 ));
+            }
+            let mut version = version.unwrap_or(i64::from(SCHEMA_VERSION));
+            for (from, sql) in MIGRATIONS {
+                if version == *from {
+                    tx.batch_execute(sql).await.with_context(|| {
+                        format!("cannot migrate the schema from version {from}")
+                    })?;
+                    version = from + 1;
+                }
             }
         }
         tx.batch_execute(SCHEMA)
