@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::browser::{removal, Browser, SESSION_COOKIE};
 use super::sign_in::query;
-use super::{forged, form, render, see_other, Failure, Layout};
+use super::{render, see_other, Failure, Layout, Posted};
 use crate::audit::Action;
 use crate::auth::tokens::AccessClaims;
 use crate::email::normalize;
@@ -61,7 +61,7 @@ fn notice(done: &str) -> Option<&'static str> {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct DoneQuery {
+pub(super) struct DoneQuery {
     done: String,
 }
 
@@ -134,8 +134,11 @@ fn short_agent(ua: &str) -> String {
 }
 
 /// `GET /ui/account`
-pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    browser: Browser,
+) -> HttpResponse {
     let Some(claims) = browser.claims().cloned() else {
         return must_sign_in(&state, "/ui/account");
     };
@@ -149,7 +152,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct ActionForm {
+pub(super) struct ActionForm {
     action: String,
     csrf_token: String,
     current_password: String,
@@ -161,24 +164,15 @@ struct ActionForm {
 
 /// `POST /ui/account`: one of `password`, `revoke` (`session_id`),
 /// `logout_all`, `totp_disable` (`password`, `code`), `backup_codes` (`code`).
-pub async fn act(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
-) -> HttpResponse {
-    let caller = caller.via_web();
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn act(state: web::Data<AppState>, post: Posted<ActionForm>) -> HttpResponse {
+    let Posted {
+        caller,
+        browser,
+        form: f,
+    } = post;
     let Some(claims) = browser.claims().cloned() else {
         return must_sign_in(&state, "/ui/account");
     };
-    let f: ActionForm = match form(&req, &body) {
-        Ok(f) => f,
-        Err(failure) => return failed(&state, &browser, &claims, failure).await,
-    };
-    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
-        return forged(&state, &browser);
-    }
     let account = normalize(&claims.email);
     // The page again with the failure; its status and headers are the API's.
     let fail = |e: ApiError| Failure::of(e);
@@ -430,8 +424,7 @@ fn qr_svg(url: &str) -> String {
 }
 
 /// `GET /ui/account/totp`
-pub async fn totp_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn totp_page(state: web::Data<AppState>, browser: Browser) -> HttpResponse {
     let Some(claims) = browser.claims().cloned() else {
         return must_sign_in(&state, "/ui/account/totp");
     };
@@ -444,33 +437,26 @@ pub async fn totp_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct EnableForm {
+pub(super) struct EnableForm {
     code: String,
     password: String,
     shown: String,
-    csrf_token: String,
 }
 
 /// `POST /ui/account/totp`: `POST /auth/mfa/totp/enable`; then the backup
 /// codes, shown once.
-pub async fn totp_enable(
-    req: HttpRequest,
+pub(super) async fn totp_enable(
     state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
+    post: Posted<EnableForm>,
 ) -> HttpResponse {
-    let caller = caller.via_web();
-    let browser = Browser::of(&req, &state).await;
+    let Posted {
+        caller,
+        browser,
+        form: f,
+    } = post;
     let Some(claims) = browser.claims().cloned() else {
         return must_sign_in(&state, "/ui/account/totp");
     };
-    let f: EnableForm = match form(&req, &body) {
-        Ok(f) => f,
-        Err(failure) => return totp_failed(&state, &browser, &claims, failure, None).await,
-    };
-    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
-        return forged(&state, &browser);
-    }
     let account = normalize(&claims.email);
     let password = SecretString::from(f.password.clone());
     let outcome = guarded_failure(

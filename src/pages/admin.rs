@@ -10,14 +10,13 @@ use uuid::Uuid;
 
 use super::browser::Browser;
 use super::sign_in::query;
-use super::{forged, form, render, see_other, Failure, Layout, MessagePage};
+use super::{render, see_other, Failure, Layout, MessagePage, Posted};
 use crate::audit::query::{parse_time, Filter};
 use crate::audit::{Action, EventRow};
 
 use crate::control::{self, ClearError};
 use crate::error::ApiError;
 use crate::http::admin::{disable_user_as, reset_mfa_as, set_groups_as};
-use crate::http::context::Caller;
 use crate::http::AppState;
 use crate::time_fmt::rfc3339_ms;
 
@@ -80,7 +79,7 @@ struct UsersPage {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct UsersQuery {
+pub(super) struct UsersQuery {
     email: String,
     done: String,
 }
@@ -122,8 +121,11 @@ async fn users_view(
 }
 
 /// `GET /ui/admin/users[?email=]`
-pub async fn users_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn users_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    browser: Browser,
+) -> HttpResponse {
     if let Err(res) = admin(&state, &browser, "/ui/admin/users") {
         return *res;
     }
@@ -143,33 +145,26 @@ pub async fn users_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct UserAction {
+pub(super) struct UserAction {
     action: String,
     user_id: String,
     groups: String,
-    csrf_token: String,
 }
 
 /// `POST /ui/admin/users`: `disable`, `enable`, `groups` or `mfa_reset` of `user_id`.
-pub async fn users_act(
-    req: HttpRequest,
+pub(super) async fn users_act(
     state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
+    post: Posted<UserAction>,
 ) -> HttpResponse {
-    let caller = caller.via_web();
-    let browser = Browser::of(&req, &state).await;
+    let Posted {
+        caller,
+        browser,
+        form: f,
+    } = post;
     let actor = match admin(&state, &browser, "/ui/admin/users") {
         Ok(id) => id,
         Err(res) => return *res,
     };
-    let f: UserAction = match form(&req, &body) {
-        Ok(f) => f,
-        Err(failure) => return users_failed(&state, &browser, failure).await,
-    };
-    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
-        return forged(&state, &browser);
-    }
     let Ok(user_id) = Uuid::parse_str(f.user_id.trim()) else {
         return users_failed(&state, &browser, Failure::bad("That user does not exist.")).await;
     };
@@ -245,8 +240,11 @@ struct AuditQuery {
 
 /// `GET /ui/admin/audit`: the filters of `GET /admin/audit` (a user by email
 /// or id), newest first, fifty a page, and the chain's verdict.
-pub async fn audit_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn audit_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    browser: Browser,
+) -> HttpResponse {
     if let Err(res) = admin(&state, &browser, "/ui/admin/audit") {
         return *res;
     }
@@ -438,7 +436,7 @@ struct LimitsPage {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct KeyQuery {
+pub(super) struct KeyQuery {
     key: String,
     done: String,
 }
@@ -475,8 +473,11 @@ async fn limits_view(
 }
 
 /// `GET /ui/admin/rate-limits[?key=]`
-pub async fn limits_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn limits_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    browser: Browser,
+) -> HttpResponse {
     if let Err(res) = admin(&state, &browser, "/ui/admin/rate-limits") {
         return *res;
     }
@@ -490,31 +491,24 @@ pub async fn limits_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct ClearForm {
+pub(super) struct ClearForm {
     key: String,
-    csrf_token: String,
 }
 
 /// `POST /ui/admin/rate-limits`: `DELETE /admin/rate-limits?key=` (every rule).
-pub async fn limits_clear(
-    req: HttpRequest,
+pub(super) async fn limits_clear(
     state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
+    post: Posted<ClearForm>,
 ) -> HttpResponse {
-    let caller = caller.via_web();
-    let browser = Browser::of(&req, &state).await;
+    let Posted {
+        caller,
+        browser,
+        form: f,
+    } = post;
     let actor = match admin(&state, &browser, "/ui/admin/rate-limits") {
         Ok(id) => id,
         Err(res) => return *res,
     };
-    let f: ClearForm = match form(&req, &body) {
-        Ok(f) => f,
-        Err(failure) => return super::failure_page(&state, &browser, failure),
-    };
-    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
-        return forged(&state, &browser);
-    }
     let key = f.key.trim();
     if key.is_empty() {
         return super::failure_page(

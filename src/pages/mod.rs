@@ -11,13 +11,17 @@ pub mod browser;
 mod recovery;
 mod sign_in;
 
+use actix_web::dev::Payload;
+use actix_web::error::InternalError;
 use actix_web::http::{header, StatusCode};
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use askama::Template;
+use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::http::context::Caller;
 use crate::http::extract::{has_media_type, MediaType};
 use crate::http::{resource, AppState};
 use browser::Browser;
@@ -310,16 +314,84 @@ fn wait_text(seconds: u64) -> String {
 }
 
 /// A posted form, parsed whole: a body that is not a form is 400.
-pub fn form<T: DeserializeOwned + Default>(req: &HttpRequest, body: &[u8]) -> Result<T, Failure> {
+fn form<T: DeserializeOwned + Default>(req: &HttpRequest, body: &[u8]) -> Result<T, Failure> {
     if !has_media_type(req, MediaType::Form) {
         return Err(Failure::bad("This form must be sent by a browser."));
     }
     serde_urlencoded::from_bytes(body).map_err(|_| Failure::bad("This form could not be read."))
 }
 
+/// A posted form of a page, as its handler gets it: who sent it (through the
+/// web), the browser, and the form, its token checked and read whole. When
+/// the form is refused, the handler never runs: the answer is the 403 or 400
+/// of [`posted`].
+pub struct Posted<T> {
+    pub caller: Caller,
+    pub browser: Browser,
+    pub form: T,
+}
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for Posted<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let caller = Caller::from_request(&req, payload).into_inner();
+        let body = web::Bytes::from_request(&req, payload);
+        Box::pin(async move {
+            let caller = caller?.via_web();
+            let body = body.await?;
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+            let browser = Browser::of(&req, state).await;
+            let form = posted(&req, state, &browser, &body)
+                .map_err(|res| InternalError::from_response("form refused", *res))?;
+            Ok(Posted {
+                caller,
+                browser,
+                form,
+            })
+        })
+    }
+}
+
+/// A browser asking for a page: [`Browser::of`] as an extractor.
+impl FromRequest for Browser {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+            Ok(Browser::of(&req, state).await)
+        })
+    }
+}
+
+/// A form this browser posted: its token checked, then read whole. Else the
+/// answer to give, nothing changed: 403 for a missing or wrong token or a
+/// post from another site, 400 for a body that is not this form.
+pub fn posted<T: DeserializeOwned + Default>(
+    req: &HttpRequest,
+    state: &AppState,
+    browser: &Browser,
+    body: &[u8],
+) -> Result<T, Box<HttpResponse>> {
+    let token: Token = form(req, body).map_err(|f| Box::new(failure_page(state, browser, f)))?;
+    if !browser.form_is_genuine(req, state, &token.csrf_token) {
+        return Err(Box::new(forged(state, browser)));
+    }
+    form(req, body).map_err(|f| Box::new(failure_page(state, browser, f)))
+}
+
 /// The answer to a form whose token is missing or wrong, or that came from
 /// another site: 403, nothing changed.
-pub fn forged(state: &AppState, browser: &Browser) -> HttpResponse {
+fn forged(state: &AppState, browser: &Browser) -> HttpResponse {
     let page = MessagePage {
         layout: Layout::new(state, browser, "Please try again"),
         message: "This form expired or came from another site, so nothing was changed. Go back, reload the page and try again.".into(),
@@ -361,6 +433,6 @@ pub struct MessagePage {
 /// The form token field every form carries.
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
-pub struct Token {
-    pub csrf_token: String,
+struct Token {
+    csrf_token: String,
 }

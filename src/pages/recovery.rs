@@ -9,10 +9,9 @@ use serde::Deserialize;
 
 use super::browser::Browser;
 use super::sign_in::query;
-use super::{forged, form, render, Failure, Layout};
+use super::{render, Failure, Layout, Posted};
 use crate::email::normalize;
 use crate::error::ApiError;
-use crate::http::context::Caller;
 use crate::http::guard::guarded_as;
 use crate::http::reset::{confirm_reset, request_reset};
 use crate::http::AppState;
@@ -28,8 +27,7 @@ struct ForgotPage {
 }
 
 /// `GET /ui/forgot-password`
-pub async fn forgot_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn forgot_page(state: web::Data<AppState>, browser: Browser) -> HttpResponse {
     let page = ForgotPage {
         layout: Layout::new(&state, &browser, "Reset your password"),
         error: None,
@@ -41,40 +39,24 @@ pub async fn forgot_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct ForgotForm {
+pub(super) struct ForgotForm {
     email: String,
-    csrf_token: String,
 }
 
 /// `POST /ui/forgot-password`: `POST /auth/password-reset/request`; the same
 /// answer whether or not the account exists.
-pub async fn forgot(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
-) -> HttpResponse {
-    let caller = caller.via_web();
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn forgot(state: web::Data<AppState>, post: Posted<ForgotForm>) -> HttpResponse {
+    let Posted {
+        caller,
+        browser,
+        form: f,
+    } = post;
     let page = |error: Option<String>, sent: bool, email: &str| ForgotPage {
         layout: Layout::new(&state, &browser, "Reset your password"),
         error,
         sent,
         email: email.trim().chars().take(320).collect(),
     };
-    let f: ForgotForm = match form(&req, &body) {
-        Ok(f) => f,
-        Err(failure) => {
-            return failure.render(
-                &browser,
-                &page(Some(failure.message.clone()), false, ""),
-                None,
-            )
-        }
-    };
-    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
-        return forged(&state, &browser);
-    }
     if f.email.trim().is_empty() {
         let failure = Failure::bad("Enter the email of your account.");
         return failure.render(
@@ -123,14 +105,17 @@ struct ResetPage {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct TokenQuery {
+pub(super) struct TokenQuery {
     token: String,
 }
 
 /// `GET /ui/reset-password?token=`: the link of the reset mail. The token is
 /// checked when the form is sent (a look does not spend it).
-pub async fn reset_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn reset_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    browser: Browser,
+) -> HttpResponse {
     let q: TokenQuery = query(&req);
     let page = ResetPage {
         layout: Layout::new(&state, &browser, "Choose a new password"),
@@ -152,21 +137,18 @@ pub async fn reset_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct ResetForm {
+pub(super) struct ResetForm {
     token: String,
     new_password: String,
-    csrf_token: String,
 }
 
 /// `POST /ui/reset-password`: `POST /auth/password-reset/confirm`.
-pub async fn reset(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
-) -> HttpResponse {
-    let caller = caller.via_web();
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn reset(state: web::Data<AppState>, post: Posted<ResetForm>) -> HttpResponse {
+    let Posted {
+        caller,
+        browser,
+        form: f,
+    } = post;
     let page = |error: Option<String>, done: bool, token: &str| ResetPage {
         layout: Layout::new(&state, &browser, "Choose a new password"),
         error,
@@ -174,19 +156,6 @@ pub async fn reset(
         token: token.chars().take(64).collect(),
         min_length: state.config.passwords.min_length,
     };
-    let f: ResetForm = match form(&req, &body) {
-        Ok(f) => f,
-        Err(failure) => {
-            return failure.render(
-                &browser,
-                &page(Some(failure.message.clone()), false, ""),
-                None,
-            )
-        }
-    };
-    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
-        return forged(&state, &browser);
-    }
     let show = |e: ApiError| {
         let failure = Failure::of(e);
         failure.render(

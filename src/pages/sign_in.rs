@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::browser::{
     mfa_cookie, mfa_cookie_name, removal, safe_redirect, session_cookie, Browser, SESSION_COOKIE,
 };
-use super::{forged, form, render, see_other, Failure, Layout, MessagePage, Token};
+use super::{render, see_other, Failure, Layout, MessagePage, Posted};
 use crate::audit::Action;
 use crate::auth::service::ClientInfo;
 use crate::auth::sessions::{Opened, SignIn};
@@ -27,6 +27,10 @@ use crate::store::{Amr, Session, SessionKind, User};
 /// Where a signed-in browser goes when no `rd` says otherwise.
 const HOME: &str = "/ui/account";
 
+/// A form of no fields but its token.
+#[derive(Deserialize, Default)]
+pub(super) struct Nothing {}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct RdQuery {
@@ -40,8 +44,7 @@ pub fn query<T: serde::de::DeserializeOwned + Default>(req: &HttpRequest) -> T {
 }
 
 /// `GET /`: the account when signed in, else the login page.
-pub async fn root(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn root(browser: Browser) -> HttpResponse {
     let to = if browser.signed_in.is_some() {
         HOME
     } else {
@@ -77,8 +80,11 @@ impl LoginPage {
 }
 
 /// `GET /ui/login[?rd=]`
-pub async fn login_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn login_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    browser: Browser,
+) -> HttpResponse {
     let q: RdQuery = query(&req);
     let rd = safe_redirect(&q.rd, &state.config);
     if browser.signed_in.is_some() {
@@ -90,31 +96,20 @@ pub async fn login_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct LoginForm {
+pub(super) struct LoginForm {
     email: String,
     password: String,
     remember_me: String,
     rd: String,
-    csrf_token: String,
 }
 
 /// `POST /ui/login`: the login of `POST /auth/login`, with a cookie.
-pub async fn login(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
-) -> HttpResponse {
-    let caller = caller.via_web();
-    let browser = Browser::of(&req, &state).await;
-    let blank = LoginPage::new(&state, &browser, None);
-    let f: LoginForm = match form(&req, &body) {
-        Ok(f) => f,
-        Err(failure) => return failure.render(&browser, &blank, None),
-    };
-    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
-        return forged(&state, &browser);
-    }
+pub(super) async fn login(state: web::Data<AppState>, post: Posted<LoginForm>) -> HttpResponse {
+    let Posted {
+        caller,
+        browser,
+        form: f,
+    } = post;
     let rd = safe_redirect(&f.rd, &state.config);
     let remember_me = matches!(f.remember_me.as_str(), "true" | "on" | "1");
     let page = |failure: &Failure| LoginPage {
@@ -208,8 +203,11 @@ struct MfaPage {
 }
 
 /// `GET /ui/login/mfa`: the second step of a sign-in whose password was right.
-pub async fn mfa_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn mfa_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    browser: Browser,
+) -> HttpResponse {
     let q: RdQuery = query(&req);
     let rd = safe_redirect(&q.rd, &state.config);
     let Some(pending) = pending(&req, &state).await else {
@@ -231,30 +229,22 @@ async fn pending(req: &HttpRequest, state: &AppState) -> Option<crate::auth::mfa
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct CodeForm {
+pub(super) struct CodeForm {
     code: String,
     rd: String,
-    csrf_token: String,
 }
 
 /// `POST /ui/login/mfa`: the second step of `POST /auth/login/mfa`.
-pub async fn mfa(
+pub(super) async fn mfa(
     req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
+    post: Posted<CodeForm>,
 ) -> HttpResponse {
-    let caller = caller.via_web();
-    let browser = Browser::of(&req, &state).await;
-    let f: CodeForm = match form(&req, &body) {
-        Ok(f) => f,
-        Err(failure) => {
-            return failure.render(&browser, &message(&state, &browser, &failure.message), None)
-        }
-    };
-    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
-        return forged(&state, &browser);
-    }
+    let Posted {
+        caller,
+        browser,
+        form: f,
+    } = post;
     let rd = safe_redirect(&f.rd, &state.config);
     let Some(pending) = pending(&req, &state).await else {
         // Expired, spent by five wrong codes, or never started.
@@ -298,42 +288,18 @@ pub async fn mfa(
     .await
 }
 
-fn message(state: &AppState, browser: &Browser, text: &str) -> MessagePage {
-    MessagePage {
-        layout: Layout::new(state, browser, "Sign in"),
-        message: text.to_owned(),
-        alert: true,
-        link: "/ui/login",
-        link_text: "Sign in",
-    }
-}
-
 /// `POST /ui/logout`: ends this browser's session (as `POST /auth/logout`).
-pub async fn logout(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
-) -> HttpResponse {
-    let caller = caller.via_web();
-    let browser = Browser::of(&req, &state).await;
-    let f: Token = match form(&req, &body) {
-        Ok(f) => f,
-        Err(failure) => {
-            return failure.render(&browser, &message(&state, &browser, &failure.message), None)
-        }
-    };
-    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
-        return forged(&state, &browser);
-    }
+pub(super) async fn logout(state: web::Data<AppState>, post: Posted<Nothing>) -> HttpResponse {
+    let Posted {
+        caller, browser, ..
+    } = post;
     if let Some(claims) = browser.claims() {
         let event = caller
             .event(Action::Logout)
             .user(claims.sub)
             .resource("session", claims.sid);
         if let Err(e) = state.auth.logout(claims, vec![event]).await {
-            let failure = Failure::of(e.into());
-            return failure.render(&browser, &message(&state, &browser, &failure.message), None);
+            return super::error_page(&state, &browser, e.into());
         }
     }
     see_other("/ui/login")
@@ -383,8 +349,7 @@ impl RegisterPage {
 }
 
 /// `GET /ui/register`
-pub async fn register_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn register_page(state: web::Data<AppState>, browser: Browser) -> HttpResponse {
     if browser.signed_in.is_some() {
         return see_other(HOME).finish();
     }
@@ -399,28 +364,28 @@ pub async fn register_page(req: HttpRequest, state: web::Data<AppState>) -> Http
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct RegisterForm {
+pub(super) struct RegisterForm {
     email: String,
     password: String,
     name: String,
     token: String,
-    csrf_token: String,
 }
 
 /// `POST /ui/register`: `POST /auth/register`, then signed in.
-pub async fn register(
-    req: HttpRequest,
+pub(super) async fn register(
     state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
+    post: Posted<RegisterForm>,
 ) -> HttpResponse {
-    create_account(req, state, caller, body, false).await
+    create_account(state, post, false).await
 }
 
 /// `GET /ui/setup?token=`: while no administrator exists, the form that
 /// creates the first one; 404 otherwise.
-pub async fn setup_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let browser = Browser::of(&req, &state).await;
+pub(super) async fn setup_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    browser: Browser,
+) -> HttpResponse {
     let q: RdQuery = query(&req);
     if !state.auth.setup_open(&q.token).await.unwrap_or(false) {
         return no_setup(&state, &browser);
@@ -441,39 +406,33 @@ fn no_setup(state: &AppState, browser: &Browser) -> HttpResponse {
 }
 
 /// `POST /ui/setup`: creates the first administrator, then signed in.
-pub async fn setup(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
-) -> HttpResponse {
-    create_account(req, state, caller, body, true).await
+pub(super) async fn setup(state: web::Data<AppState>, post: Posted<RegisterForm>) -> HttpResponse {
+    create_account(state, post, true).await
 }
 
 async fn create_account(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Bytes,
+    post: Posted<RegisterForm>,
     first_admin: bool,
 ) -> HttpResponse {
-    let caller = caller.via_web();
-    let browser = Browser::of(&req, &state).await;
-    let f: RegisterForm = match form(&req, &body) {
-        Ok(f) => f,
-        Err(failure) => {
-            return failure.render(&browser, &RegisterPage::new(&state, &browser, None), None)
-        }
-    };
-    if !browser.form_is_genuine(&req, &state, &f.csrf_token) {
-        return forged(&state, &browser);
-    }
+    let Posted {
+        caller,
+        browser,
+        form: f,
+    } = post;
     let setup_token = first_admin.then(|| f.token.clone());
     if first_admin && !state.auth.setup_open(&f.token).await.unwrap_or(false) {
         return no_setup(&state, &browser);
     }
     let page = |failure: &Failure| RegisterPage {
-        error: Some(failure.message.clone()),
+        // A problem of one field is said next to it; the alert points there.
+        error: Some(
+            if failure.field("email").is_some() || failure.field("password").is_some() {
+                "Check the field marked below.".to_owned()
+            } else {
+                failure.message.clone()
+            },
+        ),
         email_error: failure.field("email"),
         password_error: failure.field("password"),
         email: f.email.trim().chars().take(320).collect(),

@@ -213,7 +213,8 @@ try:
     click(driver.find_element(By.LINK_TEXT, "Create an account"))
     check_page("register")
     fill({"name": "Ada Lovelace", "email": ADA, "password": "short"})
-    assert "Password" in alert_text(), alert_text()
+    assert "Check the field" in alert_text(), alert_text()
+    assert "at least 12 characters" in driver.find_element(By.ID, "password-error").text
     assert field("email").get_attribute("value") == ADA
     assert field("password").get_attribute("value") == ""
     check_page("register-error")
