@@ -4,8 +4,6 @@
 //! token lives in this process only, as a hash: the link is the one this
 //! process logged.
 
-use std::sync::Mutex;
-
 use secrecy::SecretString;
 
 use super::crypto::{constant_time_eq, hmac_sha256, new_opaque_token, opaque_token_hash};
@@ -15,10 +13,6 @@ use crate::store::{Audit, User};
 
 /// How long a setup link lives.
 pub const SETUP_TTL_MS: Millis = 3_600_000;
-
-/// The pending setup link of this process.
-#[derive(Debug, Default)]
-pub struct FirstRun(Mutex<Option<([u8; 32], Millis)>>);
 
 impl AuthService {
     /// A new setup token when no administrator exists (replacing any older
@@ -30,7 +24,7 @@ impl AuthService {
         let token = new_opaque_token();
         let hash = opaque_token_hash(&token)?;
         let expires = self.now().saturating_add(SETUP_TTL_MS);
-        *self.first_run.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((hash, expires));
+        *self.first_run.lock().unwrap_or_else(|p| p.into_inner()) = Some((hash, expires));
         Ok(Some(token))
     }
 
@@ -41,7 +35,7 @@ impl AuthService {
     }
 
     fn setup_token_matches(&self, token: &str) -> bool {
-        let guard = self.first_run.0.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.first_run.lock().unwrap_or_else(|p| p.into_inner());
         self.setup_token_matches_locked(guard.as_ref(), token)
     }
 
@@ -74,7 +68,7 @@ impl AuthService {
         // Taken before the account is made, so that two forms sent at once
         // make one administrator; given back when the form was refused.
         let taken = {
-            let mut guard = self.first_run.0.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.first_run.lock().unwrap_or_else(|p| p.into_inner());
             if !self.setup_token_matches_locked(guard.as_ref(), token) {
                 return Err(AuthError::NotFound);
             }
@@ -83,7 +77,7 @@ impl AuthService {
         match self.register(email, password, name, true, audit).await {
             Ok(user) => Ok(user),
             Err(e) => {
-                *self.first_run.0.lock().unwrap_or_else(|p| p.into_inner()) = taken;
+                *self.first_run.lock().unwrap_or_else(|p| p.into_inner()) = taken;
                 Err(e)
             }
         }

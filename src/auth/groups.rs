@@ -1,15 +1,9 @@
 //! Groups (SPEC section 10): names a user belongs to, which feed forward-auth
 //! rules, `Remote-Groups` and the OIDC `groups` claim. Every administrator is
 //! also in the implicit group `admins`, which is the administrator flag and
-//! cannot be given or taken as a group.
-
-use std::collections::HashMap;
-
-use uuid::Uuid;
-
-use super::service::{AuthError, AuthResult, AuthService, FieldErrors};
-use crate::audit::NewEvent;
-use crate::store::GroupChange;
+//! cannot be given or taken as a group. The rules of names live here; the
+//! service's `set_groups` and `all_groups` (in `service.rs`, with the rest of
+//! an account) apply them.
 
 /// The implicit group of administrators.
 pub const ADMINS: &str = "admins";
@@ -25,9 +19,9 @@ pub fn is_group_name(name: &str) -> bool {
 }
 
 /// Checks a list of group names; sorted and without duplicates. `admins` is
-/// refused: it follows the administrator flag.
-pub fn parse_groups<S: AsRef<str>>(names: &[S]) -> AuthResult<Vec<String>> {
-    let invalid = |reason: String| AuthError::Validation(FieldErrors::from([("groups", reason)]));
+/// refused: it follows the administrator flag. The error says why.
+pub fn parse_groups<S: AsRef<str>>(names: &[S]) -> Result<Vec<String>, String> {
+    let invalid = |reason: String| reason;
     let mut groups = Vec::with_capacity(names.len());
     for name in names {
         let name = name.as_ref();
@@ -60,50 +54,6 @@ pub fn with_admins(mut groups: Vec<String>, is_admin: bool) -> Vec<String> {
         }
     }
     groups
-}
-
-impl AuthService {
-    /// Makes `groups` the user's groups (`admins` aside), audited with
-    /// `event` given `added` and `removed` when anything changed. Returns the
-    /// user's groups as `GET /auth/me` shows them; [`AuthError::NotFound`]
-    /// when there is no such user.
-    pub async fn set_groups(
-        &self,
-        user_id: Uuid,
-        groups: &[String],
-        event: NewEvent,
-    ) -> AuthResult<Vec<String>> {
-        let groups = parse_groups(groups)?;
-        let audit = move |change: &GroupChange| {
-            vec![event
-                .resource("user", user_id)
-                .extra("added", change.added.clone())
-                .extra("removed", change.removed.clone())]
-        };
-        self.store
-            .set_groups(user_id, groups, self.now(), audit)
-            .await?
-            .ok_or(AuthError::NotFound)?;
-        self.forget_profile(user_id);
-        let user = self
-            .store
-            .user_by_id(user_id)
-            .await?
-            .ok_or(AuthError::NotFound)?;
-        Ok(with_admins(
-            self.store.groups_of(user_id).await?,
-            user.is_admin,
-        ))
-    }
-
-    /// Every user's stored groups (`admins` not among them).
-    pub async fn all_groups(&self) -> AuthResult<HashMap<Uuid, Vec<String>>> {
-        let mut by_user: HashMap<Uuid, Vec<String>> = HashMap::new();
-        for (user, name) in self.store.all_groups().await? {
-            by_user.entry(user).or_default().push(name);
-        }
-        Ok(by_user)
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! section 5 does, without HTTP (sessions are in `sessions.rs`, second
 //! factors in `mfa.rs`). Handlers call these and map [`AuthError`] to responses.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -9,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::crypto::{new_opaque_token, opaque_token_hash, MasterKey};
-use super::groups::with_admins;
+use super::groups::{parse_groups, with_admins};
 use super::password::{HashError, HashPool, PasswordPolicy};
 use super::revocation::{RevocationBus, RevocationList};
 use super::tokens::{AccessClaims, TokenError, TokenKeys};
@@ -17,7 +18,7 @@ use crate::audit::NewEvent;
 use crate::clock::{Millis, SharedClock};
 use crate::config::Config;
 use crate::email::{normalize, Email};
-use crate::store::{Audit, NewUser, Revoked, Session, Store, StoreError, User};
+use crate::store::{Audit, GroupChange, NewUser, Revoked, Session, Store, StoreError, User};
 
 /// Longest accepted display name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -176,8 +177,8 @@ pub struct AuthService {
     pub(super) browser_sessions: moka::sync::Cache<[u8; 32], Arc<Session>>,
     /// The key of the pages' form (CSRF) tokens.
     pub(super) form_key: [u8; 32],
-    /// The setup link of a first run (see `first_run.rs`).
-    pub(super) first_run: super::first_run::FirstRun,
+    /// The setup link of a first run, as its hash and expiry (see `first_run.rs`).
+    pub(super) first_run: std::sync::Mutex<Option<([u8; 32], Millis)>>,
 }
 
 /// An account as `GET /auth/me` shows it: the row without its password hash,
@@ -216,7 +217,7 @@ impl AuthService {
             store,
             backup_key: master.subkey("backup codes"),
             form_key: master.subkey("form tokens"),
-            first_run: super::first_run::FirstRun::default(),
+            first_run: std::sync::Mutex::new(None),
             master,
             issuer: config.tokens.issuer.clone(),
             hasher,
@@ -684,6 +685,49 @@ impl AuthService {
     /// first, each with whether its second factor is on.
     pub async fn list_users(&self, email_filter: Option<String>) -> AuthResult<Vec<(User, bool)>> {
         Ok(self.store.list_users(email_filter).await?)
+    }
+
+    /// Makes `groups` the user's groups (`admins` aside), audited with
+    /// `event` given `added` and `removed` when anything changed. Returns the
+    /// user's groups as `GET /auth/me` shows them; [`AuthError::NotFound`]
+    /// when there is no such user.
+    pub async fn set_groups(
+        &self,
+        user_id: Uuid,
+        groups: &[String],
+        event: NewEvent,
+    ) -> AuthResult<Vec<String>> {
+        let groups = parse_groups(groups)
+            .map_err(|reason| AuthError::Validation(FieldErrors::from([("groups", reason)])))?;
+        let audit = move |change: &GroupChange| {
+            vec![event
+                .resource("user", user_id)
+                .extra("added", change.added.clone())
+                .extra("removed", change.removed.clone())]
+        };
+        self.store
+            .set_groups(user_id, groups, self.now(), audit)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        self.forget_profile(user_id);
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        Ok(with_admins(
+            self.store.groups_of(user_id).await?,
+            user.is_admin,
+        ))
+    }
+
+    /// Every user's stored groups (`admins` not among them).
+    pub async fn all_groups(&self) -> AuthResult<HashMap<Uuid, Vec<String>>> {
+        let mut by_user: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for (user, name) in self.store.all_groups().await? {
+            by_user.entry(user).or_default().push(name);
+        }
+        Ok(by_user)
     }
 
     /// Whether the database answers (readiness).

@@ -470,7 +470,7 @@ pub async fn create_user(
     body: JsonBody<NewUserBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let groups = parse_groups(&body.groups)?;
+    let groups = parse_groups(&body.groups).map_err(|reason| ApiError::field("groups", reason))?;
     let mailed = body.password.is_none();
     // A password nobody knows until the user sets one through the mail.
     let password = body.password.unwrap_or_else(|| {
