@@ -205,6 +205,10 @@ try:
     assert "admins" in driver.find_element(By.TAG_NAME, "main").text
     r = requests.get(url(f"/ui/setup?token={SETUP_TOKEN}"))
     assert r.status_code == 404, f"the setup link works twice: {r.status_code}"
+    visit(f"/ui/setup?token={SETUP_TOKEN}")
+    assert "This setup link is not valid" in alert_text(), alert_text()
+    check_page("setup-used")
+    visit("/ui/account")
     sign_out()
 
     # Register, then signed in.
@@ -238,6 +242,10 @@ try:
     check_page("backup-codes")
     visit("/ui/account")
     assert "On: signing in asks for a code" in driver.page_source
+    visit("/ui/admin/audit")
+    assert "Only administrators" in alert_text(), alert_text()
+    check_page("not-allowed")
+    visit("/ui/account")
     sign_out()
 
     # Sign in with TOTP.
