@@ -21,7 +21,9 @@ use crate::http::AppState;
 use crate::time_fmt::rfc3339_ms;
 
 /// Audit rows on one page (each page stays well under 30 KB).
-const AUDIT_PAGE: u32 = 50;
+const AUDIT_PAGE: u32 = 40;
+/// The details of a row are cut to this many characters.
+const DETAILS_CHARS: usize = 160;
 
 /// The administrator behind this browser, or the answer for one who is not.
 fn admin(state: &AppState, browser: &Browser, path: &str) -> Result<Uuid, Box<HttpResponse>> {
@@ -390,30 +392,36 @@ async fn audit_rows(state: &AppState, q: &AuditQuery, page: &mut AuditPage) -> R
 }
 
 fn audit_row(e: EventRow) -> AuditRow {
-    let mut extra = e.extra_data.to_string();
-    if extra == "{}" {
-        extra.clear();
-    }
-    if extra.len() > 300 {
-        let cut = (0..=300)
-            .rev()
-            .find(|&i| extra.is_char_boundary(i))
-            .unwrap_or(0);
-        extra.truncate(cut);
-        extra.push('…');
-    }
     AuditRow {
         id: e.id,
-        at: e
-            .created_at
-            .replace('T', " ")
-            .trim_end_matches('Z')
-            .to_owned(),
+        at: e.created_at.replace('T', " ").trim_end_matches('Z').to_owned(),
+        extra: details(&e.extra_data),
         action: e.action,
         user: e.user_id.unwrap_or_default(),
         ip: e.ip_address.unwrap_or_default(),
-        extra,
     }
+}
+
+/// `extra_data` as people read it: `key: value` pairs, text unquoted, cut
+/// to [`DETAILS_CHARS`].
+fn details(extra: &serde_json::Value) -> String {
+    let Some(map) = extra.as_object() else {
+        return String::new();
+    };
+    let text = map
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}: {s}"),
+            other => format!("{k}: {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if text.chars().count() <= DETAILS_CHARS {
+        return text;
+    }
+    let mut cut: String = text.chars().take(DETAILS_CHARS).collect();
+    cut.push('…');
+    cut
 }
 
 pub struct LimitRow {

@@ -104,8 +104,14 @@ def field(name):
 def click(element):
     """Clicks a link or button and waits for the next page."""
     old = driver.find_element(By.TAG_NAME, "html")
+    before = driver.current_url
     element.click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+    try:
+        WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
+    except Exception:
+        log(f"no new page after a click on {before}: now at {driver.current_url}, "
+            f"title {driver.title!r}, alert {alert_text()!r}")
+        raise
 
 
 def fill(values, button=None):
@@ -151,6 +157,7 @@ def check_page(name):
     html = driver.execute_script("return document.documentElement.outerHTML")
     size = len(html.encode())
     assert size < 30_000, f"{name}: {size} bytes"
+    log(f"{name}: {size} bytes")
     for width in (1280, 320):
         for dark in (False, True):
             emulate(width, dark)
@@ -358,7 +365,7 @@ try:
     fill({"email": ADMIN, "password": PASSWORD})
     visit("/ui/admin/audit?action=login_failed&user=" + urllib.parse.quote(ADA))
     table = driver.find_element(By.TAG_NAME, "table").text
-    assert "login_failed" in table and '"via":"web"' in table and "wrong_password" in table, table
+    assert "login_failed" in table and "via: web" in table and "reason: wrong_password" in table, table
     assert "The chain is intact" in driver.find_element(By.ID, "chain").text
     check_page("admin-audit")
     visit("/ui/admin/rate-limits?key=127.0.0.1")
