@@ -23,7 +23,7 @@ from axe_selenium_python import Axe
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 BASE, OUTBOX, SHOTS, SETUP_TOKEN, AXE_SCRIPT = sys.argv[1:6]
@@ -106,9 +106,21 @@ def click(element):
     old = driver.find_element(By.TAG_NAME, "html")
     before = driver.current_url
     element.click()
+    def replaced(_):
+        # The old page's element is gone. While the new page comes in, Chrome
+        # may answer with a plain WebDriverException rather than a stale
+        # element one: either means it was replaced.
+        try:
+            old.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
     try:
-        WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
-    except Exception:
+        WebDriverWait(driver, 60).until(replaced)
+        WebDriverWait(driver, 60).until(
+            lambda d: d.execute_script("return document.readyState") == "complete")
+    except TimeoutException:
         log(f"no new page after a click on {before}: now at {driver.current_url}, "
             f"title {driver.title!r}, alert {alert_text()!r}")
         raise
