@@ -394,7 +394,11 @@ async fn audit_rows(state: &AppState, q: &AuditQuery, page: &mut AuditPage) -> R
 fn audit_row(e: EventRow) -> AuditRow {
     AuditRow {
         id: e.id,
-        at: e.created_at.replace('T', " ").trim_end_matches('Z').to_owned(),
+        at: e
+            .created_at
+            .replace('T', " ")
+            .trim_end_matches('Z')
+            .to_owned(),
         extra: details(&e.extra_data),
         action: e.action,
         user: e.user_id.unwrap_or_default(),

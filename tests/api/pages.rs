@@ -479,7 +479,13 @@ async fn a_full_audit_page_stays_small_and_pages_on() {
     let app = TestApp::spawn_with(crate::helpers::without_limits).await;
     app.state
         .auth
-        .register("root@example.com", PASSWORD.to_owned().into(), None, true, Vec::new())
+        .register(
+            "root@example.com",
+            PASSWORD.to_owned().into(),
+            None,
+            true,
+            Vec::new(),
+        )
         .await
         .unwrap();
     // Failed logins with the longest addresses the log keeps.
@@ -501,7 +507,21 @@ async fn a_full_audit_page_stays_small_and_pages_on() {
     assert!(html.contains("The chain is intact"));
     // As a browser reads the attribute (askama writes `&` as `&#38;`).
     let next = between(&html, "<p><a href=\"", "\"").replace("&#38;", "&");
-    assert!(next.starts_with("/ui/admin/audit?") && next.contains("before_id="), "{next}");
-    let older = client.get(app.url(&next)).send().await.unwrap().text().await.unwrap();
-    assert_eq!(older.matches("<tr><td>").count(), 10, "the rest on the next page");
+    assert!(
+        next.starts_with("/ui/admin/audit?") && next.contains("before_id="),
+        "{next}"
+    );
+    let older = client
+        .get(app.url(&next))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        older.matches("<tr><td>").count(),
+        10,
+        "the rest on the next page"
+    );
 }
