@@ -32,16 +32,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let is_json = has_media_type(req, MediaType::Json);
-        let limit = req
-            .app_data::<web::Data<AppState>>()
-            .map_or(16_384, |s| s.config.server.max_body_bytes);
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let deadline = super::limits::body_timeout(req);
-        let body = web::Payload::from_request(req, payload).into_inner();
+        let body = read_body(req, payload);
         Box::pin(async move {
             if !is_json {
                 return Err(ApiError::BadRequest {
@@ -49,18 +40,38 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     message: "the body must be JSON with Content-Type: application/json".into(),
                 });
             }
-            if declared.is_some_and(|n| n > limit) {
-                return Err(ApiError::PayloadTooLarge { limit });
-            }
-            let body = body
-                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
-            let bytes = super::limits::within(deadline, body.to_bytes_limited(limit))
-                .await?
-                .map_err(|_| ApiError::PayloadTooLarge { limit })?
-                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
-            parse_json(&bytes).map(JsonBody)
+            parse_json(&body.await?).map(JsonBody)
         })
     }
+}
+
+/// The whole request body, within `server.max_body_bytes` (413) and the
+/// body's deadline (408); for every extractor that reads a body.
+pub fn read_body(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> LocalBoxFuture<'static, Result<web::Bytes, ApiError>> {
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(16_384, |s| s.config.server.max_body_bytes);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let deadline = super::limits::body_timeout(req);
+    let body = web::Payload::from_request(req, payload).into_inner();
+    Box::pin(async move {
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let body =
+            body.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        super::limits::within(deadline, body.to_bytes_limited(limit))
+            .await?
+            .map_err(|_| ApiError::PayloadTooLarge { limit })?
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))
+    })
 }
 
 /// The media types request bodies come in.

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::http::context::Caller;
-use crate::http::extract::{has_media_type, MediaType};
+use crate::http::extract::{has_media_type, read_body, MediaType};
 use crate::http::{resource, AppState};
 use browser::Browser;
 
@@ -338,7 +338,7 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for Posted<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let req = req.clone();
         let caller = Caller::from_request(&req, payload).into_inner();
-        let body = web::Bytes::from_request(&req, payload);
+        let body = read_body(&req, payload);
         Box::pin(async move {
             let caller = caller?.via_web();
             let body = body.await?;

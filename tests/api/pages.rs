@@ -181,6 +181,19 @@ async fn every_page_has_its_security_headers() {
             "{path}: {status}"
         );
     }
+    // A body over the limit is the API's JSON 413.
+    let res = client
+        .post(app.url("/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("email={}", "a".repeat(20_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "payload_too_large"
+    );
     // Other methods get the API's JSON 405 with `Allow`.
     let res = client.put(app.url("/ui/login")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
