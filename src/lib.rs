@@ -8,12 +8,14 @@
 pub mod audit;
 pub mod audit_log;
 pub mod auth;
+pub mod authz;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod email;
 pub mod error;
+pub mod group_name;
 pub mod http;
 pub mod mail;
 pub mod metrics;

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub logins: IntCounterVec,
     pub rate_limit_rejections: IntCounterVec,
+    /// Forward-auth checks by outcome (`portcullis_forward_auth_total`).
+    pub forward_auth: ForwardAuthCounters,
     pub rate_limit_unavailable: IntCounter,
     pub audit_rows: IntCounter,
     pub audit_write_seconds: Histogram,
@@ -55,6 +57,12 @@ impl Metrics {
             ),
         )?;
         let hash_queue_depth = IntGauge::new("hash_queue_depth", "Password hashing jobs waiting")?;
+        let forward_auth = IntCounterVec::new(
+            Opts::new("forward_auth_total", "Forward-auth checks by outcome"),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(forward_auth.clone()))?;
+        let forward_auth = ForwardAuthCounters::new(&forward_auth);
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(logins.clone()))?;
         registry.register(Box::new(rate_limit_rejections.clone()))?;
@@ -72,12 +80,18 @@ impl Metrics {
             http_requests,
             logins,
             rate_limit_rejections,
+            forward_auth,
             rate_limit_unavailable,
             audit_rows,
             audit_write_seconds,
             hash_queue_depth,
             rate_limit_keys,
         })
+    }
+
+    /// Counts a forward-auth check.
+    pub fn forward_auth(&self, outcome: ForwardAuthOutcome) {
+        self.forward_auth.0[outcome as usize].inc();
     }
 
     /// Counts a login attempt: `success`, `failure`, `mfa_required`,
@@ -91,6 +105,44 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// How a forward-auth check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAuthOutcome {
+    Allowed,
+    Bypass,
+    SignIn,
+    Forbidden,
+    Malformed,
+    Untrusted,
+}
+
+impl ForwardAuthOutcome {
+    const ALL: [(Self, &'static str); 6] = [
+        (Self::Allowed, "allowed"),
+        (Self::Bypass, "bypass"),
+        (Self::SignIn, "sign_in"),
+        (Self::Forbidden, "forbidden"),
+        (Self::Malformed, "malformed"),
+        (Self::Untrusted, "untrusted"),
+    ];
+}
+
+/// One counter per outcome, resolved once (a check costs an atomic add).
+#[derive(Clone)]
+pub struct ForwardAuthCounters([IntCounter; 6]);
+
+impl ForwardAuthCounters {
+    fn new(vec: &IntCounterVec) -> Self {
+        Self(ForwardAuthOutcome::ALL.map(|(_, label)| vec.with_label_values(&[label])))
+    }
+}
+
+impl std::fmt::Debug for ForwardAuthCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForwardAuthCounters")
     }
 }
 

@@ -324,6 +324,7 @@ impl Application {
             config: config.clone(),
             request_lines: LineFolder::new(clock.now_ms()),
             mail_queue: MailQueue::start()?,
+            forward_auth: crate::authz::Rules::new(&config.forward_auth),
         });
         let workers = match config.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -35,10 +35,11 @@ pub enum Action {
     GroupsChanged,
     UserCreated,
     MfaReset,
+    ForwardAuthDenied,
 }
 
 impl Action {
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 27] = [
         Self::RegistrationSuccess,
         Self::RegistrationFailed,
         Self::LoginSuccess,
@@ -65,6 +66,7 @@ impl Action {
         Self::GroupsChanged,
         Self::UserCreated,
         Self::MfaReset,
+        Self::ForwardAuthDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +97,7 @@ impl Action {
             Self::GroupsChanged => "groups_changed",
             Self::UserCreated => "user_created",
             Self::MfaReset => "mfa_reset",
+            Self::ForwardAuthDenied => "forward_auth_denied",
         }
     }
 

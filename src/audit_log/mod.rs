@@ -22,11 +22,18 @@ use crate::store::{Store, StoreError};
 #[error("audit log unavailable: {0}")]
 pub struct AuditError(pub String);
 
-/// Attempts folded into one row, per (rule, key).
+/// What refusals fold by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FoldKey {
+    /// A 429: the rule and the key it counted.
+    Limit(RuleName, KeyId),
+    /// A forward-auth denial: a digest of who was refused what.
+    Denial([u8; 16]),
+}
+
+/// Attempts folded into one row, per [`FoldKey`].
 #[derive(Debug)]
 struct Fold {
-    /// What is shown of the key.
-    key: Shown,
     opened_at: Millis,
     followers: u64,
     first_at: Millis,
@@ -37,7 +44,7 @@ struct Fold {
 /// The audit log handle shared by every handler.
 pub struct AuditLog {
     store: Store,
-    folds: Mutex<HashMap<(RuleName, KeyId), Fold>>,
+    folds: Mutex<HashMap<FoldKey, Fold>>,
     clock: SharedClock,
     coalesce_ms: Millis,
 }
@@ -86,10 +93,26 @@ impl AuditLog {
         shown: impl FnOnce() -> Shown,
         event: NewEvent,
     ) -> Result<(), AuditError> {
+        self.fold(FoldKey::Limit(rule, key), || {
+            event
+                .extra("rule", rule.as_str())
+                .extra("key", shown().as_str())
+        })
+        .await
+    }
+
+    /// Records a refusal folded like a 429 by `id`: the first in a
+    /// coalescing window is written (count 1) and awaited; the ones that
+    /// follow are one row with their count when the window closes. `event`
+    /// is made only for the first.
+    pub async fn fold(
+        &self,
+        id: FoldKey,
+        event: impl FnOnce() -> NewEvent,
+    ) -> Result<(), AuditError> {
         let now = self.clock.now_ms();
-        let (closed, shown) = {
+        let (closed, first) = {
             let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
-            let id = (rule, key);
             match folds.get_mut(&id) {
                 Some(fold) if now < fold.opened_at.saturating_add(self.coalesce_ms) => {
                     if fold.followers == 0 {
@@ -100,53 +123,46 @@ impl AuditLog {
                     return Ok(());
                 }
                 _ => {
-                    let template = event.clone();
-                    let shown = shown();
+                    let template = event();
                     let previous = folds.insert(
                         id,
                         Fold {
-                            key: shown,
                             opened_at: now,
                             followers: 0,
                             first_at: now,
                             last_at: now,
-                            template,
+                            template: template.clone(),
                         },
                     );
-                    (previous.filter(|f| f.followers > 0), shown)
+                    (previous.filter(|f| f.followers > 0), template)
                 }
             }
         };
         if let Some(fold) = closed {
-            self.record(folded_event(rule, fold)).await?;
+            self.record(folded_event(fold)).await?;
         }
-        let first = event
-            .at_time(now)
-            .extra("rule", rule.as_str())
-            .extra("key", shown.as_str())
-            .extra("count", 1);
-        self.record(first).await.map(|_| ())
+        self.record(first.at_time(now).extra("count", 1))
+            .await
+            .map(|_| ())
     }
 
     /// Writes the folded rows of windows that have closed (all of them with
     /// `force`, at shutdown).
     pub async fn flush_folds(&self, force: bool) -> Result<usize, AuditError> {
         let now = self.clock.now_ms();
-        let closed: Vec<((RuleName, KeyId), Fold)> = {
+        let closed: Vec<Fold> = {
             let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
-            let ids: Vec<(RuleName, KeyId)> = folds
+            let ids: Vec<FoldKey> = folds
                 .iter()
                 .filter(|(_, f)| force || now >= f.opened_at.saturating_add(self.coalesce_ms))
                 .map(|(id, _)| *id)
                 .collect();
-            ids.into_iter()
-                .filter_map(|id| folds.remove(&id).map(|f| (id, f)))
-                .collect()
+            ids.into_iter().filter_map(|id| folds.remove(&id)).collect()
         };
         let mut written = 0;
-        for ((rule, _), fold) in closed {
+        for fold in closed {
             if fold.followers > 0 {
-                self.record(folded_event(rule, fold)).await?;
+                self.record(folded_event(fold)).await?;
                 written += 1;
             }
         }
@@ -192,11 +208,9 @@ impl NewEvent {
     }
 }
 
-fn folded_event(rule: RuleName, fold: Fold) -> NewEvent {
+fn folded_event(fold: Fold) -> NewEvent {
     fold.template
         .at_time(fold.last_at)
-        .extra("rule", rule.as_str())
-        .extra("key", fold.key.as_str())
         .extra("count", fold.followers)
         .extra("first_at", crate::time_fmt::rfc3339_ms(fold.first_at))
         .extra("last_at", crate::time_fmt::rfc3339_ms(fold.last_at))

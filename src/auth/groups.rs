@@ -5,18 +5,10 @@
 //! service's `set_groups` and `all_groups` (in `service.rs`, with the rest of
 //! an account) apply them.
 
-/// The implicit group of administrators.
-pub const ADMINS: &str = "admins";
+pub use crate::group_name::{is_group_name, ADMINS};
+
 /// Groups one user may have.
 pub const MAX_GROUPS: usize = 64;
-
-/// Whether `name` is a group name: `[a-z0-9_-]{1,64}`.
-pub fn is_group_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
 
 /// Checks a list of group names; sorted and without duplicates. `admins` is
 /// refused: it follows the administrator flag. The error says why.

@@ -15,6 +15,9 @@ use crate::audit::{Action, NewEvent};
 use crate::clock::Millis;
 use crate::store::{Amr, Audit, Rotation, RotationAudit, Session, SessionKind, SessionLimit, User};
 
+/// The cookie that carries a browser session (SPEC section 11).
+pub const BROWSER_COOKIE: &str = "portcullis_session";
+
 /// How a sign-in opens its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignIn {

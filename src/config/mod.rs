@@ -11,6 +11,7 @@ mod accounts;
 mod audit;
 mod duration;
 mod env;
+mod forward_auth;
 mod mail;
 mod passwords;
 mod rate_limit;
@@ -22,6 +23,7 @@ mod web;
 pub use accounts::AccountsConfig;
 pub use audit::AuditConfig;
 pub use duration::{Duration, DurationError};
+pub use forward_auth::{ForwardAuthConfig, ForwardAuthRule, Policy};
 pub use mail::{MailConfig, MailTransport};
 pub use passwords::PasswordsConfig;
 pub use rate_limit::{LimitStoreKind, RateLimitConfig, RuleConfig, RuleName, DEFAULT_RULES};
@@ -51,6 +53,7 @@ pub struct Config {
     pub mail: MailConfig,
     pub accounts: AccountsConfig,
     pub web: WebConfig,
+    pub forward_auth: ForwardAuthConfig,
     /// The file this was read from, if any.
     #[serde(skip)]
     pub file: Option<PathBuf>,
@@ -190,7 +193,8 @@ impl Config {
         self.audit.validate()?;
         self.mail.validate()?;
         self.accounts.validate()?;
-        self.web.validate()
+        self.web.validate()?;
+        self.forward_auth.validate()
     }
 
     /// The effective configuration as TOML, every secret replaced by `"***"`.

@@ -22,7 +22,8 @@ impl TrustedProxies {
         Self(nets)
     }
 
-    fn contains(&self, ip: &IpAddr) -> bool {
+    /// Whether `ip` is one of the proxies.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
         let ip = canonical(*ip);
         self.0.iter().any(|net| net.contains(&ip))
     }

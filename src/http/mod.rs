@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod authz;
 pub mod client_ip;
 pub mod context;
 pub mod extract;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub request_lines: LineFolder,
     /// Mail that goes out after the answer.
     pub mail_queue: MailQueue,
+    /// The forward-auth rules, compiled.
+    pub forward_auth: crate::authz::Rules,
 }
 
 impl AppState {
@@ -110,6 +113,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .route(web::get().to(admin::rate_limits))
                 .route(web::delete().to(admin::clear_rate_limits)),
         )
+        .service(resource("/authz/auth-request", "GET").route(web::get().to(authz::auth_request)))
+        .service(resource("/authz/forward-auth", "GET").route(web::get().to(authz::forward_auth)))
         .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(ops::jwks)))
         .service(resource("/health", "GET").route(web::get().to(ops::health)))
         .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))

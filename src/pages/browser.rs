@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::http::AppState;
 
 /// The browser session (SPEC section 11).
-pub const SESSION_COOKIE: &str = "portcullis_session";
+pub use crate::auth::sessions::BROWSER_COOKIE as SESSION_COOKIE;
 /// What a signed-out browser's form tokens are bound to.
 const FORM_COOKIE: &str = "portcullis_form";
 /// The `mfa_token` of a sign-in waiting for its second step.
@@ -220,7 +220,8 @@ pub fn same_origin(req: &HttpRequest, config: &Config) -> bool {
 }
 
 /// `rd` when it may be followed: an absolute http(s) URL on `public_url`'s
-/// host or an allowed domain (SPEC section 11). Anything else is ignored.
+/// host, a forward-auth rule's domain or an allowed domain (SPEC section 11).
+/// Anything else is ignored.
 pub fn safe_redirect(rd: &str, config: &Config) -> Option<String> {
     if rd.is_empty() || rd.len() > 2048 {
         return None;
@@ -241,6 +242,7 @@ pub fn safe_redirect(rd: &str, config: &Config) -> Option<String> {
             .web
             .allowed_redirect_domains
             .iter()
+            .chain(config.forward_auth.rules.iter().map(|r| &r.domain))
             .any(|d| host_matches(&host, d));
     allowed.then(|| url.to_string())
 }

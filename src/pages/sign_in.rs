@@ -14,6 +14,8 @@ use super::{render, see_other, Failure, Layout, MessagePage, Posted};
 use crate::audit::Action;
 use crate::auth::service::ClientInfo;
 use crate::auth::sessions::{Opened, SignIn};
+use crate::authz::Forwarded;
+use crate::config::Policy;
 use crate::email::normalize;
 use crate::error::ApiError;
 use crate::http::accounts::{password_login, register_account, LoginOutcome};
@@ -87,11 +89,53 @@ pub(super) async fn login_page(
 ) -> HttpResponse {
     let q: RdQuery = query(&req);
     let rd = safe_redirect(&q.rd, &state.config);
-    if browser.signed_in.is_some() {
-        return see_other(rd.as_deref().unwrap_or(HOME)).finish();
+    if let Some((claims, profile)) = &browser.signed_in {
+        let factors = Amr::from_values(claims.amr.iter().map(String::as_str));
+        return match rd.as_deref() {
+            Some(rd) if asks_second_factor(&state, rd) && !factors.is_multi_factor() => {
+                step_up(&state, &browser, profile, rd).await
+            }
+            _ => see_other(rd.as_deref().unwrap_or(HOME)).finish(),
+        };
     }
     let page = LoginPage::new(&state, &browser, rd.as_deref());
     render(StatusCode::OK, &browser, &page, rd.as_deref())
+}
+
+/// Whether the app at `rd` is behind a forward-auth rule of `two_factor`.
+fn asks_second_factor(state: &AppState, rd: &str) -> bool {
+    Forwarded::from_url(Some("GET"), Some(rd))
+        .is_ok_and(|asked| state.forward_auth.decide(&asked).policy == Policy::TwoFactor)
+}
+
+/// A signed-in browser sent back by an app that asks for a second factor:
+/// the second step of a sign-in (its success opens a session with both
+/// factors), or, for an account without one, the way to set it up.
+async fn step_up(
+    state: &AppState,
+    browser: &Browser,
+    profile: &crate::auth::service::Profile,
+    rd: &str,
+) -> HttpResponse {
+    if !profile.mfa_enabled {
+        let page = MessagePage {
+            layout: Layout::new(state, browser, "Two-step verification needed"),
+            message: "This app asks for two-step verification. Set it up on your account, then open the app again.".into(),
+            alert: false,
+            link: "/ui/account/totp",
+            link_text: "Set up two-step verification",
+        };
+        return render(StatusCode::FORBIDDEN, browser, &page, None);
+    }
+    match state.auth.start_mfa(&profile.user, false).await {
+        Ok((mfa_token, expires_in)) => {
+            let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+            see_other(&format!("/ui/login/mfa?rd={rd}"))
+                .cookie(mfa_cookie(&state.config, mfa_token, expires_in))
+                .finish()
+        }
+        Err(e) => super::error_page(state, browser, e.into()),
+    }
 }
 
 #[derive(Deserialize, Default)]

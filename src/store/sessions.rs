@@ -103,6 +103,16 @@ impl Amr {
             || self.contains(Self::HWK.and(Self::USER))
     }
 
+    /// The factors of a claim's values (unknown ones ignored).
+    pub fn from_values<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        values.into_iter().fold(Self(0), |amr, name| {
+            Self::NAMES
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map_or(amr, |(f, _)| amr.and(*f))
+        })
+    }
+
     /// The claim's values, in a fixed order.
     pub fn values(self) -> impl Iterator<Item = &'static str> {
         Self::NAMES
@@ -117,12 +127,7 @@ impl Amr {
 
     /// Unknown names are ignored; nothing known reads as a password.
     fn parse(s: &str) -> Self {
-        let amr = s.split(',').fold(Self(0), |amr, name| {
-            Self::NAMES
-                .iter()
-                .find(|(_, n)| *n == name)
-                .map_or(amr, |(f, _)| amr.and(*f))
-        });
+        let amr = Self::from_values(s.split(','));
         if amr.0 == 0 {
             Self::PWD
         } else {

@@ -10,6 +10,7 @@ mod crash;
 mod errors;
 mod faults;
 mod files;
+mod forward_auth;
 mod groups;
 mod helpers;
 mod jwks;

@@ -32,6 +32,8 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/users/{id}/mfa/reset"),
     ("post", "/admin/users/{id}/disable"),
     ("post", "/admin/users/{id}/enable"),
+    ("get", "/authz/auth-request"),
+    ("get", "/authz/forward-auth"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/health"),
     ("get", "/metrics"),

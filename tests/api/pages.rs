@@ -538,3 +538,96 @@ async fn a_full_audit_page_stays_small_and_pages_on() {
         "the rest on the next page"
     );
 }
+
+#[tokio::test]
+async fn an_app_that_asks_for_a_second_factor_gets_one() {
+    let app = TestApp::spawn_with(|c| {
+        c.forward_auth = toml::from_str(
+            "[[rules]]\ndomain = \"*.example.com\"\npaths = [\"/admin/\"]\npolicy = \"two_factor\"\n\
+             [[rules]]\ndomain = \"*.example.com\"\npolicy = \"one_factor\"",
+        )
+        .unwrap();
+    })
+    .await;
+    let pair = app.signed_up("ada@example.com").await;
+    let client = browser();
+    sign_in(&app, &client, "ada@example.com", false).await;
+    let to = |rd: &str| format!("/ui/login?rd={}", urlencode(rd));
+    // A forward-auth rule's domain is a place `rd` may return to.
+    let res = client
+        .get(app.url(&to("https://wiki.example.com/page")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[LOCATION], "https://wiki.example.com/page");
+    // Without a second factor on the account: how to set one up.
+    let res = client
+        .get(app.url(&to("https://wiki.example.com/admin/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("asks for two-step verification"));
+    // With one (turned on after this browser signed in): the second step.
+    let access = token(&pair, "access_token");
+    let setup: Value = app
+        .post_auth("/auth/mfa/totp/setup", &access, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = totp_rs::Secret::Encoded(setup["secret"].as_str().unwrap().to_owned())
+        .to_bytes()
+        .unwrap();
+    let now = || u64::try_from(portcullis::clock::Clock::now_secs(&app.clock)).unwrap();
+    let code = portcullis::auth::totp::code_at(&secret, now());
+    app.post_auth(
+        "/auth/mfa/totp/enable",
+        &access,
+        Some(&json!({"password": PASSWORD, "code": code})),
+    )
+    .await;
+    let res = client
+        .get(app.url(&to("https://wiki.example.com/admin/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let next = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(next.starts_with("/ui/login/mfa?rd="), "{next}");
+    let page = client
+        .get(app.url(&next))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = between(&page, "name=\"csrf_token\" value=\"", "\"").to_owned();
+    app.clock.advance(std::time::Duration::from_secs(30));
+    let code = portcullis::auth::totp::code_at(&secret, now());
+    let done = client
+        .post(app.url("/ui/login/mfa"))
+        .form(&[
+            ("code", code.as_str()),
+            ("rd", "https://wiki.example.com/admin/"),
+            ("csrf_token", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(done.headers()[LOCATION], "https://wiki.example.com/admin/");
+    // Now the session has both factors: straight on.
+    let res = client
+        .get(app.url(&to("https://wiki.example.com/admin/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[LOCATION], "https://wiki.example.com/admin/");
+}
