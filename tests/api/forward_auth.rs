@@ -274,3 +274,53 @@ async fn odd_questions_are_refused_never_let_through() {
         .unwrap();
     expect_error(res, StatusCode::FORBIDDEN, "untrusted_proxy").await;
 }
+
+/// Traefik is not packaged here: its `forwardAuth` middleware asks with
+/// exactly these headers (the original request's own headers, then its
+/// X-Forwarded-* set), which is what `contrib/forward-auth/traefik.yml` makes it do.
+#[tokio::test]
+async fn traefiks_forward_auth_request_is_understood() {
+    let app = app().await;
+    let pair = app.signed_up("ada@example.com").await;
+    let traefik = |cookie: Option<&str>| {
+        let mut req = app
+            .client
+            .get(app.url("/authz/forward-auth"))
+            .header(
+                "accept",
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            )
+            .header("user-agent", "Mozilla/5.0")
+            .header("x-forwarded-for", "192.0.2.7")
+            .header("x-forwarded-host", "wiki.example.com")
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-port", "443")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-server", "traefik-1")
+            .header("x-forwarded-uri", "/page?a=1")
+            .header("x-real-ip", "192.0.2.7");
+        if let Some(token) = cookie {
+            req = req.bearer_auth(token);
+        }
+        req
+    };
+    let client_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client_redirect
+        .execute(traefik(None).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    assert!(res.headers()[LOCATION]
+        .to_str()
+        .unwrap()
+        .ends_with("/ui/login?rd=https%3A%2F%2Fwiki.example.com%2Fpage%3Fa%3D1"));
+    let res = traefik(Some(&token(&pair, "access_token")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["remote-user"], "ada@example.com");
+}

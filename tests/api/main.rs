@@ -19,6 +19,7 @@ mod mfa;
 mod oauth;
 mod openapi;
 mod pages;
+mod proxies;
 mod ratelimit;
 mod readme;
 mod reset;

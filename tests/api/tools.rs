@@ -6,7 +6,7 @@
 //!   target directory, from the pinned list in `tests/requirements.txt`;
 //!   it is made again when that list changes.
 //! - axe-core comes from the npm registry (`npm pack`), for the page checks.
-//! - Debian packages (Chromium and its driver, npm) are installed with
+//! - Debian packages (Chromium and its driver, npm, nginx, Caddy) are installed with
 //!   `apt-get` when the tests run as root; otherwise the test stops with one
 //!   line that says what to install.
 //!
