@@ -175,6 +175,10 @@ pub struct AuthService {
     /// Browser sessions seen lately, by their cookie's hash (see
     /// [`AuthService::browser_session`]).
     pub(super) browser_sessions: moka::sync::Cache<[u8; 32], Arc<Session>>,
+    /// Cookie hashes that named no live session when last asked (a new
+    /// cookie is never asked about before it is issued, so none of these
+    /// can become valid).
+    pub(super) unknown_cookies: moka::sync::Cache<[u8; 32], ()>,
     /// The key of the pages' form (CSRF) tokens.
     pub(super) form_key: [u8; 32],
     /// The setup link of a first run, as its hash and expiry (see `first_run.rs`).
@@ -216,6 +220,10 @@ impl AuthService {
         Self {
             store,
             backup_key: master.subkey("backup codes"),
+            unknown_cookies: moka::sync::Cache::builder()
+                .max_capacity(BROWSER_SESSIONS)
+                .time_to_live(std::time::Duration::from_secs(10))
+                .build(),
             form_key: master.subkey("form tokens"),
             first_run: std::sync::Mutex::new(None),
             master,

@@ -100,11 +100,15 @@ impl AuthService {
         let session = match self.browser_sessions.get(&hash) {
             Some(session) => session,
             None => {
-                let mut session = self
-                    .store
-                    .browser_session(hash, now)
-                    .await?
-                    .ok_or_else(refused)?;
+                // A cookie that named no session lately is refused without
+                // asking storage again: random cookies cost no query each.
+                if self.unknown_cookies.contains_key(&hash) {
+                    return Err(refused());
+                }
+                let Some(mut session) = self.store.browser_session(hash, now).await? else {
+                    self.unknown_cookies.insert(hash, ());
+                    return Err(refused());
+                };
                 // A browser is "used" when its session is read again (at most
                 // once per cache lifetime), so that the bound on sessions
                 // does not take an active browser for an idle one.

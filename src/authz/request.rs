@@ -40,8 +40,9 @@ pub struct Forwarded<'a> {
     pub host: String,
     /// The host as sent, with its port if any (for the `rd` URL).
     pub authority: &'a str,
-    /// Starts with `/`; without the query.
-    pub path: &'a str,
+    /// Starts with `/`; without the query; percent-encoded unreserved
+    /// characters decoded (see [`normalized_path`]).
+    pub path: String,
     /// Path and query, as sent.
     pub uri: &'a str,
 }
@@ -102,9 +103,10 @@ impl<'a> Forwarded<'a> {
             .host_str()
             .ok_or(Malformed("the host is not a host"))?
             .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        let path = uri.split_once('?').map_or(uri, |(p, _)| p);
+            .trim_end_matches(']');
+        // `app.example.com.` is `app.example.com`.
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let path = normalized_path(uri.split_once('?').map_or(uri, |(p, _)| p))?;
         Ok(Self {
             method,
             scheme,
@@ -119,6 +121,56 @@ impl<'a> Forwarded<'a> {
     pub fn url(&self) -> String {
         format!("{}://{}{}", self.scheme.as_str(), self.authority, self.uri)
     }
+}
+
+/// The path as rules compare it, or [`Malformed`] when it could mean more
+/// than one path to the app behind: percent-encoded unreserved characters
+/// (`%61` is `a`) are decoded, other escapes kept (upper-case hex); dot
+/// segments, empty segments (`//`), `\`, `;` and escaped `/`, `\`, `.` or
+/// NUL are refused, since servers read them differently and a prefix rule
+/// must not be walked around.
+fn normalized_path(raw: &str) -> Result<String, Malformed> {
+    let refuse = Malformed(
+        "the path has dot segments, empty segments or escapes that could hide another path",
+    );
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(refuse)?;
+                let text = std::str::from_utf8(hex).map_err(|_| refuse)?;
+                let value = u8::from_str_radix(text, 16).map_err(|_| refuse)?;
+                if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'_' | b'~') {
+                    out.push(char::from(value));
+                } else if matches!(value, b'/' | b'\\' | b'.' | 0) {
+                    return Err(refuse);
+                } else {
+                    out.push('%');
+                    out.push_str(&text.to_ascii_uppercase());
+                }
+                i += 3;
+            }
+            b'\\' | b';' => return Err(refuse),
+            _ => {
+                out.push(char::from(b));
+                i += 1;
+            }
+        }
+    }
+    let segments: Vec<&str> = out.split('/').collect();
+    let last = segments.len() - 1;
+    let hidden = segments
+        .iter()
+        .enumerate()
+        .skip(1)
+        .any(|(n, seg)| *seg == "." || *seg == ".." || (seg.is_empty() && n != last));
+    if hidden {
+        return Err(refuse);
+    }
+    Ok(out)
 }
 
 /// An RFC 9110 method token (upper or lower case letters and the usual
@@ -151,9 +203,20 @@ mod tests {
         assert_eq!(f.host, "app.example.com");
         assert_eq!(f.path, "/a/b");
         assert_eq!(f.url(), "https://App.Example.com:8443/a/b?c=d");
+        let f = Forwarded::from_parts(
+            Some("GET"),
+            Some("https"),
+            Some("app.example.com."),
+            Some("/%61dmin/x%2a/"),
+        )
+        .unwrap();
+        assert_eq!(
+            (f.host.as_str(), f.path.as_str()),
+            ("app.example.com", "/admin/x%2A/")
+        );
         let f = Forwarded::from_url(Some("POST"), Some("http://wiki.example.com/x?y")).unwrap();
         assert_eq!(
-            (f.method, f.host.as_str(), f.path),
+            (f.method, f.host.as_str(), f.path.as_str()),
             ("POST", "wiki.example.com", "/x")
         );
         let f = Forwarded::from_url(Some("GET"), Some("http://[::1]:8080/")).unwrap();
@@ -191,6 +254,52 @@ mod tests {
                 Some("/"),
             ),
             (Some("GET"), Some("HTTPS"), Some("a.example"), Some("/")),
+            (
+                Some("GET"),
+                Some("https"),
+                Some("a.example"),
+                Some("/public/../admin/"),
+            ),
+            (
+                Some("GET"),
+                Some("https"),
+                Some("a.example"),
+                Some("/./admin/"),
+            ),
+            (
+                Some("GET"),
+                Some("https"),
+                Some("a.example"),
+                Some("/public/%2e%2e/admin/"),
+            ),
+            (
+                Some("GET"),
+                Some("https"),
+                Some("a.example"),
+                Some("/public%2F..%2Fadmin/"),
+            ),
+            (
+                Some("GET"),
+                Some("https"),
+                Some("a.example"),
+                Some("/a//admin/"),
+            ),
+            (
+                Some("GET"),
+                Some("https"),
+                Some("a.example"),
+                Some("/admin\\x"),
+            ),
+            (
+                Some("GET"),
+                Some("https"),
+                Some("a.example"),
+                Some("/admin;x/"),
+            ),
+            (Some("GET"), Some("https"), Some("a.example"), Some("/a%00")),
+            (Some("GET"), Some("https"), Some("a.example"), Some("/a%zz")),
+            (Some("GET"), Some("https"), Some("a.example"), Some("/a%4")),
+            (Some("GET"), Some("https"), Some("a.example"), Some("/..")),
         ];
         for (m, p, h, u) in bad_parts {
             assert!(

@@ -80,8 +80,7 @@ impl Rules {
     pub fn decide(&self, request: &Forwarded<'_>) -> Decision<'_> {
         let found = self.rules.iter().find(|r| {
             r.domain.matches(&request.host)
-                && (r.paths.is_empty()
-                    || r.paths.iter().any(|p| request.path.starts_with(p.as_str())))
+                && (r.paths.is_empty() || r.paths.iter().any(|p| under(&request.path, p)))
                 && (r.methods.is_empty()
                     || r.methods
                         .iter()
@@ -103,10 +102,19 @@ impl Rules {
         }
     }
 
-    /// Whether some rule names `host` (so that signing in may return there).
+    /// Whether some rule that admits signed-in users names `host` (so that
+    /// signing in may return there).
     pub fn covers(&self, host: &str) -> bool {
-        self.rules.iter().any(|r| r.domain.matches(host))
+        self.rules.iter().any(|r| {
+            matches!(r.policy, Policy::OneFactor | Policy::TwoFactor) && r.domain.matches(host)
+        })
     }
+}
+
+/// Whether `path` is under the prefix `prefix`; `/admin/` also covers
+/// `/admin` itself.
+fn under(path: &str, prefix: &str) -> bool {
+    path.starts_with(prefix) || prefix.strip_suffix('/').is_some_and(|bare| path == bare)
 }
 
 fn compile(index: usize, rule: &ForwardAuthRule) -> Rule {

@@ -79,6 +79,21 @@ async fn check(req: &HttpRequest, state: &AppState, caller: &Caller, door: Door)
         }
         .error_response();
     }
+    // A client that sends identity headers of its own is trying something:
+    // whatever the proxy does with them, this request goes no further.
+    let forged = req.headers().keys().any(|name| {
+        let name = name.as_str();
+        name.len() > 7 && name.as_bytes()[..7].eq_ignore_ascii_case(b"remote-")
+            || name.len() > 7 && name.as_bytes()[..7].eq_ignore_ascii_case(b"remote_")
+    });
+    if forged {
+        state.metrics.forward_auth(Outcome::Malformed);
+        return ApiError::BadRequest {
+            code: "invalid_forwarded_request",
+            message: "the request carries a Remote-* header of its own".into(),
+        }
+        .error_response();
+    }
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let asked = match door {
         Door::AuthRequest => {
@@ -202,7 +217,7 @@ fn is_browser(req: &HttpRequest) -> bool {
 }
 
 /// 403, audited as `forward_auth_denied` and folded like 429s (per address,
-/// host, policy and user), so a client hammering a forbidden app costs rows
+/// rule, policy and user), so a client hammering a forbidden app costs rows
 /// per minute.
 async fn denied(
     state: &AppState,
@@ -213,11 +228,15 @@ async fn denied(
 ) -> HttpResponse {
     state.metrics.forward_auth(Outcome::Forbidden);
     let user = profile.map(|p| p.user.id);
+    // Folded per address (an IPv6 /64 as the limiter groups it), rule and
+    // user: none of which a client can vary freely (the host can be).
     let digest = sha256(
         format!(
             "{}\0{}\0{}\0{}",
-            caller.ip,
-            asked.host,
+            state.limiter.ip_key(caller.ip).as_str(),
+            decision
+                .rule
+                .map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX)),
             decision.policy.as_str(),
             user.map(|u| u.to_string()).unwrap_or_default()
         )

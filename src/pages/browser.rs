@@ -12,7 +12,7 @@ use url::Url;
 use crate::auth::crypto::new_opaque_token;
 use crate::auth::service::Profile;
 use crate::auth::tokens::AccessClaims;
-use crate::config::Config;
+use crate::config::{Config, Policy};
 use crate::http::AppState;
 
 /// The browser session (SPEC section 11).
@@ -242,7 +242,14 @@ pub fn safe_redirect(rd: &str, config: &Config) -> Option<String> {
             .web
             .allowed_redirect_domains
             .iter()
-            .chain(config.forward_auth.rules.iter().map(|r| &r.domain))
+            .chain(
+                config
+                    .forward_auth
+                    .rules
+                    .iter()
+                    .filter(|r| matches!(r.policy, Policy::OneFactor | Policy::TwoFactor))
+                    .map(|r| &r.domain),
+            )
             .any(|d| host_matches(&host, d));
     allowed.then(|| url.to_string())
 }
