@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,11 +218,13 @@ def parse_wrk(output: str) -> Load:
 
 
 def wrk(url: str, seconds: float, conns: int = 64, threads: int = 2, method: str = "GET",
-        body: dict | None = None, token: str = "", xff: str = "") -> Load:
+        body: dict | None = None, token: str = "", xff: str = "",
+        headers: dict | None = None) -> Load:
     out = subprocess.run(
         wrk_cmd(url, "fixed.lua", threads, conns, seconds),
         env=wrk_env(WRK_METHOD=method, WRK_BODY=json.dumps(body) if body else "",
-                    WRK_AUTH=token, WRK_XFF=xff),
+                    WRK_AUTH=token, WRK_XFF=xff,
+                    WRK_HEADERS="\n".join(f"{k}: {v}" for k, v in (headers or {}).items())),
         check=True, capture_output=True, text=True).stdout
     return parse_wrk(out)
 
@@ -525,6 +528,77 @@ def log_volume(work: Path, seconds: float) -> Row:
                per_minute < 1_000_000)
 
 
+# The request a Caddy or Traefik in front of an app sends for each of its requests.
+FORWARDED = {
+    "X-Forwarded-Method": "GET",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "app.example.test",
+    "X-Forwarded-Uri": "/dashboard?tab=1",
+    "X-Forwarded-For": "198.51.100.7",
+    "Accept": "text/html,application/xhtml+xml",
+}
+FORWARD_RULES = """
+[forward_auth]
+default_policy = "deny"
+[[forward_auth.rules]]
+domain = "app.example.test"
+policy = "one_factor"
+"""
+
+
+def browser_cookie(server: "Portcullis", email: str) -> str:
+    """Signs in on the login page as a browser would; the session cookie."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/ui/login")
+    res = conn.getresponse()
+    page = res.read().decode()
+    form = re.search(r"portcullis_form=([^;]+)", res.getheader("Set-Cookie") or "").group(1)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    body = urllib.parse.urlencode({"email": email, "password": PASSWORD, "csrf_token": csrf})
+    conn.request("POST", "/ui/login", body=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"portcullis_form={form}"})
+    res = conn.getresponse()
+    res.read()
+    assert res.status == 303, res.status
+    return re.search(r"portcullis_session=([^;]+)", res.getheader("Set-Cookie")).group(1)
+
+
+def forward_auth_figures(work: Path, rounds: int, d: float) -> list[Row]:
+    """11. The forward-auth check against the ceiling's fixed 200 to the same request."""
+    server = Portcullis.configure(work / "forward", FORWARD_RULES)
+    server.start()
+    status, _ = server.call("POST", "/auth/register", {"email": EMAIL, "password": PASSWORD})
+    assert status == 201, status
+    status, pair = server.call("POST", "/auth/login", {"email": EMAIL, "password": PASSWORD})
+    assert status == 200, status
+    cookie = browser_cookie(server, EMAIL)
+    port = free_port()
+    ceiling_proc, _ = start_until_healthy([str(CEILING), f"127.0.0.1:{port}"], port)
+    ceiling = f"http://127.0.0.1:{port}/authz/forward-auth"
+    ours = server.url + "/authz/forward-auth"
+    rows = []
+    for figure, headers, token, expect in [
+        ("11a. forward auth, valid session cookie", {**FORWARDED, "Cookie": f"portcullis_session={cookie}"},
+         "", "allowed"),
+        ("11b. forward auth, valid Bearer token", FORWARDED, pair["access_token"], "allowed"),
+        ("11c. forward auth, not signed in (302 to the login page)", FORWARDED, "", "sign_in"),
+    ]:
+        log(figure)
+        before = server.metric("portcullis_forward_auth_total", outcome=expect)
+        p = paired(rounds,
+                   ceiling_proc.pid, lambda: wrk(ceiling, d, headers=headers, token=token),
+                   server.proc.pid, lambda: wrk(ours, d, headers=headers, token=token))
+        counted = server.metric("portcullis_forward_auth_total", outcome=expect) - before
+        sent = sum(l.requests for l in p.ours)
+        if counted < sent * 0.99:
+            raise SystemExit(f"{figure}: only {counted:.0f} of {sent} checks were {expect}")
+        rows.append(ratio_row(figure, p, 0.5))
+    stop(ceiling_proc)
+    server.stop()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5, help="seconds per throughput run")
@@ -558,6 +632,9 @@ def main() -> None:
         rows.append(Row("5b. start to first 200 from /health, first start (median)",
                         f"{med(fresh):.0f} ms", f"{med(ceiling):.0f} ms (ceiling server)",
                         "", "< 300 ms", med(fresh) < 300))
+
+    if want(11):
+        rows.extend(forward_auth_figures(work, args.rounds, d))
 
     idle = None
     argon = None

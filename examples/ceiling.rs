@@ -1,7 +1,8 @@
 //! The HTTP ceiling for the load harness (`benches/load.py`): a bare actix-web
 //! server on the same runtime, worker count and headers as portcullis that does
 //! no work at all. `POST /auth/login` answers a fixed 429 and `GET /auth/me` a
-//! fixed 200, each with a body of the size portcullis sends.
+//! fixed 200, each with a body of the size portcullis sends; `GET
+//! /authz/forward-auth` answers a fixed 200 with the identity headers.
 //!
 //! `cargo run --release --example ceiling -- 127.0.0.1:0` prints the address it bound.
 
@@ -31,6 +32,18 @@ async fn me() -> HttpResponse {
         .body(ME)
 }
 
+/// What portcullis answers a proxy for a signed-in user.
+async fn forward_auth() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("Remote-User", "alice@example.com"))
+        .insert_header(("Remote-Email", "alice@example.com"))
+        .insert_header(("Remote-Name", "Alice"))
+        .insert_header(("Remote-Groups", "ops,wiki"))
+        .insert_header(("X-Request-Id", "0195f3a2-6c1e-7d4b-9a8e-2f0c1d3b4a5e"))
+        .finish()
+}
+
 async fn health() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -48,6 +61,7 @@ fn main() -> std::io::Result<()> {
                 .route("/auth/login", web::post().to(blocked))
                 .route("/auth/me", web::get().to(me))
                 .route("/health", web::get().to(health))
+                .route("/authz/forward-auth", web::get().to(forward_auth))
         })
         .workers(workers)
         .bind(&bind)?;

@@ -1,5 +1,6 @@
 -- One fixed request, repeated: method, body and headers come from the
--- environment (WRK_METHOD, WRK_BODY, WRK_AUTH, WRK_XFF).
+-- environment (WRK_METHOD, WRK_BODY, WRK_AUTH, WRK_XFF, and WRK_HEADERS:
+-- "Name: value" lines).
 package.path = package.path .. ";" .. os.getenv("WRK_DIR") .. "/?.lua"
 require("report")
 
@@ -16,6 +17,16 @@ end
 local xff = os.getenv("WRK_XFF")
 if xff and xff ~= "" then
   wrk.headers["X-Forwarded-For"] = xff
+end
+
+local extra = os.getenv("WRK_HEADERS")
+if extra and extra ~= "" then
+  for line in extra:gmatch("[^\n]+") do
+    local name, value = line:match("^([^:]+):%s*(.*)$")
+    if name then
+      wrk.headers[name] = value
+    end
+  end
 end
 
 done = report
