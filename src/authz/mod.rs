@@ -6,4 +6,4 @@ mod request;
 mod rules;
 
 pub use request::{Forwarded, Malformed, Scheme};
-pub use rules::{Decision, Rules};
+pub use rules::{host_matches, Decision, Rules};

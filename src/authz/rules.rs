@@ -15,10 +15,24 @@ impl Domain {
     fn matches(&self, host: &str) -> bool {
         match self {
             Self::Exact(h) => h == host,
-            Self::Below(suffix) => host
-                .strip_suffix(suffix.as_str())
-                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+            Self::Below(suffix) => is_below(host, suffix),
         }
+    }
+}
+
+/// Whether `host` is strictly below `suffix` (`a.example.com` below
+/// `example.com`; not `example.com` itself, not `aexample.com`).
+fn is_below(host: &str, suffix: &str) -> bool {
+    host.strip_suffix(suffix)
+        .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.'))
+}
+
+/// `host` (lower case) against a domain as rules and `web.allowed_redirect_domains`
+/// write it: an exact host or `*.suffix`.
+pub fn host_matches(host: &str, pattern: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => is_below(host, suffix),
+        None => host.eq_ignore_ascii_case(pattern),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::web::is_host;
 use super::{invalid, ConfigError};
 
 /// What a rule asks of a request.
@@ -74,7 +75,7 @@ impl ForwardAuthConfig {
         for (i, rule) in self.rules.iter().enumerate() {
             let key = |k: &str| format!("forward_auth.rules[{i}].{k}");
             let host = rule.domain.strip_prefix("*.").unwrap_or(&rule.domain);
-            if !is_domain(host) {
+            if !is_host(host) {
                 return Err(invalid(
                     &key("domain"),
                     format!(
@@ -116,20 +117,6 @@ impl ForwardAuthConfig {
         }
         Ok(())
     }
-}
-
-/// A host name of letters, digits, `-` and `.`, lower case, or an IP address.
-fn is_domain(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && (host.parse::<std::net::IpAddr>().is_ok()
-            || host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            }))
 }
 
 /// An HTTP method as rules name it: an upper-case token.

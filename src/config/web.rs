@@ -60,7 +60,7 @@ impl WebConfig {
 }
 
 /// A host name (letters, digits, `-` and `.`), lower case, or an IP address.
-fn is_host(host: &str) -> bool {
+pub(super) fn is_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
         && (host.parse::<std::net::IpAddr>().is_ok()

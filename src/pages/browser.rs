@@ -12,6 +12,7 @@ use url::Url;
 use crate::auth::crypto::new_opaque_token;
 use crate::auth::service::Profile;
 use crate::auth::tokens::AccessClaims;
+use crate::authz::host_matches;
 use crate::config::{Config, Policy};
 use crate::http::AppState;
 
@@ -252,16 +253,6 @@ pub fn safe_redirect(rd: &str, config: &Config) -> Option<String> {
             )
             .any(|d| host_matches(&host, d));
     allowed.then(|| url.to_string())
-}
-
-/// `host` against an exact host or `*.suffix` (which does not match the bare suffix).
-pub fn host_matches(host: &str, pattern: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => host
-            .strip_suffix(suffix)
-            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
-        None => host.eq_ignore_ascii_case(pattern),
-    }
 }
 
 #[cfg(test)]
