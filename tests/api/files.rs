@@ -49,16 +49,18 @@ async fn every_file_is_private_whatever_the_umask() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    // The mail goes out after the answer: wait for its file.
+    // The mail goes out after the answer: wait for its whole file (the
+    // mailer writes `.eml.part` and renames it).
     let outbox = data.join("outbox");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mail = loop {
-        let found = std::fs::read_dir(&outbox)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(Result::ok);
-        if let Some(entry) = found {
-            break entry.path();
+        let found = std::fs::read_dir(&outbox).ok().and_then(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "eml"))
+        });
+        if let Some(path) = found {
+            break path;
         }
         assert!(
             std::time::Instant::now() < deadline,
