@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::browser::{removal, Browser, SESSION_COOKIE};
 use super::sign_in::query;
-use super::{render, see_other, Failure, Layout, Posted};
+use super::{render, see_other, sign_in_first, Failure, Layout, Posted};
 use crate::audit::Action;
 use crate::auth::tokens::AccessClaims;
 use crate::email::normalize;
@@ -63,16 +63,6 @@ fn notice(done: &str) -> Option<&'static str> {
 #[serde(default)]
 pub(super) struct DoneQuery {
     done: String,
-}
-
-/// A browser that must be signed in: else on to the login page, back here after.
-fn must_sign_in(state: &AppState, path: &str) -> HttpResponse {
-    let back = format!(
-        "{}{path}",
-        state.config.server.public_url.trim_end_matches('/')
-    );
-    let rd: String = url::form_urlencoded::byte_serialize(back.as_bytes()).collect();
-    see_other(&format!("/ui/login?rd={rd}")).finish()
 }
 
 async fn account_page(
@@ -140,7 +130,7 @@ pub(super) async fn page(
     browser: Browser,
 ) -> HttpResponse {
     let Some(claims) = browser.claims().cloned() else {
-        return must_sign_in(&state, "/ui/account");
+        return sign_in_first(&state, "/ui/account");
     };
     let q: DoneQuery = query(&req);
     let notice = notice(&q.done).map(str::to_owned);
@@ -171,7 +161,7 @@ pub(super) async fn act(state: web::Data<AppState>, post: Posted<ActionForm>) ->
         form: f,
     } = post;
     let Some(claims) = browser.claims().cloned() else {
-        return must_sign_in(&state, "/ui/account");
+        return sign_in_first(&state, "/ui/account");
     };
     let account = normalize(&claims.email);
     // The page again with the failure; its status and headers are the API's.
@@ -426,7 +416,7 @@ fn qr_svg(url: &str) -> String {
 /// `GET /ui/account/totp`
 pub(super) async fn totp_page(state: web::Data<AppState>, browser: Browser) -> HttpResponse {
     let Some(claims) = browser.claims().cloned() else {
-        return must_sign_in(&state, "/ui/account/totp");
+        return sign_in_first(&state, "/ui/account/totp");
     };
     match totp_setup_page(&state, &browser, &claims, None, None).await {
         Ok(page) => render(StatusCode::OK, &browser, &page, None),
@@ -455,7 +445,7 @@ pub(super) async fn totp_enable(
         form: f,
     } = post;
     let Some(claims) = browser.claims().cloned() else {
-        return must_sign_in(&state, "/ui/account/totp");
+        return sign_in_first(&state, "/ui/account/totp");
     };
     let account = normalize(&claims.email);
     let password = SecretString::from(f.password.clone());

@@ -44,14 +44,7 @@ fn admin(state: &AppState, browser: &Browser, path: &str) -> Result<Uuid, Box<Ht
                 None,
             )))
         }
-        None => {
-            let back = format!(
-                "{}{path}",
-                state.config.server.public_url.trim_end_matches('/')
-            );
-            let rd: String = url::form_urlencoded::byte_serialize(back.as_bytes()).collect();
-            Err(Box::new(see_other(&format!("/ui/login?rd={rd}")).finish()))
-        }
+        None => Err(Box::new(super::sign_in_first(state, path))),
     }
 }
 
@@ -533,10 +526,11 @@ pub(super) async fn limits_clear(
         .event(Action::RateLimitCleared)
         .extra("actor_id", actor.to_string());
     match control::clear(&state.limiter, &state.audit, key, None, event).await {
-        Ok(_) => {
-            let key: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
-            see_other(&format!("/ui/admin/rate-limits?key={key}&done=cleared")).finish()
-        }
+        Ok(_) => see_other(&format!(
+            "/ui/admin/rate-limits?key={}&done=cleared",
+            super::query_value(key)
+        ))
+        .finish(),
         Err(ClearError::Limiter(e)) => {
             super::error_page(&state, &browser, ApiError::LimiterUnavailable(e))
         }

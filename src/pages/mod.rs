@@ -173,6 +173,21 @@ pub fn render(
     }
 }
 
+/// `text` as a query value.
+pub fn query_value(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// A page that needs a signed-in browser: on to the login page, which
+/// comes back to `path`.
+pub fn sign_in_first(state: &AppState, path: &str) -> HttpResponse {
+    let back = format!(
+        "{}{path}",
+        state.config.server.public_url.trim_end_matches('/')
+    );
+    see_other(&format!("/ui/login?rd={}", query_value(&back))).finish()
+}
+
 /// `303 See Other` to `to` (a path of ours or a checked `rd`).
 pub fn see_other(to: &str) -> HttpResponseBuilder {
     let mut res = HttpResponse::SeeOther();
@@ -194,14 +209,7 @@ pub struct Failure {
 impl Failure {
     pub fn of(e: ApiError) -> Self {
         let response = e.error_response();
-        let headers = response
-            .headers()
-            .iter()
-            .filter(|(name, _)| {
-                *name == header::RETRY_AFTER || name.as_str().starts_with("ratelimit")
-            })
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
+        let headers = limit_headers(&response);
         let message = match &e {
             ApiError::InvalidCredentials => "Wrong email or password.".to_owned(),
             ApiError::InvalidMfaCode => {
@@ -247,11 +255,7 @@ impl Failure {
 
     /// Takes the rate-limit headers of an answer the guard made.
     pub fn take_headers(&mut self, response: &HttpResponse) {
-        for (name, value) in response.headers() {
-            if *name == header::RETRY_AFTER || name.as_str().starts_with("ratelimit") {
-                self.headers.push((name.clone(), value.clone()));
-            }
-        }
+        self.headers.extend(limit_headers(response));
     }
 
     pub fn field(&self, name: &str) -> Option<String> {
@@ -271,6 +275,16 @@ impl Failure {
         }
         res
     }
+}
+
+/// `Retry-After` and `RateLimit-*` of an answer.
+fn limit_headers(response: &HttpResponse) -> Vec<(header::HeaderName, header::HeaderValue)> {
+    response
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name == header::RETRY_AFTER || name.as_str().starts_with("ratelimit"))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
 }
 
 fn field_label(field: &str) -> &str {

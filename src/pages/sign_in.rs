@@ -129,8 +129,7 @@ async fn step_up(
     }
     match state.auth.start_mfa(&profile.user, false).await {
         Ok((mfa_token, expires_in)) => {
-            let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-            see_other(&format!("/ui/login/mfa?rd={rd}"))
+            see_other(&format!("/ui/login/mfa?rd={}", super::query_value(rd)))
                 .cookie(mfa_cookie(&state.config, mfa_token, expires_in))
                 .finish()
         }
@@ -194,10 +193,7 @@ pub(super) async fn login(state: web::Data<AppState>, post: Posted<LoginForm>) -
                     expires_in,
                 } => {
                     let next = match &rd {
-                        Some(rd) => format!(
-                            "/ui/login/mfa?rd={}",
-                            url::form_urlencoded::byte_serialize(rd.as_bytes()).collect::<String>()
-                        ),
+                        Some(rd) => format!("/ui/login/mfa?rd={}", super::query_value(rd)),
                         None => "/ui/login/mfa".to_owned(),
                     };
                     Ok(see_other(&next)
