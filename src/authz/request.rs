@@ -97,15 +97,10 @@ impl<'a> Forwarded<'a> {
         if authority.is_empty() || authority.contains(['@', '/', '\\', '?', '#']) {
             return Err(Malformed("the host is not a host"));
         }
-        let parsed = Url::parse(&format!("{}://{authority}/", scheme.as_str()))
-            .map_err(|_| Malformed("the host is not a host"))?;
-        let host = parsed
-            .host_str()
-            .ok_or(Malformed("the host is not a host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        // `app.example.com.` is `app.example.com`.
-        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let host = match plain_host(authority) {
+            Some(host) => host.to_owned(),
+            None => parsed_host(scheme, authority)?,
+        };
         let path = normalized_path(uri.split_once('?').map_or(uri, |(p, _)| p))?;
         Ok(Self {
             method,
@@ -121,6 +116,58 @@ impl<'a> Forwarded<'a> {
     pub fn url(&self) -> String {
         format!("{}://{}{}", self.scheme.as_str(), self.authority, self.uri)
     }
+}
+
+/// The host of an authority the URL parser would read as itself, without
+/// running the parser (this is every check's common case): lower-case
+/// letters, digits and `-` in non-empty labels, a last label that starts
+/// with a letter (so not an IPv4 address), no IDNA (`xn--`) label, and an
+/// optional port. `None` sends anything else to [`parsed_host`].
+fn plain_host(authority: &str) -> Option<&str> {
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    if let Some(port) = port {
+        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        port.parse::<u16>().ok()?;
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > 253 {
+        return None;
+    }
+    let mut last = "";
+    for label in host.split('.') {
+        let plain = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with("xn--")
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !plain {
+            return None;
+        }
+        last = label;
+    }
+    last.starts_with(|c: char| c.is_ascii_lowercase())
+        .then_some(host)
+}
+
+/// The host as the URL parser reads it (no user info, no path, a valid host
+/// and port): what the browser would have asked. Lower case, without the
+/// brackets of an IPv6 address or a trailing dot.
+fn parsed_host(scheme: Scheme, authority: &str) -> Result<String, Malformed> {
+    let parsed = Url::parse(&format!("{}://{authority}/", scheme.as_str()))
+        .map_err(|_| Malformed("the host is not a host"))?;
+    let host = parsed
+        .host_str()
+        .ok_or(Malformed("the host is not a host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    // `app.example.com.` is `app.example.com`.
+    Ok(host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase())
 }
 
 /// The path as rules compare it, or [`Malformed`] when it could mean more
@@ -190,6 +237,54 @@ fn is_uri_byte(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shortcut answers only where the URL parser would answer the same.
+    #[test]
+    fn plain_hosts_are_read_as_the_url_parser_reads_them() {
+        let plain = [
+            "app.example.com",
+            "app.example.com:8443",
+            "app.example.com.",
+            "a-b.c1.example",
+            "localhost",
+            "localhost:0",
+            "-x.example",
+            "x.example:65535",
+        ];
+        for authority in plain {
+            let fast = plain_host(authority).unwrap_or_else(|| panic!("{authority} is plain"));
+            assert_eq!(
+                Ok(fast.to_owned()),
+                parsed_host(Scheme::Https, authority),
+                "{authority}"
+            );
+        }
+        let other = [
+            "App.example.com",
+            "127.0.0.1",
+            "127.1",
+            "1.2.3.0x4",
+            "x.0x10",
+            "x.10",
+            "[::1]:80",
+            "xn--nxasmq6b.example",
+            "bücher.example",
+            "a..b",
+            ".a",
+            "a.example:",
+            "a.example:65536",
+            "a.example:+80",
+            "a_b.example",
+            "",
+        ];
+        for authority in other {
+            assert_eq!(
+                plain_host(authority),
+                None,
+                "{authority} is left to the parser"
+            );
+        }
+    }
 
     #[test]
     fn well_formed_requests_are_read() {

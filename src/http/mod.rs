@@ -58,10 +58,15 @@ impl AppState {
     }
 }
 
-/// Registers every route.
+/// Registers every route. The router tries them in order, and each pattern
+/// with a `{segment}` costs a regular-expression match: the routes every
+/// request of a deployment takes (forward auth, `/auth/me`) come first.
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(resource("/auth/register", "POST").route(web::post().to(accounts::register)))
+    cfg.service(resource("/authz/forward-auth", "GET").route(web::get().to(authz::forward_auth)))
+        .service(resource("/authz/auth-request", "GET").route(web::get().to(authz::auth_request)))
+        .service(resource("/auth/me", "GET").route(web::get().to(accounts::me)))
         .service(resource("/auth/login", "POST").route(web::post().to(accounts::login)))
+        .service(resource("/auth/register", "POST").route(web::post().to(accounts::register)))
         .service(resource("/auth/token", "POST").route(web::post().to(oauth::token)))
         .service(resource("/auth/login/mfa", "POST").route(web::post().to(mfa::login)))
         .service(resource("/auth/mfa/totp/setup", "POST").route(web::post().to(mfa::setup)))
@@ -79,7 +84,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(
             resource("/auth/password-reset/confirm", "POST").route(web::post().to(reset::confirm)),
         )
-        .service(resource("/auth/me", "GET").route(web::get().to(accounts::me)))
         .service(resource("/auth/sessions", "GET").route(web::get().to(sessions::list)))
         .service(
             resource("/auth/sessions/{id}", "DELETE").route(web::delete().to(sessions::revoke)),
@@ -113,8 +117,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .route(web::get().to(admin::rate_limits))
                 .route(web::delete().to(admin::clear_rate_limits)),
         )
-        .service(resource("/authz/auth-request", "GET").route(web::get().to(authz::auth_request)))
-        .service(resource("/authz/forward-auth", "GET").route(web::get().to(authz::forward_auth)))
         .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(ops::jwks)))
         .service(resource("/health", "GET").route(web::get().to(ops::health)))
         .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
