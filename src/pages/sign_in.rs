@@ -147,7 +147,12 @@ pub(super) struct LoginForm {
 }
 
 /// `POST /ui/login`: the login of `POST /auth/login`, with a cookie.
-pub(super) async fn login(state: web::Data<AppState>, post: Posted<LoginForm>) -> HttpResponse {
+pub(super) async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    post: Posted<LoginForm>,
+) -> HttpResponse {
+    let pending_mfa = has_pending_mfa(&req, &state);
     let Posted {
         caller,
         browser,
@@ -187,7 +192,9 @@ pub(super) async fn login(state: web::Data<AppState>, post: Posted<LoginForm>) -
             )
             .await?
             {
-                LoginOutcome::Opened(opened) => signed_in(&state, opened, rd.as_deref()),
+                LoginOutcome::Opened(opened) => {
+                    signed_in(&state, opened, rd.as_deref(), pending_mfa)
+                }
                 LoginOutcome::MfaRequired {
                     mfa_token,
                     expires_in,
@@ -208,21 +215,35 @@ pub(super) async fn login(state: web::Data<AppState>, post: Posted<LoginForm>) -
 }
 
 /// The answer to a sign-in: the new session's cookie (a new one at every
-/// sign-in: nothing an attacker set before survives it) and on to `rd`.
-fn signed_in(state: &AppState, opened: Opened, rd: Option<&str>) -> Result<HttpResponse, ApiError> {
+/// sign-in: nothing an attacker set before survives it), the pending second
+/// step's cookie cleared if the browser has one, and on to `rd`.
+fn signed_in(
+    state: &AppState,
+    opened: Opened,
+    rd: Option<&str>,
+    pending_mfa: bool,
+) -> Result<HttpResponse, ApiError> {
     let Opened::Browser { cookie, session } = opened else {
         return Err(ApiError::Internal(anyhow::anyhow!(
             "a sign-in page opened an API session"
         )));
     };
-    Ok(see_other(rd.unwrap_or(HOME))
-        .cookie(session_cookie(
-            &state.config,
-            cookie,
-            max_age(state, &session),
-        ))
-        .cookie(removal(&state.config, mfa_cookie_name(&state.config)))
-        .finish())
+    let mut res = see_other(rd.unwrap_or(HOME));
+    res.cookie(session_cookie(
+        &state.config,
+        cookie,
+        max_age(state, &session),
+    ));
+    if pending_mfa {
+        res.cookie(removal(&state.config, mfa_cookie_name(&state.config)));
+    }
+    Ok(res.finish())
+}
+
+/// Whether the browser carries the cookie of a sign-in waiting for its
+/// second step.
+fn has_pending_mfa(req: &HttpRequest, state: &AppState) -> bool {
+    req.cookie(mfa_cookie_name(&state.config)).is_some()
 }
 
 /// A remembered session's cookie lasts as long as the session; another one
@@ -321,7 +342,7 @@ pub(super) async fn mfa(
                 SessionKind::Browser,
             )
             .await?;
-            signed_in(&state, opened, rd.as_deref())
+            signed_in(&state, opened, rd.as_deref(), true)
         },
         &show,
     )
@@ -413,10 +434,12 @@ pub(super) struct RegisterForm {
 
 /// `POST /ui/register`: `POST /auth/register`, then signed in.
 pub(super) async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
     post: Posted<RegisterForm>,
 ) -> HttpResponse {
-    create_account(state, post, false).await
+    let pending_mfa = has_pending_mfa(&req, &state);
+    create_account(state, post, false, pending_mfa).await
 }
 
 /// `GET /ui/setup?token=`: while no administrator exists, the form that
@@ -446,14 +469,20 @@ fn no_setup(state: &AppState, browser: &Browser) -> HttpResponse {
 }
 
 /// `POST /ui/setup`: creates the first administrator, then signed in.
-pub(super) async fn setup(state: web::Data<AppState>, post: Posted<RegisterForm>) -> HttpResponse {
-    create_account(state, post, true).await
+pub(super) async fn setup(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    post: Posted<RegisterForm>,
+) -> HttpResponse {
+    let pending_mfa = has_pending_mfa(&req, &state);
+    create_account(state, post, true, pending_mfa).await
 }
 
 async fn create_account(
     state: web::Data<AppState>,
     post: Posted<RegisterForm>,
     first_admin: bool,
+    pending_mfa: bool,
 ) -> HttpResponse {
     let Posted {
         caller,
@@ -503,7 +532,7 @@ async fn create_account(
                 register_account(&state, &caller, &f.email, password, name).await?
             };
             let opened = open_browser_session(&state, &caller, &user).await?;
-            signed_in(&state, opened, None)
+            signed_in(&state, opened, None, pending_mfa)
         },
         &show,
     )
