@@ -152,7 +152,10 @@ pub fn decode_opaque_token(token: &str) -> Option<[u8; 32]> {
     if token.len() != 43 {
         return None;
     }
-    URL_SAFE_NO_PAD.decode(token).ok()?.try_into().ok()
+    // Into a buffer on the stack: this runs on every forward-auth check.
+    let mut raw = [0u8; 33];
+    let written = URL_SAFE_NO_PAD.decode_slice(token, &mut raw).ok()?;
+    raw[..written].try_into().ok()
 }
 
 /// SHA-256 of `data`.

@@ -17,4 +17,6 @@ pub mod tokens;
 pub mod totp;
 
 #[cfg(test)]
+mod peers;
+#[cfg(test)]
 mod properties;

@@ -13,6 +13,7 @@ use super::crypto::{new_opaque_token, opaque_token_hash, MasterKey};
 use super::groups::{parse_groups, with_admins};
 use super::password::{HashError, HashPool, PasswordPolicy};
 use super::revocation::{RevocationBus, RevocationList};
+use super::sessions::LiveSession;
 use super::tokens::{AccessClaims, TokenError, TokenKeys};
 use crate::audit::NewEvent;
 use crate::clock::{Millis, SharedClock};
@@ -170,14 +171,18 @@ pub struct AuthService {
     pub(super) refresh_ttl_ms: Millis,
     /// `accounts.max_sessions`.
     pub(super) max_sessions: u32,
-    /// Recently read accounts for `GET /auth/me` (see [`AuthService::current_profile`]).
+    /// Recently read accounts for `GET /auth/me` and forward auth (see
+    /// [`AuthService::current_profile`]).
     pub(super) profiles: moka::sync::Cache<Uuid, Arc<Profile>>,
-    /// Browser sessions seen lately, by their cookie's hash (see
-    /// [`AuthService::browser_session`]).
-    pub(super) browser_sessions: moka::sync::Cache<[u8; 32], Arc<Session>>,
-    /// Cookie hashes that named no live session when last asked (a new
-    /// cookie is never asked about before it is issued, so none of these
-    /// can become valid).
+    /// The last audit row whose change to an account this process has heard
+    /// (see [`AuthService::sync_revocations`]); negative before the first poll.
+    pub(super) account_changes_heard: std::sync::atomic::AtomicI64,
+    /// Browser sessions seen lately, by their cookie's 32 bytes (see
+    /// [`AuthService::browser_identity`]).
+    pub(super) browser_sessions: moka::sync::Cache<[u8; 32], LiveSession>,
+    /// Cookies that named no live session when last asked (a new cookie is
+    /// never asked about before it is issued, so none of these can become
+    /// valid).
     pub(super) unknown_cookies: moka::sync::Cache<[u8; 32], ()>,
     /// The key of the pages' form (CSRF) tokens.
     pub(super) form_key: [u8; 32],
@@ -195,16 +200,18 @@ pub struct Profile {
     pub groups: Vec<String>,
 }
 
-/// How long a profile read from the database is served from memory. Changes
-/// made by this process are seen at once (they forget the profile); changes
-/// made by another process on the same database (the CLI) within this time,
-/// the same bound as for revocations.
-const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Profiles remembered at once, and for how long after a read. Changes made
+/// by this process are seen at once (they forget the profile); changes made
+/// by another process on the same database (the CLI, another instance) at
+/// its next poll of storage, which reads their audit rows (the same bound as
+/// for revocations). The lifetime is only a backstop.
+const PROFILES: u64 = 100_000;
+const PROFILE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Browser sessions remembered at once, and for how long after a read (at
 /// most; never longer than `access_ttl`, for which the revocation list keeps
 /// each revocation). A revocation is seen at once all the same: the list is
 /// consulted on every use; only the session's row is remembered.
-const BROWSER_SESSIONS: u64 = 100_000;
+const BROWSER_SESSIONS: u64 = 250_000;
 const BROWSER_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl AuthService {
@@ -240,9 +247,10 @@ impl AuthService {
             refresh_ttl_ms: config.tokens.refresh_ttl.as_millis_i64(),
             max_sessions: config.accounts.max_sessions,
             profiles: moka::sync::Cache::builder()
-                .max_capacity(16_384)
+                .max_capacity(PROFILES)
                 .time_to_live(PROFILE_TTL)
                 .build(),
+            account_changes_heard: std::sync::atomic::AtomicI64::new(-1),
             browser_sessions: moka::sync::Cache::builder()
                 .max_capacity(BROWSER_SESSIONS)
                 .time_to_live(
@@ -474,8 +482,8 @@ impl AuthService {
     }
 
     /// The enabled account behind a verified token and whether its second
-    /// factor is on, served from memory for up to [`PROFILE_TTL`] after a read:
-    /// a client polling `/auth/me` costs no database read per request.
+    /// factor is on, served from memory once read (see [`PROFILE_TTL`]): a
+    /// client polling `/auth/me` costs no database read per request.
     pub async fn current_profile(&self, claims: &AccessClaims) -> AuthResult<Arc<Profile>> {
         self.profile(claims.sub).await
     }

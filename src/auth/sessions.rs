@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::crypto::{new_opaque_token, opaque_token_hash};
-use super::service::{about_session, AuthError, AuthResult, AuthService, ClientInfo, TokenPair};
+use super::crypto::{decode_opaque_token, new_opaque_token, opaque_token_hash, sha256};
+use super::service::{
+    about_session, AuthError, AuthResult, AuthService, ClientInfo, Profile, TokenPair,
+};
 use super::tokens::{AccessClaims, TokenError, TokenSubject};
 use crate::audit::{Action, NewEvent};
 use crate::clock::Millis;
@@ -17,6 +19,29 @@ use crate::store::{Amr, Audit, Rotation, RotationAudit, Session, SessionKind, Se
 
 /// The cookie that carries a browser session (SPEC section 11).
 pub const BROWSER_COOKIE: &str = "portcullis_session";
+
+/// What a check of a browser session needs, remembered per cookie (neither
+/// its address nor its user agent: 100,000 of these are a few megabytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveSession {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub amr: Amr,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+impl From<&Session> for LiveSession {
+    fn from(session: &Session) -> Self {
+        Self {
+            id: session.id,
+            user_id: session.user_id,
+            amr: session.amr,
+            created_at: session.created_at,
+            expires_at: session.expires_at,
+        }
+    }
+}
 
 /// How a sign-in opens its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,46 +113,53 @@ impl AuthService {
         })
     }
 
-    /// The live browser session of a `portcullis_session` cookie, as the
-    /// claims of an access token of that session (so that every domain call
-    /// taking a token's claims serves the pages too). A session seen lately
-    /// is served from memory; revocation is checked on every use, so a
-    /// revoked session is refused at once.
-    pub async fn browser_session(&self, cookie: &str) -> AuthResult<AccessClaims> {
+    /// The live browser session of a `portcullis_session` cookie and the
+    /// profile of its user: what a forward-auth check asks, so it is served
+    /// from memory once warm (no query, no hash: the cache is keyed by the
+    /// cookie's own 32 bytes, and only a miss hashes them to ask storage).
+    /// Revocation is checked on every use, so a revoked session is refused
+    /// at once.
+    pub async fn browser_identity(&self, cookie: &str) -> AuthResult<(LiveSession, Arc<Profile>)> {
         let refused = || AuthError::InvalidToken(TokenError::Invalid);
-        let hash = opaque_token_hash(cookie).map_err(|_| refused())?;
+        let raw = decode_opaque_token(cookie).ok_or_else(refused)?;
         let now = self.now();
-        let session = match self.browser_sessions.get(&hash) {
+        let session = match self.browser_sessions.get(&raw) {
             Some(session) => session,
             None => {
                 // A cookie that named no session lately is refused without
                 // asking storage again: random cookies cost no query each.
-                if self.unknown_cookies.contains_key(&hash) {
+                if self.unknown_cookies.contains_key(&raw) {
                     return Err(refused());
                 }
-                let Some(mut session) = self.store.browser_session(hash, now).await? else {
-                    self.unknown_cookies.insert(hash, ());
+                let Some(stored) = self.store.browser_session(sha256(&raw), now).await? else {
+                    self.unknown_cookies.insert(raw, ());
                     return Err(refused());
                 };
                 // A browser is "used" when its session is read again (at most
                 // once per cache lifetime), so that the bound on sessions
                 // does not take an active browser for an idle one.
-                if now - session.last_used_at >= 60_000 {
-                    self.store.touch_session(session.id, now).await?;
-                    session.last_used_at = now;
+                if now - stored.last_used_at >= 60_000 {
+                    self.store.touch_session(stored.id, now).await?;
                 }
-                let session = Arc::new(session);
-                self.browser_sessions.insert(hash, session.clone());
+                let session = LiveSession::from(&stored);
+                self.browser_sessions.insert(raw, session);
                 session
             }
         };
-        if !session.is_live(now) || self.revocations.is_revoked(session.id) {
-            self.browser_sessions.invalidate(&hash);
+        if now >= session.expires_at || self.revocations.is_revoked(session.id) {
+            self.browser_sessions.invalidate(&raw);
             return Err(AuthError::InvalidToken(TokenError::Revoked));
         }
-        let profile = self.profile(session.user_id).await?;
+        Ok((session, self.profile(session.user_id).await?))
+    }
+
+    /// [`AuthService::browser_identity`] as the claims of an access token of
+    /// that session, so that every domain call taking a token's claims
+    /// serves the pages too.
+    pub async fn browser_session(&self, cookie: &str) -> AuthResult<(AccessClaims, Arc<Profile>)> {
+        let (session, profile) = self.browser_identity(cookie).await?;
         let user = &profile.user;
-        Ok(AccessClaims {
+        let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: String::new(),
             sub: user.id,
@@ -144,7 +176,8 @@ impl AuthService {
             },
             amr: session.amr.values().map(str::to_owned).collect(),
             auth_time: session.created_at.div_euclid(1000),
-        })
+        };
+        Ok((claims, profile))
     }
 
     /// The bound on live sessions a new session is opened under; an evicted
@@ -333,12 +366,13 @@ impl AuthService {
         Ok(())
     }
 
-    /// Picks up revocations (and recoveries) made by other processes;
-    /// returns the next cursor.
+    /// Picks up revocations (and recoveries, and changes to accounts) made
+    /// by other processes; returns the next cursor.
     pub async fn sync_revocations(&self, since: Millis) -> AuthResult<Millis> {
         let now = self.now();
         self.revocations.prune(now);
         let next = self.revocations.sync(&self.store, since, now).await?;
+        self.hear_account_changes().await?;
         if self.devices.is_some() {
             use std::sync::atomic::Ordering;
             let heard = self.recoveries_heard.load(Ordering::Relaxed);
@@ -353,5 +387,30 @@ impl AuthService {
             self.recoveries_heard.fetch_max(upto, Ordering::Relaxed);
         }
         Ok(next)
+    }
+
+    /// Forgets the profiles of accounts that other processes changed since
+    /// the last poll (this process forgets its own at once). The first poll
+    /// only finds the head: nothing was remembered before it.
+    async fn hear_account_changes(&self) -> AuthResult<()> {
+        use std::sync::atomic::Ordering;
+        let heard = self.account_changes_heard.load(Ordering::Relaxed);
+        if heard < 0 {
+            let head = self.store.audit_head().await?;
+            self.profiles.invalidate_all();
+            self.account_changes_heard
+                .fetch_max(head, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut upto = heard;
+        for change in self.store.account_changes_after(heard).await? {
+            for user in change.users {
+                self.forget_profile(user);
+            }
+            upto = change.id;
+        }
+        self.account_changes_heard
+            .fetch_max(upto, Ordering::Relaxed);
+        Ok(())
     }
 }

@@ -7,11 +7,12 @@
 
 use std::sync::Arc;
 
+use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 
 use super::context::Caller;
-use super::extract::bearer_token;
+use super::extract::{bearer_token, cookie};
 use super::AppState;
 use crate::audit::Action;
 use crate::audit_log::FoldKey;
@@ -41,12 +42,8 @@ enum Door {
     responses((status = 200, description = "Allowed: Remote-User, Remote-Email, Remote-Name, Remote-Groups"),
         (status = 400, body = ErrorBody), (status = 401, description = "Sign in first: Location is the login page"),
         (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn auth_request(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-) -> HttpResponse {
-    check(&req, &state, &caller, Door::AuthRequest).await
+pub async fn auth_request(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    check(&req, &state, Door::AuthRequest).await
 }
 
 /// `GET /authz/forward-auth`: Traefik `forwardAuth`, Caddy `forward_auth`.
@@ -59,15 +56,11 @@ pub async fn auth_request(
         (status = 302, description = "A browser, to the login page"), (status = 303, description = "A browser's non-GET, to the login page"),
         (status = 400, body = ErrorBody), (status = 401, description = "Sign in first"),
         (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn forward_auth(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-) -> HttpResponse {
-    check(&req, &state, &caller, Door::ForwardAuth).await
+pub async fn forward_auth(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    check(&req, &state, Door::ForwardAuth).await
 }
 
-async fn check(req: &HttpRequest, state: &AppState, caller: &Caller, door: Door) -> HttpResponse {
+async fn check(req: &HttpRequest, state: &AppState, door: Door) -> HttpResponse {
     let trusted = req
         .peer_addr()
         .is_some_and(|peer| state.trusted_proxies.contains(&peer.ip()));
@@ -125,7 +118,7 @@ async fn check(req: &HttpRequest, state: &AppState, caller: &Caller, door: Door)
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .finish();
         }
-        Policy::Deny => return denied(state, caller, &asked, &decision, None).await,
+        Policy::Deny => return denied(req, state, &asked, &decision, None).await,
         Policy::OneFactor | Policy::TwoFactor => {}
     }
     let Some((amr, profile)) = who(req, state).await else {
@@ -135,7 +128,7 @@ async fn check(req: &HttpRequest, state: &AppState, caller: &Caller, door: Door)
         return sign_in(state, req, &asked, door);
     }
     if !decision.admits(&profile.user.email, &profile.groups) {
-        return denied(state, caller, &asked, &decision, Some(&profile)).await;
+        return denied(req, state, &asked, &decision, Some(&profile)).await;
     }
     state.metrics.forward_auth(Outcome::Allowed);
     let mut res = HttpResponse::Ok();
@@ -160,14 +153,12 @@ async fn check(req: &HttpRequest, state: &AppState, caller: &Caller, door: Door)
 /// access token, with the factors of their session. No storage is read for
 /// a session seen lately (and a revoked one is refused at once).
 async fn who(req: &HttpRequest, state: &AppState) -> Option<(Amr, Arc<Profile>)> {
-    let claims = match req.cookie(BROWSER_COOKIE) {
-        Some(cookie) => state.auth.browser_session(cookie.value()).await.ok(),
-        None => None,
-    };
-    let claims = match claims {
-        Some(claims) => claims,
-        None => state.auth.authorize(bearer_token(req)?).ok()?,
-    };
+    if let Some(cookie) = cookie(req, BROWSER_COOKIE) {
+        if let Ok((session, profile)) = state.auth.browser_identity(cookie).await {
+            return Some((session.amr, profile));
+        }
+    }
+    let claims = state.auth.authorize(bearer_token(req)?).ok()?;
     let profile = state.auth.current_profile(&claims).await.ok()?;
     Some((
         Amr::from_values(claims.amr.iter().map(String::as_str)),
@@ -220,13 +211,18 @@ fn is_browser(req: &HttpRequest) -> bool {
 /// rule, policy and user), so a client hammering a forbidden app costs rows
 /// per minute.
 async fn denied(
+    req: &HttpRequest,
     state: &AppState,
-    caller: &Caller,
     asked: &Forwarded<'_>,
     decision: &Decision<'_>,
     profile: Option<&Profile>,
 ) -> HttpResponse {
     state.metrics.forward_auth(Outcome::Forbidden);
+    // Who asked is read only here: an allowed check has no use for it.
+    let caller = match Caller::from_request(req, &mut Payload::None).into_inner() {
+        Ok(caller) => caller,
+        Err(e) => return e.error_response(),
+    };
     let user = profile.map(|p| p.user.id);
     // Folded per address (an IPv6 /64 as the limiter groups it), rule and
     // user: none of which a client can vary freely (the host can be).

@@ -190,6 +190,19 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The value of the first cookie called `name`, read straight from the
+/// `Cookie` headers (no allocation: forward auth reads one on every check).
+pub fn cookie<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
+}
+
 /// The `User-Agent` header as text, if it is printable.
 pub fn user_agent(req: &HttpRequest) -> Option<&str> {
     req.headers().get(header::USER_AGENT)?.to_str().ok()

@@ -60,11 +60,7 @@ impl Browser {
         let session = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
         let mut signed_in = None;
         if let Some(cookie) = session.as_deref() {
-            if let Ok(claims) = state.auth.browser_session(cookie).await {
-                if let Ok(profile) = state.auth.current_profile(&claims).await {
-                    signed_in = Some((claims, profile));
-                }
-            }
+            signed_in = state.auth.browser_session(cookie).await.ok();
         }
         let (binding, new_binding) = match (&signed_in, session) {
             (Some(_), Some(cookie)) => (format!("session:{cookie}"), None),

@@ -9,6 +9,7 @@ use crate::audit::event::{Action, EventRow, NewEvent, Origin};
 use crate::audit::query::{page_of, Filter, Page};
 use crate::clock::Millis;
 use crate::time_fmt::rfc3339_ms;
+use uuid::Uuid;
 
 /// The columns of [`StoredRow`], in its order.
 const STORED_COLS: &str = "id, created_at, action, user_id, resource_type, resource_id, \
@@ -220,6 +221,62 @@ impl Store {
                         )
                         .await?;
                     Ok(recoveries(rows))
+                })
+            })
+            .await
+    }
+}
+
+/// The audit actions that change what a profile (`GET /auth/me`, forward
+/// auth's `Remote-*` headers) shows: an account's row, its second factor or
+/// its groups. Any new action that does must be added here, or other
+/// processes serve the old profile until it expires.
+pub const ACCOUNT_CHANGE_ACTIONS: [&str; 6] = [
+    "groups_changed",
+    "mfa_enabled",
+    "mfa_disabled",
+    "mfa_reset",
+    "user_disabled",
+    "user_enabled",
+];
+
+/// The accounts an audit row changed: its user, and the user it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountChange {
+    pub id: i64,
+    pub users: Vec<Uuid>,
+}
+
+impl Store {
+    /// The changes to accounts recorded in audit rows after `after`, oldest
+    /// first, at most 1,000: how a process learns that a profile another
+    /// process changed is stale.
+    pub async fn account_changes_after(&self, after: i64) -> StoreResult<Vec<AccountChange>> {
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    let [a, b, d, e, f, g] = ACCOUNT_CHANGE_ACTIONS;
+                    c.query(
+                        "SELECT id, user_id, resource_type, resource_id FROM audit_log
+                         WHERE id > $1 AND action IN ($2, $3, $4, $5, $6, $7)
+                         ORDER BY id LIMIT 1000",
+                        &[&after, &a, &b, &d, &e, &f, &g],
+                        |r| {
+                            let user: Option<String> = r.get(1)?;
+                            let kind: Option<String> = r.get(2)?;
+                            let resource: Option<String> = r.get(3)?;
+                            let about = resource.filter(|_| kind.as_deref() == Some("user"));
+                            Ok(AccountChange {
+                                id: r.get(0)?,
+                                users: [user, about]
+                                    .into_iter()
+                                    .flatten()
+                                    .filter_map(|u| Uuid::parse_str(&u).ok())
+                                    .collect(),
+                            })
+                        },
+                    )
+                    .await
                 })
             })
             .await

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use db::Db;
 
 pub use accounts::{NewUser, User};
-pub use audit::{Recovery, RECOVERY_ACTIONS};
+pub use audit::{AccountChange, Recovery, RECOVERY_ACTIONS};
 pub use groups::GroupChange;
 pub use keys::SigningKeyRow;
 pub use rate_limits::RateLimitRow;
