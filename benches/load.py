@@ -546,15 +546,24 @@ policy = "one_factor"
 """
 
 
-def browser_cookie(server: "Portcullis", email: str) -> str:
-    """Signs in on the login page as a browser would; the session cookie."""
+def login_form(server: "Portcullis") -> tuple[str, str]:
+    """The login page's form cookie and the form token bound to it."""
     import http.client
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     conn.request("GET", "/ui/login")
     res = conn.getresponse()
     page = res.read().decode()
+    conn.close()
     form = re.search(r"portcullis_form=([^;]+)", res.getheader("Set-Cookie") or "").group(1)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return form, csrf
+
+
+def browser_cookie(server: "Portcullis", email: str) -> str:
+    """Signs in on the login page as a browser would; the session cookie."""
+    import http.client
+    form, csrf = login_form(server)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     body = urllib.parse.urlencode({"email": email, "password": PASSWORD, "csrf_token": csrf})
     conn.request("POST", "/ui/login", body=body, headers={
         "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"portcullis_form={form}"})
@@ -599,12 +608,98 @@ def forward_auth_figures(work: Path, rounds: int, d: float) -> list[Row]:
     return rows
 
 
+def accounts_step(server: "Portcullis", step: str, users: int, route: str, status: str,
+                  count: int, **env: str) -> None:
+    """Runs benches/wrk/accounts.lua until the server has answered `count`
+    of its requests on `route` with `status`."""
+    threads = 2
+    proc = subprocess.Popen(
+        wrk_cmd(server.url, "accounts.lua", threads, 32, 3600),
+        env=wrk_env(WRK_STEP=step, WRK_USERS=str(users), WRK_PASSWORD=PASSWORD, **env),
+        stdout=subprocess.PIPE, text=True)
+    before = server.metric("portcullis_http_requests_total", route=route, status=status)
+    while server.metric("portcullis_http_requests_total", route=route, status=status) - before < count:
+        if proc.poll() is not None:
+            raise SystemExit(f"wrk ended before {count} answers {status} on {route}")
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate()
+
+
+def live_sessions_figure(work: Path, rounds: int, d: float, sessions: int) -> Row:
+    """11d. Checks that cycle through `sessions` distinct browser sessions (ten
+    an account), every one signed in through the login page, against the
+    ceiling answering the same requests. Hashing is made cheap in this
+    server so that the sign-ins take seconds: a check does not hash a
+    password."""
+    users = max(1, sessions // 10)
+    server = Portcullis.configure(
+        work / "live", FORWARD_RULES
+        + "[passwords]\nargon2_memory_kib = 8\nargon2_iterations = 1\nmax_queued_hashes = 4096\n"
+        + "[rate_limit.rules.register_ip_hourly]\nenabled = false\n")
+    server.start()
+    port = free_port()
+    ceiling_proc, _ = start_until_healthy([str(CEILING), f"127.0.0.1:{port}"], port)
+    try:
+        log(f"11d: {users:,} accounts, {sessions:,} browser sessions")
+        began = time.time()
+        accounts_step(server, "register", users, "/auth/register", "201", users)
+        form, csrf = login_form(server)
+        out = work / "cookies"
+        # A few more sign-ins than sessions: wrk is stopped with some in flight.
+        accounts_step(server, "sign_in", users, "/ui/login", "303", sessions + sessions // 50,
+                      WRK_FORM=form, WRK_CSRF=csrf, WRK_OUT=str(out))
+        cookies = []
+        for part in sorted(work.glob("cookies.*")):
+            cookies.extend(part.read_text().split())
+        cookies = list(dict.fromkeys(cookies))
+        if len(cookies) < sessions:
+            raise SystemExit(f"only {len(cookies)} of {sessions} sign-ins gave a session cookie")
+        cookie_file = work / "cookies.txt"
+        cookie_file.write_text("\n".join(cookies[:sessions]) + "\n")
+        log(f"11d: made in {time.time() - began:.0f} s")
+        headers = "\n".join(f"{k}: {v}" for k, v in FORWARDED.items())
+
+        def cycle(url: str, seconds: float) -> Load:
+            out = subprocess.run(
+                wrk_cmd(url, "cookies.lua", 2, 64, seconds),
+                env=wrk_env(WRK_COOKIES=str(cookie_file), WRK_HEADERS=headers, WRK_THREADS="2"),
+                check=True, capture_output=True, text=True).stdout
+            return parse_wrk(out)
+
+        ours = server.url + "/authz/forward-auth"
+        ceiling = f"http://127.0.0.1:{port}/authz/forward-auth"
+        # Warm: every session once read from storage (the first reads are
+        # the cold start, not the steady state this figure is about).
+        signed_in_rss = rss_mib(server.proc.pid)
+        warm = 0
+        while warm < 2 * sessions:
+            warm += cycle(ours, max(d, 5)).requests
+        before = server.metric("portcullis_forward_auth_total", outcome="allowed")
+        p = paired(rounds, ceiling_proc.pid, lambda: cycle(ceiling, d),
+                   server.proc.pid, lambda: cycle(ours, d))
+        allowed = server.metric("portcullis_forward_auth_total", outcome="allowed") - before
+        sent = sum(l.requests for l in p.ours)
+        if allowed < sent * 0.99:
+            raise SystemExit(f"11d: only {allowed:.0f} of {sent} checks were allowed")
+        rss = rss_mib(server.proc.pid)
+        row = ratio_row(f"11d. forward auth, {sessions:,} distinct live sessions cycling "
+                        f"({users:,} accounts)", p, 0.3)
+        row.ours += f"; resident {signed_in_rss:.0f} MiB after the sign-ins, {rss:.0f} MiB warm"
+        return row
+    finally:
+        stop(ceiling_proc)
+        server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5, help="seconds per throughput run")
     ap.add_argument("--rounds", type=int, default=5,
                     help="alternating baseline/portcullis rounds for figures 1 and 2 (median)")
     ap.add_argument("--addresses", type=int, default=1_000_000, help="client addresses for the memory figure")
+    ap.add_argument("--sessions", type=int, default=100_000,
+                    help="distinct browser sessions for figure 11d")
     ap.add_argument("--startups", type=int, default=5, help="starts per start-up figure (median)")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--no-build", action="store_true")
@@ -635,6 +730,7 @@ def main() -> None:
 
     if want(11):
         rows.extend(forward_auth_figures(work, args.rounds, d))
+        rows.append(live_sessions_figure(work, args.rounds, d, args.sessions))
 
     idle = None
     argon = None
@@ -767,7 +863,8 @@ def write_report(path: Path, rows: list[Row], args: argparse.Namespace) -> None:
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0].split(" Copyright")[0]
     command = "python3 benches/load.py" + (f" --duration {args.duration:g}" if args.duration != 5 else "") \
         + (f" --rounds {args.rounds}" if args.rounds != 5 else "") \
-        + (f" --addresses {args.addresses}" if args.addresses != 1_000_000 else "")
+        + (f" --addresses {args.addresses}" if args.addresses != 1_000_000 else "") \
+        + (f" --sessions {args.sessions}" if args.sessions != 100_000 else "")
     lines = [
         MARK_START,
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC at commit "
