@@ -4,15 +4,6 @@
 package.path = package.path .. ";" .. os.getenv("WRK_DIR") .. "/?.lua"
 require("report")
 
-local threads = {}
-local next_id = 0
-
-setup = function(thread)
-  thread:set("id", next_id)
-  next_id = next_id + 1
-  table.insert(threads, thread)
-end
-
 local per_thread = tonumber(os.getenv("WRK_PER_THREAD"))
 local sent = 0
 local base = 0

@@ -4,13 +4,6 @@
 package.path = package.path .. ";" .. os.getenv("WRK_DIR") .. "/?.lua"
 require("report")
 
-local next_id = 0
-
-setup = function(thread)
-  thread:set("id", next_id)
-  next_id = next_id + 1
-end
-
 local cookies = {}
 local headers = {}
 local n = 0

@@ -4,12 +4,6 @@
 package.path = package.path .. ";" .. os.getenv("WRK_DIR") .. "/?.lua"
 require("report")
 
-local next_id = 0
-setup = function(thread)
-  thread:set("id", next_id)
-  next_id = next_id + 1
-end
-
 local users = tonumber(os.getenv("WRK_USERS"))
 local password = os.getenv("WRK_PASSWORD")
 local n = 0

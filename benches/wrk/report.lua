@@ -1,5 +1,12 @@
--- Shared by every wrk script of the load harness: one JSON line at the end
--- with the figures benches/load.py reads (latencies in microseconds).
+-- Shared by every wrk script of the load harness: the threads numbered 0,
+-- 1, ... (each sees its number as the global `id`), and one JSON line at the
+-- end with the figures benches/load.py reads (latencies in microseconds).
+local next_id = 0
+setup = function(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+end
+
 report = function(summary, latency)
   io.write(string.format(
     '\nRESULT {"requests": %d, "duration_us": %d, "non_2xx_3xx": %d, ' ..
