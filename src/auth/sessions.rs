@@ -295,9 +295,16 @@ impl AuthService {
 
     /// Verifies a bearer token, including revocation, without touching storage.
     pub fn authorize(&self, bearer: &str) -> AuthResult<AccessClaims> {
+        self.authorize_shared(bearer)
+            .map(|claims| AccessClaims::clone(&claims))
+    }
+
+    /// [`AuthService::authorize`] without copying the claims (forward auth
+    /// needs only the subject and the factors).
+    pub fn authorize_shared(&self, bearer: &str) -> AuthResult<Arc<AccessClaims>> {
         let claims = self
             .tokens
-            .verify(bearer, self.now())
+            .verify_shared(bearer, self.now())
             .map_err(AuthError::InvalidToken)?;
         if self.revocations.is_revoked(claims.sid) {
             return Err(AuthError::InvalidToken(TokenError::Revoked));

@@ -29,7 +29,7 @@ use crate::store::{Amr, SigningKeyRow, Store};
 pub const TOKEN_TYPE: &str = "at+jwt";
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 4096;
-/// Verified tokens remembered at once (a few MiB at most).
+/// Verified tokens remembered at once (with their text, some 10 MiB at most).
 const VERIFIED_TOKENS: u64 = 16_384;
 
 /// The claims of an access token.
@@ -127,8 +127,10 @@ pub struct TokenKeys {
     issuer: String,
     audience: String,
     access_ttl_secs: i64,
-    /// Claims of tokens whose signature and claims passed, by SHA-256 of the token.
-    verified: moka::sync::Cache<[u8; 32], Arc<AccessClaims>>,
+    /// Claims of tokens whose signature and claims passed, by the token's
+    /// text (only a verified token is ever a key, so nobody fills this with
+    /// strings of their own; and a warm check hashes nothing).
+    verified: moka::sync::Cache<Box<str>, Arc<AccessClaims>>,
 }
 
 impl TokenKeys {
@@ -288,15 +290,21 @@ impl TokenKeys {
     /// Checks signature, algorithm, `kid`, `typ`, issuer, audience and time.
     /// Revocation is the caller's job (see `auth::revocation`).
     pub fn verify(&self, token: &str, now: Millis) -> Result<AccessClaims, TokenError> {
+        self.verify_shared(token, now)
+            .map(|claims| AccessClaims::clone(&claims))
+    }
+
+    /// [`TokenKeys::verify`], the claims shared with the cache of verified
+    /// tokens rather than copied.
+    pub fn verify_shared(&self, token: &str, now: Millis) -> Result<Arc<AccessClaims>, TokenError> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid);
         }
-        let digest = sha256(token.as_bytes());
-        let claims = match self.verified.get(&digest) {
+        let claims = match self.verified.get(token) {
             Some(claims) => claims,
             None => {
                 let claims = Arc::new(self.verify_signature(token)?);
-                self.verified.insert(digest, claims.clone());
+                self.verified.insert(token.into(), claims.clone());
                 claims
             }
         };
@@ -307,7 +315,7 @@ impl TokenKeys {
         if now < claims.nbf {
             return Err(TokenError::NotYetValid);
         }
-        Ok(AccessClaims::clone(&claims))
+        Ok(claims)
     }
 
     /// Header, signature, issuer and audience; not time.

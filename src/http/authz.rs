@@ -158,7 +158,7 @@ async fn who(req: &HttpRequest, state: &AppState) -> Option<(Amr, Arc<Profile>)>
             return Some((session.amr, profile));
         }
     }
-    let claims = state.auth.authorize(bearer_token(req)?).ok()?;
+    let claims = state.auth.authorize_shared(bearer_token(req)?).ok()?;
     let profile = state.auth.current_profile(&claims).await.ok()?;
     Some((
         Amr::from_values(claims.amr.iter().map(String::as_str)),
