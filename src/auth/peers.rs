@@ -79,6 +79,20 @@ async fn a_peer_hears_of_changed_groups_and_disabled_accounts_at_its_next_poll()
         ["ops"]
     );
 
+    // `user promote` on the command line: the implicit `admins` group.
+    peer.set_admin(
+        ada.id,
+        true,
+        vec![event(Action::GroupsChanged).user(ada.id)],
+    )
+    .await
+    .expect("promote");
+    let cursor = server.sync_revocations(cursor).await.expect("poll");
+    assert_eq!(
+        server.profile(ada.id).await.expect("profile").groups,
+        ["admins", "ops"]
+    );
+
     peer.reset_mfa(ada.id, vec![event(Action::MfaReset).user(ada.id)])
         .await
         .expect("reset");

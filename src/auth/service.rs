@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::crypto::{new_opaque_token, opaque_token_hash, MasterKey};
+use super::crypto::{new_opaque_token, opaque_token_hash, MasterKey, SecretIds};
 use super::groups::{parse_groups, with_admins};
 use super::password::{HashError, HashPool, PasswordPolicy};
 use super::revocation::{RevocationBus, RevocationList};
@@ -174,16 +174,20 @@ pub struct AuthService {
     /// Recently read accounts for `GET /auth/me` and forward auth (see
     /// [`AuthService::current_profile`]).
     pub(super) profiles: moka::sync::Cache<Uuid, Arc<Profile>>,
+    /// Counts every forgetting of profiles: a read of storage that a
+    /// forgetting overtook is not remembered (it may be the old account).
+    pub(super) profiles_forgotten: std::sync::atomic::AtomicU64,
     /// The last audit row whose change to an account this process has heard
     /// (see [`AuthService::sync_revocations`]); negative before the first poll.
     pub(super) account_changes_heard: std::sync::atomic::AtomicI64,
-    /// Browser sessions seen lately, by their cookie's 32 bytes (see
-    /// [`AuthService::browser_identity`]).
-    pub(super) browser_sessions: moka::sync::Cache<[u8; 32], LiveSession>,
+    /// Browser sessions seen lately, by their cookie's in-memory identity
+    /// (see [`AuthService::browser_identity`]).
+    pub(super) browser_sessions: moka::sync::Cache<[u8; 16], LiveSession>,
     /// Cookies that named no live session when last asked (a new cookie is
     /// never asked about before it is issued, so none of these can become
     /// valid).
-    pub(super) unknown_cookies: moka::sync::Cache<[u8; 32], ()>,
+    pub(super) unknown_cookies: moka::sync::Cache<[u8; 16], ()>,
+    pub(super) cookie_ids: SecretIds,
     /// The key of the pages' form (CSRF) tokens.
     pub(super) form_key: [u8; 32],
     /// The setup link of a first run, as its hash and expiry (see `first_run.rs`).
@@ -232,6 +236,7 @@ impl AuthService {
                 .time_to_live(std::time::Duration::from_secs(10))
                 .build(),
             form_key: master.subkey("form tokens"),
+            cookie_ids: SecretIds::random(),
             first_run: std::sync::Mutex::new(None),
             master,
             issuer: config.tokens.issuer.clone(),
@@ -251,6 +256,7 @@ impl AuthService {
                 .time_to_live(PROFILE_TTL)
                 .build(),
             account_changes_heard: std::sync::atomic::AtomicI64::new(-1),
+            profiles_forgotten: std::sync::atomic::AtomicU64::new(0),
             browser_sessions: moka::sync::Cache::builder()
                 .max_capacity(BROWSER_SESSIONS)
                 .time_to_live(
@@ -490,9 +496,11 @@ impl AuthService {
 
     /// The enabled account `user_id`, as [`AuthService::current_profile`] serves it.
     pub(super) async fn profile(&self, user_id: Uuid) -> AuthResult<Arc<Profile>> {
+        use std::sync::atomic::Ordering;
         if let Some(profile) = self.profiles.get(&user_id) {
             return Ok(profile);
         }
+        let forgotten = self.profiles_forgotten.load(Ordering::Acquire);
         let (mut user, mfa_enabled) = self
             .store
             .user_with_mfa(user_id)
@@ -506,13 +514,28 @@ impl AuthService {
             mfa_enabled,
             groups,
         });
-        self.profiles.insert(user_id, profile.clone());
+        if self.profiles_forgotten.load(Ordering::Acquire) == forgotten {
+            self.profiles.insert(user_id, profile.clone());
+            // A forgetting between the check and the insert: undo it.
+            if self.profiles_forgotten.load(Ordering::Acquire) != forgotten {
+                self.profiles.invalidate(&user_id);
+            }
+        }
         Ok(profile)
     }
 
     /// Drops a remembered profile after its account or second factor changed.
     pub(crate) fn forget_profile(&self, user_id: Uuid) {
+        self.profiles_forgotten
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.profiles.invalidate(&user_id);
+    }
+
+    /// Drops every remembered profile.
+    pub(crate) fn forget_profiles(&self) {
+        self.profiles_forgotten
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.profiles.invalidate_all();
     }
 
     /// Changes the password after checking the current one; revokes every other session.

@@ -115,24 +115,25 @@ impl AuthService {
 
     /// The live browser session of a `portcullis_session` cookie and the
     /// profile of its user: what a forward-auth check asks, so it is served
-    /// from memory once warm (no query, no hash: the cache is keyed by the
-    /// cookie's own 32 bytes, and only a miss hashes them to ask storage).
+    /// from memory once warm (no query, no SHA-256: the cache is keyed by the
+    /// cookie's in-memory identity, and only a miss hashes it to ask storage).
     /// Revocation is checked on every use, so a revoked session is refused
     /// at once.
     pub async fn browser_identity(&self, cookie: &str) -> AuthResult<(LiveSession, Arc<Profile>)> {
         let refused = || AuthError::InvalidToken(TokenError::Invalid);
         let raw = decode_opaque_token(cookie).ok_or_else(refused)?;
+        let id = self.cookie_ids.id(&raw);
         let now = self.now();
-        let session = match self.browser_sessions.get(&raw) {
+        let session = match self.browser_sessions.get(&id) {
             Some(session) => session,
             None => {
                 // A cookie that named no session lately is refused without
                 // asking storage again: random cookies cost no query each.
-                if self.unknown_cookies.contains_key(&raw) {
+                if self.unknown_cookies.contains_key(&id) {
                     return Err(refused());
                 }
                 let Some(stored) = self.store.browser_session(sha256(&raw), now).await? else {
-                    self.unknown_cookies.insert(raw, ());
+                    self.unknown_cookies.insert(id, ());
                     return Err(refused());
                 };
                 // A browser is "used" when its session is read again (at most
@@ -142,12 +143,12 @@ impl AuthService {
                     self.store.touch_session(stored.id, now).await?;
                 }
                 let session = LiveSession::from(&stored);
-                self.browser_sessions.insert(raw, session);
+                self.browser_sessions.insert(id, session);
                 session
             }
         };
         if now >= session.expires_at || self.revocations.is_revoked(session.id) {
-            self.browser_sessions.invalidate(&raw);
+            self.browser_sessions.invalidate(&id);
             return Err(AuthError::InvalidToken(TokenError::Revoked));
         }
         Ok((session, self.profile(session.user_id).await?))
@@ -378,8 +379,15 @@ impl AuthService {
     pub async fn sync_revocations(&self, since: Millis) -> AuthResult<Millis> {
         let now = self.now();
         self.revocations.prune(now);
-        let next = self.revocations.sync(&self.store, since, now).await?;
-        self.hear_account_changes().await?;
+        let next = self.revocations.sync(&self.store, since, now).await;
+        // Independent of the revocations: a profile is forgotten even when
+        // they could not be read, and every one when its changes could not.
+        if let Err(e) = self.hear_account_changes().await {
+            self.forget_profiles();
+            next?;
+            return Err(e);
+        }
+        let next = next?;
         if self.devices.is_some() {
             use std::sync::atomic::Ordering;
             let heard = self.recoveries_heard.load(Ordering::Relaxed);
@@ -404,7 +412,7 @@ impl AuthService {
         let heard = self.account_changes_heard.load(Ordering::Relaxed);
         if heard < 0 {
             let head = self.store.audit_head().await?;
-            self.profiles.invalidate_all();
+            self.forget_profiles();
             self.account_changes_heard
                 .fetch_max(head, Ordering::Relaxed);
             return Ok(());

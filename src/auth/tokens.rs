@@ -20,7 +20,7 @@ use jsonwebtoken::{decode, decode_header, encode, DecodingKey, EncodingKey, Head
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::crypto::{random_bytes, sha256, MasterKey};
+use super::crypto::{random_bytes, sha256, MasterKey, SecretIds};
 use crate::clock::Millis;
 use crate::config::{Algorithm, TokensConfig};
 use crate::store::{Amr, SigningKeyRow, Store};
@@ -29,7 +29,7 @@ use crate::store::{Amr, SigningKeyRow, Store};
 pub const TOKEN_TYPE: &str = "at+jwt";
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 4096;
-/// Verified tokens remembered at once (with their text, some 10 MiB at most).
+/// Verified tokens remembered at once (a few MiB at most).
 const VERIFIED_TOKENS: u64 = 16_384;
 
 /// The claims of an access token.
@@ -128,9 +128,10 @@ pub struct TokenKeys {
     audience: String,
     access_ttl_secs: i64,
     /// Claims of tokens whose signature and claims passed, by the token's
-    /// text (only a verified token is ever a key, so nobody fills this with
-    /// strings of their own; and a warm check hashes nothing).
-    verified: moka::sync::Cache<Box<str>, Arc<AccessClaims>>,
+    /// in-memory identity (only a verified token is ever a key, so nobody
+    /// fills this with strings of their own).
+    verified: moka::sync::Cache<[u8; 16], Arc<AccessClaims>>,
+    token_ids: SecretIds,
 }
 
 impl TokenKeys {
@@ -249,6 +250,7 @@ impl TokenKeys {
             audience: cfg.audience.clone(),
             access_ttl_secs: i64::try_from(cfg.access_ttl.as_secs()).unwrap_or(i64::MAX),
             // No token lives longer than access_ttl, so neither does its entry.
+            token_ids: SecretIds::random(),
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_TOKENS)
                 .time_to_live(cfg.access_ttl.std().max(Duration::from_secs(1)))
@@ -300,11 +302,12 @@ impl TokenKeys {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid);
         }
-        let claims = match self.verified.get(token) {
+        let id = self.token_ids.id(token.as_bytes());
+        let claims = match self.verified.get(&id) {
             Some(claims) => claims,
             None => {
                 let claims = Arc::new(self.verify_signature(token)?);
-                self.verified.insert(token.into(), claims.clone());
+                self.verified.insert(id, claims.clone());
                 claims
             }
         };
