@@ -13,13 +13,14 @@ use super::crypto::{new_opaque_token, opaque_token_hash, MasterKey, SecretIds};
 use super::groups::{parse_groups, with_admins};
 use super::password::{HashError, HashPool, PasswordPolicy};
 use super::revocation::{RevocationBus, RevocationList};
-use super::sessions::LiveSession;
 use super::tokens::{AccessClaims, TokenError, TokenKeys};
 use crate::audit::NewEvent;
 use crate::clock::{Millis, SharedClock};
 use crate::config::Config;
 use crate::email::{normalize, Email};
-use crate::store::{Audit, GroupChange, NewUser, Revoked, Session, Store, StoreError, User};
+use crate::store::{
+    Audit, GroupChange, LiveSession, NewUser, Revoked, Session, Store, StoreError, User,
+};
 
 /// Longest accepted display name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;

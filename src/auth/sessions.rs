@@ -15,33 +15,12 @@ use super::service::{
 use super::tokens::{AccessClaims, TokenError, TokenSubject};
 use crate::audit::{Action, NewEvent};
 use crate::clock::Millis;
-use crate::store::{Amr, Audit, Rotation, RotationAudit, Session, SessionKind, SessionLimit, User};
+use crate::store::{
+    Amr, Audit, LiveSession, Rotation, RotationAudit, Session, SessionKind, SessionLimit, User,
+};
 
 /// The cookie that carries a browser session (SPEC section 11).
 pub const BROWSER_COOKIE: &str = "portcullis_session";
-
-/// What a check of a browser session needs, remembered per cookie (neither
-/// its address nor its user agent: 100,000 of these are a few megabytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LiveSession {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub amr: Amr,
-    pub created_at: Millis,
-    pub expires_at: Millis,
-}
-
-impl From<&Session> for LiveSession {
-    fn from(session: &Session) -> Self {
-        Self {
-            id: session.id,
-            user_id: session.user_id,
-            amr: session.amr,
-            created_at: session.created_at,
-            expires_at: session.expires_at,
-        }
-    }
-}
 
 /// How a sign-in opens its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

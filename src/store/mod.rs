@@ -37,7 +37,8 @@ pub use keys::SigningKeyRow;
 pub use rate_limits::RateLimitRow;
 pub use second_factor::{MfaChallenge, TotpRow};
 pub use sessions::{
-    Amr, RecentLogin, Revoked, Rotation, RotationAudit, Session, SessionKind, SessionLimit,
+    Amr, LiveSession, RecentLogin, Revoked, Rotation, RotationAudit, Session, SessionKind,
+    SessionLimit,
 };
 
 /// Audit rows that describe a change: they commit in the same transaction as

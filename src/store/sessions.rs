@@ -161,6 +161,29 @@ impl Session {
     }
 }
 
+/// What a check of a browser session needs, remembered per cookie (neither
+/// its address nor its user agent: 100,000 of these are a few megabytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveSession {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub amr: Amr,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+impl From<&Session> for LiveSession {
+    fn from(session: &Session) -> Self {
+        Self {
+            id: session.id,
+            user_id: session.user_id,
+            amr: session.amr,
+            created_at: session.created_at,
+            expires_at: session.expires_at,
+        }
+    }
+}
+
 /// The outcome of presenting a refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
