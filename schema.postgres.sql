@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     user_agent     TEXT,
     kind           TEXT NOT NULL DEFAULT 'api', -- api | browser
     amr            TEXT NOT NULL DEFAULT 'pwd', -- the factors it was opened with (RFC 8176), comma-separated
-    cookie_hash    BYTEA                        -- browser sessions: SHA-256 of the cookie
+    cookie_hash    BYTEA,                       -- browser sessions: SHA-256 of the cookie
+    client_id      TEXT,                        -- oidc sessions: the client it was granted to
+    scope          TEXT                         -- oidc sessions: the scopes granted, space-separated
 );
 CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions(user_id);
 -- (Databases made by version 1 gain kind, amr and cookie_hash before this
@@ -102,6 +104,44 @@ CREATE TABLE IF NOT EXISTS mfa_challenges (
     failures       INTEGER NOT NULL DEFAULT 0
 );
 
+-- OpenID Connect clients added with `portcullis client add` (those of the
+-- config file are not stored). config: the client's settings as JSON, its
+-- secret only as an argon2id PHC string.
+CREATE TABLE IF NOT EXISTS oidc_clients (
+    id             TEXT PRIMARY KEY,
+    config         TEXT NOT NULL,
+    created_at     BIGINT NOT NULL
+);
+
+-- Authorization codes, by SHA-256 hash: 60 s, single use. session_id is the
+-- grant the exchange opened, so that a second use can revoke it.
+CREATE TABLE IF NOT EXISTS oidc_codes (
+    code_hash      BYTEA PRIMARY KEY,
+    client_id      TEXT NOT NULL,
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    redirect_uri   TEXT NOT NULL,
+    scope          TEXT NOT NULL,
+    nonce          TEXT,
+    code_challenge TEXT,
+    auth_time      BIGINT NOT NULL,
+    amr            TEXT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    expires_at     BIGINT NOT NULL,
+    used_at        BIGINT,
+    session_id     TEXT
+);
+CREATE INDEX IF NOT EXISTS oidc_codes_expires_at ON oidc_codes(expires_at);
+
+-- What a user allowed a client to read (consent = "once"): asked again when
+-- the client asks for more.
+CREATE TABLE IF NOT EXISTS oidc_consents (
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    client_id      TEXT NOT NULL,
+    scope          TEXT NOT NULL,
+    granted_at     BIGINT NOT NULL,
+    PRIMARY KEY (user_id, client_id)
+);
+
 -- JWT signing keys. private_key is sealed with the storage encryption key.
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid            TEXT PRIMARY KEY,
@@ -158,5 +198,5 @@ CREATE INDEX IF NOT EXISTS audit_log_created_at ON audit_log(created_at);
 CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log(resource_type, resource_id) WHERE resource_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_log_ip_address ON audit_log(ip_address);
 
-INSERT INTO schema_version (version) VALUES (2)
-    ON CONFLICT (only_row) DO UPDATE SET version = GREATEST(schema_version.version, 2);
+INSERT INTO schema_version (version) VALUES (3)
+    ON CONFLICT (only_row) DO UPDATE SET version = GREATEST(schema_version.version, 3);

@@ -25,9 +25,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     revoke_reason  TEXT,
     ip_address     TEXT,
     user_agent     TEXT,
-    kind           TEXT NOT NULL DEFAULT 'api', -- api | browser
+    kind           TEXT NOT NULL DEFAULT 'api', -- api | browser | oidc
     amr            TEXT NOT NULL DEFAULT 'pwd', -- the factors it was opened with (RFC 8176), comma-separated
-    cookie_hash    BLOB                        -- browser sessions: SHA-256 of the cookie
+    cookie_hash    BLOB,                       -- browser sessions: SHA-256 of the cookie
+    client_id      TEXT,                       -- oidc sessions: the client it was granted to
+    scope          TEXT                        -- oidc sessions: the scopes granted, space-separated
 );
 CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions(user_id);
 CREATE UNIQUE INDEX IF NOT EXISTS sessions_cookie_hash ON sessions(cookie_hash) WHERE cookie_hash IS NOT NULL;
@@ -95,6 +97,44 @@ CREATE TABLE IF NOT EXISTS mfa_challenges (
     failures       INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
+-- OpenID Connect clients added with `portcullis client add` (those of the
+-- config file are not stored). config: the client's settings as JSON, its
+-- secret only as an argon2id PHC string.
+CREATE TABLE IF NOT EXISTS oidc_clients (
+    id             TEXT PRIMARY KEY,
+    config         TEXT NOT NULL,
+    created_at     INTEGER NOT NULL
+);
+
+-- Authorization codes, by SHA-256 hash: 60 s, single use. session_id is the
+-- grant the exchange opened, so that a second use can revoke it.
+CREATE TABLE IF NOT EXISTS oidc_codes (
+    code_hash      BLOB PRIMARY KEY,
+    client_id      TEXT NOT NULL,
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    redirect_uri   TEXT NOT NULL,
+    scope          TEXT NOT NULL,
+    nonce          TEXT,
+    code_challenge TEXT,
+    auth_time      INTEGER NOT NULL,
+    amr            TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    used_at        INTEGER,
+    session_id     TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS oidc_codes_expires_at ON oidc_codes(expires_at);
+
+-- What a user allowed a client to read (consent = "once"): asked again when
+-- the client asks for more.
+CREATE TABLE IF NOT EXISTS oidc_consents (
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    client_id      TEXT NOT NULL,
+    scope          TEXT NOT NULL,
+    granted_at     INTEGER NOT NULL,
+    PRIMARY KEY (user_id, client_id)
+) WITHOUT ROWID;
+
 -- JWT signing keys. private_key is sealed with the storage encryption key
 -- (XChaCha20-Poly1305: 24-byte nonce || ciphertext).
 CREATE TABLE IF NOT EXISTS signing_keys (
@@ -154,4 +194,4 @@ CREATE INDEX IF NOT EXISTS audit_log_created_at ON audit_log(created_at);
 CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log(resource_type, resource_id) WHERE resource_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_log_ip_address ON audit_log(ip_address);
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

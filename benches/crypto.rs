@@ -41,6 +41,7 @@ fn tokens(c: &mut Criterion) {
         session_expires_at: NOW + 86_400_000,
         amr: Amr::PWD,
         auth_time: NOW,
+        grant: None,
     };
     let eddsa = TokensConfig::default();
     let hs256 = TokensConfig {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::query::{parse_time, Filter};
 use crate::audit::{Action, EventRow, NewEvent, Origin};
@@ -75,6 +75,64 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Manage OpenID Connect clients (those of the config file are listed too).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Manage the signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Add a client; a running server knows it at once.
+    Add {
+        /// The client id: 1 to 64 of A-Z a-z 0-9 . _ -
+        #[arg(long, value_name = "ID")]
+        id: String,
+        /// A redirect URI (exact match); repeat for more.
+        #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+        redirect_uris: Vec<String>,
+        /// Where the client may send a person after logout; repeat for more.
+        #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+        post_logout_redirect_uris: Vec<String>,
+        /// A public client (no secret; PKCE required).
+        #[arg(long)]
+        public: bool,
+        /// Read the secret from standard input (else one is made and printed once).
+        #[arg(long, conflicts_with = "public")]
+        secret_stdin: bool,
+        /// What the consent page calls it.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Scopes it may ask for (default: all); repeat for more.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// once (default), implicit (first-party apps) or always.
+        #[arg(long, value_name = "WHEN", default_value = "once")]
+        consent: String,
+        /// client_secret_basic (default) or client_secret_post.
+        #[arg(long, value_name = "METHOD")]
+        auth_method: Option<String>,
+    },
+    /// List the clients (secrets are never shown).
+    List,
+    /// Remove a client the CLI added, and end its grants.
+    Remove {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make new signing keys current (a running server signs with them after
+    /// its next start); old public keys stay published until their tokens expire.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,7 +310,140 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { command } => runtime()?.block_on(user_command(config, command)),
         Command::RateLimit { command } => runtime()?.block_on(rate_limit_command(config, command)),
         Command::Audit { command } => runtime()?.block_on(audit_command(&config, command)),
+        Command::Client { command } => runtime()?.block_on(client_command(config, command)),
+        Command::Keys { command } => runtime()?.block_on(keys_command(config, command)),
     }
+}
+
+async fn client_command(config: Config, command: ClientCommand) -> anyhow::Result<()> {
+    use crate::config::{ClientAuthMethod, Consent, OidcClientConfig};
+    let Opened { auth, audit, .. } =
+        open(&config, Arc::new(SystemClock), Arc::new(Metrics::new()?)).await?;
+    let outcome = async {
+        let store = auth.store();
+        match command {
+            ClientCommand::Add {
+                id,
+                redirect_uris,
+                post_logout_redirect_uris,
+                public,
+                secret_stdin,
+                name,
+                scopes,
+                consent,
+                auth_method,
+            } => {
+                if config.oidc.clients.iter().any(|c| c.id == id) {
+                    bail!("client {id:?} is in the config file already");
+                }
+                let consent: Consent = serde_json::from_value(serde_json::Value::String(consent.clone()))
+                    .map_err(|_| anyhow::anyhow!("--consent: {consent:?} is not once, implicit or always"))?;
+                let method = match auth_method.as_deref() {
+                    None => None,
+                    Some(m) => Some(
+                        serde_json::from_value::<ClientAuthMethod>(serde_json::Value::String(m.to_owned()))
+                            .map_err(|_| anyhow::anyhow!("--auth-method: {m:?} is not client_secret_basic or client_secret_post"))?,
+                    ),
+                };
+                let (secret, shown) = if public {
+                    (None, None)
+                } else if secret_stdin {
+                    (Some(read_password()?), None)
+                } else {
+                    let made = crate::auth::crypto::new_opaque_token();
+                    (Some(SecretString::from(made.clone())), Some(made))
+                };
+                let mut client = OidcClientConfig {
+                    id: id.clone(),
+                    name: name.unwrap_or_default(),
+                    redirect_uris,
+                    post_logout_redirect_uris,
+                    public,
+                    scopes,
+                    token_endpoint_auth_method: method,
+                    consent,
+                    ..OidcClientConfig::default()
+                };
+                if let Some(secret) = &secret {
+                    if secret.expose_secret().len() < 16 {
+                        bail!("the secret must be at least 16 characters");
+                    }
+                    client.secret_hash = auth
+                        .hash_client_secret(secret.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                client
+                    .validate("client")
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let text = serde_json::to_string(&client)?;
+                if !store.add_oidc_client(&id, text, auth.now()).await? {
+                    bail!("a client {id:?} exists already");
+                }
+                println!("added client {id}");
+                if let Some(made) = shown {
+                    println!("secret (shown once): {made}");
+                }
+            }
+            ClientCommand::List => {
+                for c in &config.oidc.clients {
+                    println!("{}\tconfig\t{}\t{}", c.id, if c.public { "public" } else { "confidential" }, c.redirect_uris.join(" "));
+                }
+                for (id, text) in store.oidc_clients().await? {
+                    match crate::oidc::clients::parse_stored(&id, &text) {
+                        Some(c) => println!("{}\tcli\t{}\t{}", c.id, if c.public { "public" } else { "confidential" }, c.redirect_uris.join(" ")),
+                        None => println!("{id}\tcli\tinvalid"),
+                    }
+                }
+            }
+            ClientCommand::Remove { id } => {
+                match store.remove_oidc_client(&id, auth.now()).await? {
+                    Some(revoked) => {
+                        println!("removed client {id}; {} grant(s) ended", revoked.len());
+                    }
+                    None if config.oidc.clients.iter().any(|c| c.id == id) => {
+                        bail!("client {id:?} comes from the config file: remove it there")
+                    }
+                    None => bail!("no client {id:?}"),
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    audit.shutdown().await;
+    outcome
+}
+
+async fn keys_command(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    require_database(&config)?;
+    let Opened { auth, audit, .. } =
+        open(&config, Arc::new(SystemClock), Arc::new(Metrics::new()?)).await?;
+    let outcome = async {
+        match command {
+            KeysCommand::Rotate => {
+                let now = auth.now();
+                let master = auth.master().clone();
+                let rows = tokio::task::spawn_blocking(move || {
+                    Ok::<_, anyhow::Error>(vec![
+                        crate::auth::tokens::new_ed25519_row(&master, now)?,
+                        crate::oidc::keys::new_rsa_row(&master, now)?,
+                    ])
+                })
+                .await??;
+                let kids: Vec<String> = rows.iter().map(|r| r.kid.clone()).collect();
+                let retired = auth.store().rotate_signing_keys(rows, now).await?;
+                println!(
+                    "new keys {}; {retired} old key(s) retired (published until their tokens expire); restart the server to sign with the new keys",
+                    kids.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+    .await;
+    audit.shutdown().await;
+    outcome
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

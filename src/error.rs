@@ -261,6 +261,10 @@ impl From<crate::auth::service::AuthError> for ApiError {
                 message: "the reset token is invalid, expired or already used".into(),
             },
             E::NotFound => Self::NotFound("no such resource"),
+            E::InvalidGrant(why) => Self::BadRequest {
+                code: "invalid_grant",
+                message: why.into(),
+            },
             E::Overloaded => Self::Overloaded,
             E::Store(e) => e.into(),
             E::Internal(e) => Self::Internal(e),

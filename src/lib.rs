@@ -19,6 +19,7 @@ pub mod group_name;
 pub mod http;
 pub mod mail;
 pub mod metrics;
+pub mod oidc;
 pub mod pages;
 pub mod private_files;
 pub mod ratelimit;

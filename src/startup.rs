@@ -313,6 +313,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let mailer = Mailer::from_config(&config.mail, &config.storage.data_dir)?;
+        let oidc = crate::oidc::Oidc::new(&config, &auth);
 
         let state = web::Data::new(AppState {
             auth,
@@ -325,6 +326,17 @@ impl Application {
             request_lines: LineFolder::new(clock.now_ms()),
             mail_queue: MailQueue::start()?,
             forward_auth: crate::authz::Rules::new(&config.forward_auth),
+            oidc,
+        });
+        // The RSA key of id_tokens, made (the first time) after the server
+        // answers rather than before, when there are clients to need it.
+        let warm = state.clone();
+        tokio::spawn(async move {
+            if warm.oidc.clients.any().await.unwrap_or(false) {
+                if let Err(e) = warm.oidc.rsa.get().await {
+                    tracing::error!(error = %e, "cannot load or make the RSA key");
+                }
+            }
         });
         let workers = match config.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
             "{essence}"
         );
     }
-    if let Ok(form) = parse_form(data) {
+    if let Ok(form) = parse_form::<portcullis::http::oauth::TokenForm>(data) {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_bytes(data).expect("parse_form accepted it");
         let names: std::collections::HashSet<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();

@@ -36,10 +36,16 @@ pub enum Action {
     UserCreated,
     MfaReset,
     ForwardAuthDenied,
+    OidcConsentGranted,
+    OidcCodeIssued,
+    OidcTokensIssued,
+    OidcCodeReused,
+    OidcTokenRevoked,
+    OidcLogout,
 }
 
 impl Action {
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 33] = [
         Self::RegistrationSuccess,
         Self::RegistrationFailed,
         Self::LoginSuccess,
@@ -67,6 +73,12 @@ impl Action {
         Self::UserCreated,
         Self::MfaReset,
         Self::ForwardAuthDenied,
+        Self::OidcConsentGranted,
+        Self::OidcCodeIssued,
+        Self::OidcTokensIssued,
+        Self::OidcCodeReused,
+        Self::OidcTokenRevoked,
+        Self::OidcLogout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +110,12 @@ impl Action {
             Self::UserCreated => "user_created",
             Self::MfaReset => "mfa_reset",
             Self::ForwardAuthDenied => "forward_auth_denied",
+            Self::OidcConsentGranted => "oidc_consent_granted",
+            Self::OidcCodeIssued => "oidc_code_issued",
+            Self::OidcTokensIssued => "oidc_tokens_issued",
+            Self::OidcCodeReused => "oidc_code_reused",
+            Self::OidcTokenRevoked => "oidc_token_revoked",
+            Self::OidcLogout => "oidc_logout",
         }
     }
 

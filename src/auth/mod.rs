@@ -3,6 +3,7 @@
 
 pub mod crypto;
 pub mod first_run;
+pub mod grants;
 pub mod groups;
 pub mod mfa;
 pub mod password;

@@ -186,8 +186,8 @@ impl World {
                     refreshed: event(Action::TokenRefreshed),
                     reused: event(Action::RefreshTokenReused),
                 };
-                match self.server.refresh(&presented, audit).await {
-                    Ok((_, pair)) => {
+                match self.server.refresh(&presented, None, audit).await {
+                    Ok((_, _, pair)) => {
                         assert!(!s.revoked, "a revoked session was refreshed");
                         assert!(!reuse, "a retired refresh token was accepted");
                         let s = &mut self.sessions[i];

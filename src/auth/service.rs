@@ -79,6 +79,10 @@ pub enum AuthError {
     MfaState(&'static str),
     #[error("not found")]
     NotFound,
+    /// An OpenID Connect code or refresh token that is no good (RFC 6749
+    /// `invalid_grant`), and why.
+    #[error("{0}")]
+    InvalidGrant(&'static str),
     #[error("hashing overloaded")]
     Overloaded,
     #[error(transparent)]
@@ -344,6 +348,16 @@ impl AuthService {
 
     pub fn revocations(&self) -> &RevocationList {
         &self.revocations
+    }
+
+    /// The storage, for the OpenID Connect provider's own rows.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The storage key, which seals the provider's RSA key.
+    pub(crate) fn master(&self) -> &Arc<MasterKey> {
+        &self.master
     }
 
     /// Creates an account after validating every field (SPEC "Accounts").

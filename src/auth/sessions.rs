@@ -82,7 +82,7 @@ impl AuthService {
         secret: String,
     ) -> AuthResult<Opened> {
         Ok(match session.kind {
-            SessionKind::Api => {
+            SessionKind::Api | SessionKind::Oidc => {
                 Opened::Tokens(self.pair(user, &session, secret, session.created_at)?)
             }
             SessionKind::Browser => Opened::Browser {
@@ -156,6 +156,8 @@ impl AuthService {
             },
             amr: session.amr.values().map(str::to_owned).collect(),
             auth_time: session.created_at.div_euclid(1000),
+            client_id: None,
+            scope: None,
         };
         Ok((claims, profile))
     }
@@ -200,6 +202,7 @@ impl AuthService {
             revoked_at: None,
             ip_address: client.ip.clone(),
             user_agent: client.user_agent.clone(),
+            grant: None,
         };
         let secret = new_opaque_token();
         let hash = opaque_token_hash(&secret)?;
@@ -221,6 +224,7 @@ impl AuthService {
             session_expires_at: session.expires_at,
             amr: session.amr,
             auth_time: session.created_at,
+            grant: session.grant.as_ref(),
         };
         let (access_token, exp) = self.tokens.issue(&subject, now)?;
         Ok(TokenPair {
@@ -234,19 +238,27 @@ impl AuthService {
     }
 
     /// Exchanges a refresh token for a new pair, retiring it. A retired token
-    /// revokes its whole session.
+    /// revokes its whole session. `client`: the OIDC client presenting it
+    /// (`None`: an API session's token); a token is good only at its own door.
     pub async fn refresh(
         &self,
         refresh_token: &str,
+        client: Option<&str>,
         audit: RotationAudit,
-    ) -> AuthResult<(User, TokenPair)> {
+    ) -> AuthResult<(User, Session, TokenPair)> {
         let presented =
             opaque_token_hash(refresh_token).map_err(|_| AuthError::InvalidRefreshToken)?;
         let replacement = new_opaque_token();
         let now = self.now();
         match self
             .store
-            .rotate_refresh(presented, opaque_token_hash(&replacement)?, now, audit)
+            .rotate_refresh(
+                presented,
+                opaque_token_hash(&replacement)?,
+                client.map(str::to_owned),
+                now,
+                audit,
+            )
             .await?
         {
             Rotation::Invalid => Err(AuthError::InvalidRefreshToken),
@@ -268,7 +280,7 @@ impl AuthService {
                     .filter(|u| !u.is_disabled())
                     .ok_or(AuthError::InvalidRefreshToken)?;
                 let pair = self.pair(&user, &session, replacement, now)?;
-                Ok((user, pair))
+                Ok((user, session, pair))
             }
         }
     }
@@ -288,6 +300,27 @@ impl AuthService {
             .map_err(AuthError::InvalidToken)?;
         if self.revocations.is_revoked(claims.sid) {
             return Err(AuthError::InvalidToken(TokenError::Revoked));
+        }
+        // A token issued to an OpenID Connect client serves that client at
+        // /oidc/userinfo, never the API or forward auth.
+        if claims.client_id.is_some() {
+            return Err(AuthError::InvalidToken(TokenError::Invalid));
+        }
+        Ok(claims)
+    }
+
+    /// A live access token issued to an OpenID Connect client (see
+    /// [`AuthService::authorize_shared`] for the others).
+    pub fn authorize_grant(&self, bearer: &str) -> AuthResult<Arc<AccessClaims>> {
+        let claims = self
+            .tokens
+            .verify_shared(bearer, self.now())
+            .map_err(AuthError::InvalidToken)?;
+        if self.revocations.is_revoked(claims.sid) {
+            return Err(AuthError::InvalidToken(TokenError::Revoked));
+        }
+        if claims.client_id.is_none() {
+            return Err(AuthError::InvalidToken(TokenError::Invalid));
         }
         Ok(claims)
     }

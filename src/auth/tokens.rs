@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::crypto::{random_bytes, sha256, MasterKey, SecretIds};
 use crate::clock::Millis;
 use crate::config::{Algorithm, TokensConfig};
-use crate::store::{Amr, SigningKeyRow, Store};
+use crate::store::{Amr, Grant, SigningKeyRow, Store};
 
 /// The `typ` header of our access tokens (RFC 9068).
 pub const TOKEN_TYPE: &str = "at+jwt";
@@ -53,6 +53,13 @@ pub struct AccessClaims {
     /// When the user signed in (seconds), which a refresh does not change.
     #[serde(default)]
     pub auth_time: i64,
+    /// The OpenID Connect client a token was issued to (SPEC section 13):
+    /// such a token serves that client at `/oidc/userinfo`, not the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The scopes granted to that client, space-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// Why a presented access token was refused.
@@ -93,21 +100,47 @@ pub struct TokenSubject<'a> {
     pub amr: Amr,
     /// When the session was opened.
     pub auth_time: Millis,
+    /// An OIDC session's client and scopes.
+    pub grant: Option<&'a Grant>,
 }
 
 /// A public key as `/.well-known/jwks.json` publishes it (RFC 7517).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Jwk {
-    /// `OKP` for Ed25519.
+    /// `OKP` for Ed25519, `RSA`.
     pub kty: &'static str,
-    /// `Ed25519`.
-    pub crv: &'static str,
+    /// `Ed25519` (OKP keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crv: Option<&'static str>,
     #[serde(rename = "use")]
     pub use_: &'static str,
     pub alg: &'static str,
     pub kid: String,
-    /// The public key, base64url.
-    pub x: String,
+    /// An OKP public key, base64url.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// An RSA modulus, base64url.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// An RSA public exponent, base64url.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+}
+
+impl Jwk {
+    /// An Ed25519 public key.
+    pub fn ed25519(kid: &str, public: &[u8]) -> Self {
+        Self {
+            kty: "OKP",
+            crv: Some("Ed25519"),
+            use_: "sig",
+            alg: "EdDSA",
+            kid: kid.to_owned(),
+            x: Some(URL_SAFE_NO_PAD.encode(public)),
+            n: None,
+            e: None,
+        }
+    }
 }
 
 /// The JSON Web Key Set: every public key tokens are verified with.
@@ -155,7 +188,11 @@ impl TokenKeys {
                         row
                     }
                 };
-                Self::ed25519(cfg, &row, master)
+                // A key retired less than a token's lifetime ago may still
+                // have signed a live token.
+                let since = now.saturating_sub(cfg.access_ttl.as_millis_i64());
+                let retired = store.retired_signing_keys("EdDSA", since).await?;
+                Self::ed25519(cfg, &row, &retired, master)
             }
         }
     }
@@ -182,6 +219,7 @@ impl TokenKeys {
     fn ed25519(
         cfg: &TokensConfig,
         row: &SigningKeyRow,
+        retired: &[SigningKeyRow],
         master: &MasterKey,
     ) -> anyhow::Result<Self> {
         let seed = master
@@ -201,18 +239,17 @@ impl TokenKeys {
         let der = signing
             .to_pkcs8_der()
             .map_err(|e| anyhow!("cannot encode signing key: {e}"))?;
-        let x = URL_SAFE_NO_PAD.encode(public);
-        let jwks = Jwks {
-            keys: vec![Jwk {
-                kty: "OKP",
-                crv: "Ed25519",
-                use_: "sig",
-                alg: "EdDSA",
-                kid: row.kid.clone(),
-                x,
-            }],
+        let mut jwks = Jwks {
+            keys: vec![Jwk::ed25519(&row.kid, &public)],
         };
-        let decoding = HashMap::from([(row.kid.clone(), DecodingKey::from_ed_der(&public))]);
+        let mut decoding = HashMap::from([(row.kid.clone(), DecodingKey::from_ed_der(&public))]);
+        // Keys that `keys rotate` retired still verify the tokens they signed.
+        for old in retired {
+            if old.kid != row.kid && old.public_key.len() == 32 {
+                jwks.keys.push(Jwk::ed25519(&old.kid, &old.public_key));
+                decoding.insert(old.kid.clone(), DecodingKey::from_ed_der(&old.public_key));
+            }
+        }
         Ok(Self::assemble(
             cfg,
             row.kid.clone(),
@@ -281,6 +318,8 @@ impl TokenKeys {
             },
             amr: subject.amr.values().map(str::to_owned).collect(),
             auth_time: subject.auth_time.div_euclid(1000),
+            client_id: subject.grant.map(|g| g.client_id.clone()),
+            scope: subject.grant.map(|g| g.scope.clone()),
         };
         let mut header = Header::new(self.algorithm);
         header.typ = Some(TOKEN_TYPE.to_owned());
@@ -337,6 +376,24 @@ impl TokenKeys {
             .map_err(|_| TokenError::Invalid)
     }
 
+    /// Signs `claims` with the access-token key (an EdDSA id_token), header
+    /// `typ: JWT`.
+    pub fn sign_jwt<T: Serialize>(&self, claims: &T) -> anyhow::Result<String> {
+        let mut header = Header::new(self.algorithm);
+        header.kid = Some(self.kid.clone());
+        encode(&header, claims, &self.encoding).context("cannot sign a token")
+    }
+
+    /// How long an access token lives, in seconds.
+    pub fn access_ttl_secs(&self) -> i64 {
+        self.access_ttl_secs
+    }
+
+    /// The signature algorithm of access tokens.
+    pub fn algorithm(&self) -> jsonwebtoken::Algorithm {
+        self.algorithm
+    }
+
     /// The JSON Web Key Set to publish.
     pub fn jwks(&self) -> &Jwks {
         &self.jwks
@@ -348,11 +405,11 @@ impl TokenKeys {
     }
 }
 
-fn key_context(kid: &str) -> String {
+pub(crate) fn key_context(kid: &str) -> String {
     format!("portcullis signing key {kid}")
 }
 
-fn new_ed25519_row(master: &MasterKey, now: Millis) -> anyhow::Result<SigningKeyRow> {
+pub(crate) fn new_ed25519_row(master: &MasterKey, now: Millis) -> anyhow::Result<SigningKeyRow> {
     let seed: [u8; 32] = random_bytes();
     let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
     let public = signing.verifying_key().to_bytes();
@@ -383,6 +440,7 @@ mod tests {
             session_expires_at: NOW + 86_400_000,
             amr: Amr::PWD,
             auth_time: NOW,
+            grant: None,
         }
     }
 
@@ -428,7 +486,7 @@ mod tests {
         let row = store.active_signing_key("EdDSA").await.unwrap().unwrap();
         assert_eq!(row.private_key.len(), 24 + 32 + 16);
         let other = MasterKey::from_hex(&"00".repeat(32)).unwrap();
-        assert!(TokenKeys::ed25519(&TokensConfig::default(), &row, &other).is_err());
+        assert!(TokenKeys::ed25519(&TokensConfig::default(), &row, &[], &other).is_err());
     }
 
     #[tokio::test]
@@ -461,7 +519,7 @@ mod tests {
         // HS256 signed with the public key as the secret (algorithm confusion).
         let cfg = TokensConfig {
             algorithm: Algorithm::HS256,
-            secret: keys.jwks().keys[0].x.repeat(2),
+            secret: keys.jwks().keys[0].x.clone().unwrap_or_default().repeat(2),
             ..TokensConfig::default()
         };
         let hs = TokenKeys::hs256(&cfg);

@@ -13,6 +13,7 @@ mod duration;
 mod env;
 mod forward_auth;
 mod mail;
+mod oidc;
 mod passwords;
 mod rate_limit;
 mod server;
@@ -25,6 +26,10 @@ pub use audit::AuditConfig;
 pub use duration::{Duration, DurationError};
 pub use forward_auth::{ForwardAuthConfig, ForwardAuthRule, Policy};
 pub use mail::{MailConfig, MailTransport};
+pub use oidc::{
+    check_uri, is_client_id, ClientAuthMethod, Consent, IdTokenAlg, OidcClientConfig, OidcConfig,
+    SCOPES,
+};
 pub use passwords::PasswordsConfig;
 pub use rate_limit::{LimitStoreKind, RateLimitConfig, RuleConfig, RuleName, DEFAULT_RULES};
 pub use server::{LogFormat, ServerConfig};
@@ -54,6 +59,7 @@ pub struct Config {
     pub accounts: AccountsConfig,
     pub web: WebConfig,
     pub forward_auth: ForwardAuthConfig,
+    pub oidc: OidcConfig,
     /// The file this was read from, if any.
     #[serde(skip)]
     pub file: Option<PathBuf>,
@@ -194,7 +200,26 @@ impl Config {
         self.mail.validate()?;
         self.accounts.validate()?;
         self.web.validate()?;
-        self.forward_auth.validate()
+        self.forward_auth.validate()?;
+        self.oidc.validate()?;
+        if self.tokens.algorithm == Algorithm::HS256 {
+            if let Some((i, c)) = self
+                .oidc
+                .clients
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.id_token_signed_response_alg == IdTokenAlg::EdDSA)
+            {
+                return Err(invalid(
+                    &format!(
+                        "oidc.clients[{i}] ({:?}).id_token_signed_response_alg",
+                        c.id
+                    ),
+                    "EdDSA id_tokens need tokens.algorithm = \"EdDSA\"",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The effective configuration as TOML, every secret replaced by `"***"`.
@@ -209,6 +234,13 @@ impl Config {
         ] {
             if !secret.is_empty() {
                 *secret = "***".into();
+            }
+        }
+        for client in &mut masked.oidc.clients {
+            for secret in [&mut client.secret, &mut client.secret_hash] {
+                if !secret.is_empty() {
+                    *secret = "***".into();
+                }
             }
         }
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))

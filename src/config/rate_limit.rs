@@ -42,10 +42,11 @@ pub enum RuleName {
     ResetRequestIp,
     ResetRequestAccount,
     ResetConfirmIp,
+    ClientAuthIp,
 }
 
 impl RuleName {
-    pub const ALL: [RuleName; 9] = [
+    pub const ALL: [RuleName; 10] = [
         Self::LoginIp,
         Self::LoginAccount,
         Self::Mfa,
@@ -55,6 +56,7 @@ impl RuleName {
         Self::ResetRequestIp,
         Self::ResetRequestAccount,
         Self::ResetConfirmIp,
+        Self::ClientAuthIp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +70,7 @@ impl RuleName {
             Self::ResetRequestIp => "reset_request_ip",
             Self::ResetRequestAccount => "reset_request_account",
             Self::ResetConfirmIp => "reset_confirm_ip",
+            Self::ClientAuthIp => "client_auth_ip",
         }
     }
 
@@ -112,7 +115,7 @@ fn yes() -> bool {
 }
 
 /// The rules of SPEC section 6 with their default limits and windows.
-pub const DEFAULT_RULES: [(RuleName, u32, u64); 9] = [
+pub const DEFAULT_RULES: [(RuleName, u32, u64); 10] = [
     (RuleName::LoginIp, 5, 900),
     (RuleName::LoginAccount, 20, 900),
     (RuleName::Mfa, 5, 900),
@@ -122,6 +125,7 @@ pub const DEFAULT_RULES: [(RuleName, u32, u64); 9] = [
     (RuleName::ResetRequestIp, 5, 900),
     (RuleName::ResetRequestAccount, 3, 3600),
     (RuleName::ResetConfirmIp, 5, 900),
+    (RuleName::ClientAuthIp, 20, 900),
 ];
 
 impl Default for RateLimitConfig {

@@ -131,8 +131,9 @@ fn env_typos_are_errors_worded_as_file_typos() {
     )
     .unwrap_err();
     assert!(
-        rule.to_string()
-            .contains("login_ipp: unknown rate-limit rule (rules: login_account, login_ip"),
+        rule.to_string().contains(
+            "login_ipp: unknown rate-limit rule (rules: client_auth_ip, login_account, login_ip"
+        ),
         "{rule}"
     );
     // A bad value set by a variable names the variable, whatever the file.

@@ -256,8 +256,8 @@ pub async fn rotate_refresh(
         refreshed: caller.event(Action::TokenRefreshed),
         reused: caller.event(Action::RefreshTokenReused),
     };
-    match state.auth.refresh(refresh_token, audit).await {
-        Ok((_, pair)) => Ok(pair),
+    match state.auth.refresh(refresh_token, None, audit).await {
+        Ok((_, _, pair)) => Ok(pair),
         Err(AuthError::RefreshTokenReused { .. }) => Err(ApiError::RefreshTokenReused),
         Err(e) => Err(e.into()),
     }

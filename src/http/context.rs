@@ -44,6 +44,12 @@ impl Caller {
         }
     }
 
+    /// The same caller, come through `door` (`"oidc"`).
+    pub fn via(mut self, door: &'static str) -> Self {
+        self.via = Some(door);
+        self
+    }
+
     /// The same caller, come through the web pages.
     pub fn via_web(mut self) -> Self {
         self.via = Some("web");

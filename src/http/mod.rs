@@ -48,6 +48,8 @@ pub struct AppState {
     pub mail_queue: MailQueue,
     /// The forward-auth rules, compiled.
     pub forward_auth: crate::authz::Rules,
+    /// The OpenID Connect provider's clients and keys.
+    pub oidc: crate::oidc::Oidc,
 }
 
 impl AppState {
@@ -118,6 +120,32 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .route(web::delete().to(admin::clear_rate_limits)),
         )
         .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(ops::jwks)))
+        .service(
+            resource("/.well-known/openid-configuration", "GET")
+                .route(web::get().to(crate::oidc::endpoints::discovery)),
+        )
+        .service(
+            resource("/oidc/authorize", "GET")
+                .route(web::get().to(crate::oidc::authorize::authorize)),
+        )
+        .service(
+            resource("/oidc/token", "POST").route(web::post().to(crate::oidc::endpoints::token)),
+        )
+        .service(
+            resource("/oidc/userinfo", "GET, POST")
+                .route(web::get().to(crate::oidc::endpoints::userinfo))
+                .route(web::post().to(crate::oidc::endpoints::userinfo)),
+        )
+        .service(
+            resource("/oidc/revoke", "POST").route(web::post().to(crate::oidc::endpoints::revoke)),
+        )
+        .service(
+            resource("/oidc/introspect", "POST")
+                .route(web::post().to(crate::oidc::endpoints::introspect)),
+        )
+        .service(
+            resource("/oidc/logout", "GET").route(web::get().to(crate::oidc::endpoints::logout)),
+        )
         .service(resource("/health", "GET").route(web::get().to(ops::health)))
         .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
         .service(resource("/openapi.json", "GET").route(web::get().to(openapi::serve)));

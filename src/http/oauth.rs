@@ -62,7 +62,11 @@ pub struct OAuthError {
 }
 
 /// An RFC 6749 §5.2 error (or our 503 in the same shape).
-fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> HttpResponse {
+pub(crate) fn oauth_error(
+    status: StatusCode,
+    error: &'static str,
+    description: &str,
+) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
@@ -74,7 +78,7 @@ fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> Ht
 }
 
 /// A request refused before any grant logic ran.
-struct Reject {
+pub(crate) struct Reject {
     status: StatusCode,
     description: String,
 }
@@ -87,13 +91,13 @@ impl Reject {
         }
     }
 
-    fn into_response(self) -> HttpResponse {
+    pub(crate) fn into_response(self) -> HttpResponse {
         oauth_error(self.status, "invalid_request", &self.description)
     }
 }
 
 /// Maps our errors to the token endpoint's vocabulary.
-fn to_oauth(e: &ApiError) -> HttpResponse {
+pub(crate) fn to_oauth(e: &ApiError) -> HttpResponse {
     match e {
         ApiError::InvalidCredentials
         | ApiError::InvalidRefreshToken
@@ -166,11 +170,11 @@ fn token_body(pair: &TokenPair) -> HttpResponse {
 }
 
 /// Reads the form body: `application/x-www-form-urlencoded`, within the body limit.
-async fn read_form(
+pub(crate) async fn read_form<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
     limit: usize,
-) -> Result<TokenForm, Reject> {
+) -> Result<T, Reject> {
     if !has_media_type(req, MediaType::Form) {
         return Err(Reject::invalid_request(
             "the body must be application/x-www-form-urlencoded",
@@ -201,7 +205,7 @@ async fn read_form(
 
 /// Parses an `application/x-www-form-urlencoded` body. RFC 6749 §3.2: a
 /// parameter must not be repeated. The error is for the client.
-pub fn parse_form(bytes: &[u8]) -> Result<TokenForm, String> {
+pub fn parse_form<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
         .map_err(|_| "the body is not a valid form".to_owned())?;
     let mut seen = HashSet::with_capacity(pairs.len());
@@ -236,7 +240,7 @@ pub async fn token(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let form = match read_form(&req, payload, state.config.server.max_body_bytes).await {
+    let form: TokenForm = match read_form(&req, payload, state.config.server.max_body_bytes).await {
         Ok(form) => form,
         Err(reject) => return reject.into_response(),
     };

@@ -44,9 +44,19 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /.well-known/jwks.json`: the public signing keys.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations", responses((status = 200, body = Jwks)))]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    let mut jwks = state.auth.tokens().jwks().clone();
+    match state.oidc.rsa.jwks().await {
+        Ok(rsa) => jwks.keys.extend(rsa),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load the RSA key");
+            return actix_web::ResponseError::error_response(&crate::error::ApiError::Unavailable(
+                e,
+            ));
+        }
+    }
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
-        .json(state.auth.tokens().jwks())
+        .json(jwks)
 }
 
 /// `GET /metrics`: Prometheus text format.

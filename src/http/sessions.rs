@@ -16,8 +16,11 @@ use crate::time_fmt::rfc3339_ms;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
     pub id: Uuid,
-    /// `api` (a token pair) or `browser` (the web pages' cookie).
+    /// `api` (a token pair), `browser` (the web pages' cookie) or `oidc`
+    /// (a grant to an OpenID Connect client).
     pub kind: &'static str,
+    /// The client of an `oidc` session.
+    pub client_id: Option<String>,
     /// The factors it was opened with (RFC 8176).
     pub amr: Vec<&'static str>,
     pub created_at: String,
@@ -81,6 +84,7 @@ pub async fn list(
             current: s.id == auth.0.sid,
             id: s.id,
             kind: s.kind.as_str(),
+            client_id: s.grant.map(|g| g.client_id),
             amr: s.amr.values().collect(),
             created_at: rfc3339_ms(s.created_at),
             last_used_at: rfc3339_ms(s.last_used_at),

@@ -26,7 +26,7 @@ use crate::time_fmt::rfc3339_ms;
 /// A session as the account page lists it.
 pub struct SessionRow {
     pub id: Uuid,
-    pub kind: &'static str,
+    pub kind: String,
     pub device: String,
     pub ip: String,
     pub created_at: String,
@@ -81,9 +81,12 @@ async fn account_page(
         .map(|s| SessionRow {
             current: s.id == claims.sid,
             id: s.id,
-            kind: match s.kind {
-                SessionKind::Browser => "Browser",
-                SessionKind::Api => "App (API)",
+            kind: match (s.kind, &s.grant) {
+                (SessionKind::Browser, _) => "Browser".to_owned(),
+                (SessionKind::Oidc, Some(grant)) => {
+                    format!("{} (signed in with portcullis)", grant.client_id)
+                }
+                _ => "App (API)".to_owned(),
             },
             device: s
                 .user_agent

@@ -115,6 +115,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .route(web::get().to(admin::users_page))
                 .route(web::post().to(admin::users_act)),
         )
+        .service(
+            resource("/ui/consent", "GET, POST")
+                .route(web::get().to(crate::oidc::authorize::consent_page))
+                .route(web::post().to(crate::oidc::authorize::consent)),
+        )
         .service(resource("/ui/admin/audit", "GET").route(web::get().to(admin::audit_page)))
         .service(
             resource("/ui/admin/rate-limits", "GET, POST")
@@ -137,7 +142,23 @@ async fn style() -> HttpResponse {
 fn secure(res: &mut HttpResponseBuilder, form_target: Option<&str>) {
     let extra = form_target
         .and_then(|t| url::Url::parse(t).ok())
-        .map(|u| format!(" {}", u.origin().ascii_serialization()))
+        .map(|u| {
+            // A sign-in for an OpenID Connect client goes on through
+            // /oidc/authorize to the client: the browser checks every hop.
+            let client = (u.path() == "/oidc/authorize")
+                .then(|| u.query_pairs().find(|(k, _)| k == "redirect_uri"))
+                .flatten()
+                .and_then(|(_, v)| url::Url::parse(&v).ok())
+                .filter(|r| matches!(r.scheme(), "http" | "https"));
+            match client {
+                Some(r) => format!(
+                    " {} {}",
+                    u.origin().ascii_serialization(),
+                    r.origin().ascii_serialization()
+                ),
+                None => format!(" {}", u.origin().ascii_serialization()),
+            }
+        })
         .unwrap_or_default();
     res.insert_header((
         header::CONTENT_SECURITY_POLICY,

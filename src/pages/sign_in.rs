@@ -38,6 +38,9 @@ pub(super) struct Nothing {}
 pub struct RdQuery {
     rd: String,
     token: String,
+    /// `1`: sign in again even when signed in (an OpenID Connect client's
+    /// `prompt=login` or `max_age`).
+    fresh: String,
 }
 
 /// The query of a page, leniently: what cannot be read is absent.
@@ -89,7 +92,7 @@ pub(super) async fn login_page(
 ) -> HttpResponse {
     let q: RdQuery = query(&req);
     let rd = safe_redirect(&q.rd, &state.config);
-    if let Some((claims, profile)) = &browser.signed_in {
+    if let Some((claims, profile)) = browser.signed_in.as_ref().filter(|_| q.fresh.is_empty()) {
         let factors = Amr::from_values(claims.amr.iter().map(String::as_str));
         return match rd.as_deref() {
             Some(rd) if asks_second_factor(&state, rd) && !factors.is_multi_factor() => {

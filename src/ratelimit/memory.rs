@@ -108,7 +108,7 @@ fn lock(bucket: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
 /// A bucket lives, past its last use, as long as the longest window of its
 /// keys' rules: by then every event in it is stale.
 struct ExpireAfterWindow {
-    windows: [Duration; 9],
+    windows: [Duration; RuleName::ALL.len()],
 }
 
 impl ExpireAfterWindow {
@@ -161,7 +161,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// A store holding at most `max_keys` windows.
     pub fn new(rules: &Rules, max_keys: u64) -> Self {
-        let mut windows = [Duration::from_secs(1); 9];
+        let mut windows = [Duration::from_secs(1); RuleName::ALL.len()];
         for rule in rules.enabled() {
             windows[rule.name.index()] =
                 Duration::from_millis(u64::try_from(rule.window_ms).unwrap_or(0))

@@ -78,6 +78,8 @@ pub enum Guarded {
     Refresh,
     ResetRequest,
     ResetConfirm,
+    /// `/oidc/token`, `/oidc/introspect`, `/oidc/revoke`: a client's secret.
+    ClientAuth,
 }
 
 impl Guarded {
@@ -91,6 +93,7 @@ impl Guarded {
             Self::Refresh => &[RefreshIp],
             Self::ResetRequest => &[ResetRequestIp, ResetRequestAccount],
             Self::ResetConfirm => &[ResetConfirmIp],
+            Self::ClientAuth => &[ClientAuthIp],
         }
     }
 
@@ -120,11 +123,11 @@ impl Rule {
 
 /// The enabled rules.
 #[derive(Debug, Clone)]
-pub struct Rules([Option<Rule>; 9]);
+pub struct Rules([Option<Rule>; RuleName::ALL.len()]);
 
 impl Rules {
     pub fn from_config(cfg: &RateLimitConfig) -> Self {
-        let mut rules = [None; 9];
+        let mut rules = [None; RuleName::ALL.len()];
         for name in RuleName::ALL {
             if let Some(c) = cfg.rules.get(&name).filter(|c| c.enabled) {
                 rules[name.index()] = Some(Rule {
@@ -176,6 +179,7 @@ mod tests {
                 ("reset_request_ip", 5, 900),
                 ("reset_request_account", 3, 3600),
                 ("reset_confirm_ip", 5, 900),
+                ("client_auth_ip", 20, 900),
             ]
         );
         for name in RuleName::ALL {
@@ -190,6 +194,6 @@ mod tests {
         cfg.rules.get_mut(&RuleName::Mfa).unwrap().enabled = false;
         let rules = Rules::from_config(&cfg);
         assert!(rules.get(RuleName::Mfa).is_none());
-        assert_eq!(rules.enabled().count(), 8);
+        assert_eq!(rules.enabled().count(), RuleName::ALL.len() - 1);
     }
 }

@@ -61,4 +61,74 @@ impl Store {
             })
             .await
     }
+
+    /// Keys of `algorithm` retired after `since`: they verify what they
+    /// signed before `keys rotate` replaced them.
+    pub async fn retired_signing_keys(
+        &self,
+        algorithm: &str,
+        since: Millis,
+    ) -> StoreResult<Vec<SigningKeyRow>> {
+        let algorithm = algorithm.to_owned();
+        self.db
+            .run(move |c| {
+                Box::pin(async move {
+                    c.query(
+                        "SELECT kid, algorithm, private_key, public_key, created_at FROM signing_keys
+                         WHERE algorithm = $1 AND retired_at IS NOT NULL AND retired_at > $2
+                         ORDER BY created_at DESC, kid",
+                        &[&algorithm, &since],
+                        |r| {
+                            Ok(SigningKeyRow {
+                                kid: r.get(0)?,
+                                algorithm: r.get(1)?,
+                                private_key: r.get(2)?,
+                                public_key: r.get(3)?,
+                                created_at: r.get(4)?,
+                            })
+                        },
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    /// Makes `new` the current keys: inserts them and retires every other
+    /// key of their algorithms, in one transaction. Returns how many retired.
+    pub async fn rotate_signing_keys(
+        &self,
+        new: Vec<SigningKeyRow>,
+        now: Millis,
+    ) -> StoreResult<u64> {
+        self.db
+            .transaction(move |c| {
+                Box::pin(async move {
+                    let mut retired = 0;
+                    for key in &new {
+                        retired += c
+                            .execute(
+                                "UPDATE signing_keys SET retired_at = $1
+                                 WHERE algorithm = $2 AND retired_at IS NULL",
+                                &[&now, &key.algorithm],
+                            )
+                            .await?;
+                        c.execute(
+                            "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at)
+                             VALUES ($1, $2, $3, $4, $5)",
+                            &[
+                                &key.kid,
+                                &key.algorithm,
+                                &key.private_key,
+                                &key.public_key,
+                                &key.created_at,
+                            ],
+                        )
+                        .await?;
+                    }
+                    Ok(retired)
+                })
+            })
+            .await
+    }
 }

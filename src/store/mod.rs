@@ -17,6 +17,7 @@ pub mod audit;
 mod db;
 pub mod groups;
 pub mod keys;
+pub mod oidc;
 pub mod rate_limits;
 pub mod second_factor;
 pub mod sessions;
@@ -34,10 +35,11 @@ pub use accounts::{NewUser, User};
 pub use audit::{AccountChange, Recovery, RECOVERY_ACTIONS};
 pub use groups::GroupChange;
 pub use keys::SigningKeyRow;
+pub use oidc::{Exchange, OidcCode, Redemption};
 pub use rate_limits::RateLimitRow;
 pub use second_factor::{MfaChallenge, TotpRow};
 pub use sessions::{
-    Amr, LiveSession, RecentLogin, Revoked, Rotation, RotationAudit, Session, SessionKind,
+    Amr, Grant, LiveSession, RecentLogin, Revoked, Rotation, RotationAudit, Session, SessionKind,
     SessionLimit,
 };
 

@@ -48,6 +48,9 @@ pub enum SessionKind {
     Api,
     /// The `portcullis_session` cookie of the web pages (stored hashed).
     Browser,
+    /// An OpenID Connect grant to a client: tokens like an API session's,
+    /// refresh tokens rotating the same way.
+    Oidc,
 }
 
 impl SessionKind {
@@ -55,12 +58,14 @@ impl SessionKind {
         match self {
             Self::Api => "api",
             Self::Browser => "browser",
+            Self::Oidc => "oidc",
         }
     }
 
     fn parse(s: &str) -> Self {
         match s {
             "browser" => Self::Browser,
+            "oidc" => Self::Oidc,
             _ => Self::Api,
         }
     }
@@ -121,12 +126,12 @@ impl Amr {
             .map(|(_, name)| name)
     }
 
-    fn to_text(self) -> String {
+    pub(super) fn to_text(self) -> String {
         self.values().collect::<Vec<_>>().join(",")
     }
 
     /// Unknown names are ignored; nothing known reads as a password.
-    fn parse(s: &str) -> Self {
+    pub(super) fn parse(s: &str) -> Self {
         let amr = Self::from_values(s.split(','));
         if amr.0 == 0 {
             Self::PWD
@@ -152,6 +157,16 @@ pub struct Session {
     pub revoked_at: Option<Millis>,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
+    /// What an OIDC session was granted.
+    pub grant: Option<Grant>,
+}
+
+/// An OIDC session's client and scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub client_id: String,
+    /// Space-separated, as granted.
+    pub scope: String,
 }
 
 impl Session {
@@ -210,10 +225,10 @@ pub struct RecentLogin {
     pub at: Millis,
 }
 
-const SESSION_COLS: &str =
-    "id, user_id, remember_me, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, kind, amr";
+pub(super) const SESSION_COLS: &str =
+    "id, user_id, remember_me, created_at, last_used_at, expires_at, revoked_at, ip_address, user_agent, kind, amr, client_id, scope";
 
-fn session_row(r: &Row<'_>) -> StoreResult<Session> {
+pub(super) fn session_row(r: &Row<'_>) -> StoreResult<Session> {
     Ok(Session {
         id: r.uuid(0)?,
         user_id: r.uuid(1)?,
@@ -226,6 +241,13 @@ fn session_row(r: &Row<'_>) -> StoreResult<Session> {
         revoked_at: r.get(6)?,
         ip_address: r.get(7)?,
         user_agent: r.get(8)?,
+        grant: match (r.get::<Option<String>>(11)?, r.get::<Option<String>>(12)?) {
+            (Some(client_id), scope) => Some(Grant {
+                client_id,
+                scope: scope.unwrap_or_default(),
+            }),
+            (None, _) => None,
+        },
     })
 }
 
@@ -278,8 +300,8 @@ pub(super) async fn insert_session(
     let cookie_hash = (session.kind == SessionKind::Browser).then_some(&credential[..]);
     c.execute(
         "INSERT INTO sessions (id, user_id, remember_me, created_at, last_used_at, expires_at,
-                               ip_address, user_agent, kind, amr, cookie_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                               ip_address, user_agent, kind, amr, cookie_hash, client_id, scope)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         &[
             &id,
             &user,
@@ -292,10 +314,12 @@ pub(super) async fn insert_session(
             &session.kind.as_str(),
             &session.amr.to_text(),
             &cookie_hash,
+            &session.grant.as_ref().map(|g| g.client_id.as_str()),
+            &session.grant.as_ref().map(|g| g.scope.as_str()),
         ],
     )
     .await?;
-    if session.kind == SessionKind::Api {
+    if session.kind != SessionKind::Browser {
         insert_refresh_token(c, credential, &id, now).await?;
     }
     let live: i64 = c
@@ -347,6 +371,7 @@ async fn rotate(
     c: &mut Conn<'_>,
     presented: [u8; 32],
     replacement: [u8; 32],
+    client: Option<&str>,
     now: Millis,
 ) -> StoreResult<Rotation> {
     let found = c
@@ -376,7 +401,16 @@ async fn rotate(
             user_id: session.user_id,
         });
     }
-    if !session.is_live(now) {
+    // A token is good only at its own door: an API session's at
+    // /auth/refresh, a grant's at /oidc/token by its own client.
+    let door = match (&session.grant, client) {
+        (None, None) => session.kind == SessionKind::Api,
+        (Some(grant), Some(client)) => {
+            session.kind == SessionKind::Oidc && grant.client_id == client
+        }
+        _ => false,
+    };
+    if !door || !session.is_live(now) {
         return Ok(Rotation::Invalid);
     }
     c.execute(
@@ -484,18 +518,21 @@ impl Store {
     }
 
     /// Retires `presented` and makes `replacement` current, atomically, with
-    /// the row of what happened (none for an invalid token).
+    /// the row of what happened (none for an invalid token). `client`: the
+    /// OIDC client presenting it, `None` for an API session's token.
     pub async fn rotate_refresh(
         &self,
         presented: [u8; 32],
         replacement: [u8; 32],
+        client: Option<String>,
         now: Millis,
         audit: RotationAudit,
     ) -> StoreResult<Rotation> {
         self.db
             .unit(Chain::After, now, move |c| {
                 Box::pin(async move {
-                    let rotation = rotate(c, presented, replacement, now).await?;
+                    let rotation =
+                        rotate(c, presented, replacement, client.as_deref(), now).await?;
                     let rows = match &rotation {
                         Rotation::Rotated(session) => vec![audit
                             .refreshed

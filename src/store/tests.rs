@@ -47,6 +47,7 @@ fn session(user_id: Uuid, now: Millis) -> Session {
         revoked_at: None,
         ip_address: None,
         user_agent: None,
+        grant: None,
     }
 }
 
@@ -139,19 +140,19 @@ async fn rotation_retires_and_detects_reuse() {
         .unwrap();
 
     let r = store
-        .rotate_refresh([1; 32], [2; 32], 20, no_audit())
+        .rotate_refresh([1; 32], [2; 32], None, 20, no_audit())
         .await
         .unwrap();
     assert!(matches!(r, Rotation::Rotated(ref got) if got.id == s.id && got.last_used_at == 20));
     assert_eq!(
         store
-            .rotate_refresh([9; 32], [3; 32], 21, no_audit())
+            .rotate_refresh([9; 32], [3; 32], None, 21, no_audit())
             .await
             .unwrap(),
         Rotation::Invalid
     );
     let r = store
-        .rotate_refresh([1; 32], [3; 32], 22, no_audit())
+        .rotate_refresh([1; 32], [3; 32], None, 22, no_audit())
         .await
         .unwrap();
     assert_eq!(
@@ -164,7 +165,7 @@ async fn rotation_retires_and_detects_reuse() {
     // The whole session is revoked: the current token no longer works either.
     assert_eq!(
         store
-            .rotate_refresh([2; 32], [4; 32], 23, no_audit())
+            .rotate_refresh([2; 32], [4; 32], None, 23, no_audit())
             .await
             .unwrap(),
         Rotation::Invalid
@@ -193,7 +194,7 @@ async fn expired_session_does_not_rotate() {
         .await
         .unwrap();
     let r = store
-        .rotate_refresh([1; 32], [2; 32], s.expires_at, no_audit())
+        .rotate_refresh([1; 32], [2; 32], None, s.expires_at, no_audit())
         .await
         .unwrap();
     assert_eq!(r, Rotation::Invalid);

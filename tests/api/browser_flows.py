@@ -260,7 +260,8 @@ try:
     assert len(codes) == 10, codes
     check_page("backup-codes")
     visit("/ui/account")
-    assert "On: signing in asks for a code" in driver.page_source
+    assert "On: signing in asks for a code" in driver.page_source, (
+        here(), alert_text(), driver.find_element(By.TAG_NAME, "main").text)
     visit("/ui/admin/audit")
     assert "Only administrators" in alert_text(), alert_text()
     check_page("not-allowed")

@@ -17,6 +17,7 @@ mod jwks;
 mod lockout;
 mod mfa;
 mod oauth;
+mod oidc;
 mod openapi;
 mod pages;
 mod proxies;

@@ -23,16 +23,23 @@ use crate::store::{stamped, Audit, StoreError, StoreResult};
 /// The whole schema, applied at every start-up.
 pub const SCHEMA: &str = include_str!("../../../schema.postgres.sql");
 /// The schema version `schema.postgres.sql` sets.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 /// What brings a database of an older version up to the next before the
 /// schema runs: only then, since an `ALTER TABLE` locks the table even when
 /// it changes nothing.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'api';
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'api';
      ALTER TABLE sessions ADD COLUMN IF NOT EXISTS amr TEXT NOT NULL DEFAULT 'pwd';
      ALTER TABLE sessions ADD COLUMN IF NOT EXISTS cookie_hash BYTEA;",
-)];
+    ),
+    (
+        2,
+        "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS client_id TEXT;
+         ALTER TABLE sessions ADD COLUMN IF NOT EXISTS scope TEXT;",
+    ),
+];
 /// The advisory lock that serializes schema changes at start-up.
 const SCHEMA_LOCK: i64 = 0x706f_7274_6375_6c73;
 const POOL_SIZE: usize = 16;

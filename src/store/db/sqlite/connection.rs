@@ -12,15 +12,22 @@ use crate::store::{StoreError, StoreResult};
 /// The whole schema, applied at every start-up.
 pub const SCHEMA: &str = include_str!("../../../../schema.sql");
 /// The schema version `schema.sql` sets.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// What brings a database of an older version up to the next, before
 /// `schema.sql` runs (its `CREATE … IF NOT EXISTS` cannot add columns).
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'api';
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'api';
      ALTER TABLE sessions ADD COLUMN amr TEXT NOT NULL DEFAULT 'pwd';
      ALTER TABLE sessions ADD COLUMN cookie_hash BLOB;",
-)];
+    ),
+    (
+        2,
+        "ALTER TABLE sessions ADD COLUMN client_id TEXT;
+         ALTER TABLE sessions ADD COLUMN scope TEXT;",
+    ),
+];
 
 /// How long a statement waits for a lock held by another connection.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
