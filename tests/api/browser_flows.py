@@ -260,8 +260,10 @@ try:
     assert len(codes) == 10, codes
     check_page("backup-codes")
     visit("/ui/account")
-    assert "On: signing in asks for a code" in driver.page_source, (
-        here(), alert_text(), driver.find_element(By.TAG_NAME, "main").text)
+    # The text, once the page has it (page_source can be read mid-load).
+    WebDriverWait(driver, 10).until(
+        lambda d: "On: signing in asks for a code" in d.find_element(By.TAG_NAME, "main").text,
+        message=f"TOTP is not shown as on: {here()} {alert_text()!r}")
     visit("/ui/admin/audit")
     assert "Only administrators" in alert_text(), alert_text()
     check_page("not-allowed")
