@@ -22,6 +22,8 @@ pub struct CodeRequest<'a> {
     pub client_id: &'a str,
     pub redirect_uri: &'a str,
     pub code_verifier: Option<&'a str>,
+    /// The client gets a refresh token with every code grant.
+    pub refresh_always: bool,
 }
 
 /// A code spent: the user, the grant's session and its first tokens.
@@ -87,6 +89,8 @@ impl AuthService {
             session_id: Uuid::new_v4(),
             refresh_hash: opaque_token_hash(&refresh)?,
             ttl_ms: self.refresh_ttl_ms,
+            short_ttl_ms: self.tokens.access_ttl_secs().saturating_mul(1000),
+            refresh_always: request.refresh_always,
             ip_address: client.ip.clone(),
             user_agent: client.user_agent.clone(),
             limit: self.session_limit(&vec![issued.clone()]),

@@ -294,24 +294,20 @@ impl AuthService {
     /// [`AuthService::authorize`] without copying the claims (forward auth
     /// needs only the subject and the factors).
     pub fn authorize_shared(&self, bearer: &str) -> AuthResult<Arc<AccessClaims>> {
-        let claims = self
-            .tokens
-            .verify_shared(bearer, self.now())
-            .map_err(AuthError::InvalidToken)?;
-        if self.revocations.is_revoked(claims.sid) {
-            return Err(AuthError::InvalidToken(TokenError::Revoked));
-        }
         // A token issued to an OpenID Connect client serves that client at
         // /oidc/userinfo, never the API or forward auth.
-        if claims.client_id.is_some() {
-            return Err(AuthError::InvalidToken(TokenError::Invalid));
-        }
-        Ok(claims)
+        self.live_token(bearer, false)
     }
 
     /// A live access token issued to an OpenID Connect client (see
     /// [`AuthService::authorize_shared`] for the others).
     pub fn authorize_grant(&self, bearer: &str) -> AuthResult<Arc<AccessClaims>> {
+        self.live_token(bearer, true)
+    }
+
+    /// A token that verifies, whose session is not revoked, and that was
+    /// issued to a client or not as `to_client` says.
+    fn live_token(&self, bearer: &str, to_client: bool) -> AuthResult<Arc<AccessClaims>> {
         let claims = self
             .tokens
             .verify_shared(bearer, self.now())
@@ -319,7 +315,7 @@ impl AuthService {
         if self.revocations.is_revoked(claims.sid) {
             return Err(AuthError::InvalidToken(TokenError::Revoked));
         }
-        if claims.client_id.is_none() {
+        if claims.client_id.is_some() != to_client {
             return Err(AuthError::InvalidToken(TokenError::Invalid));
         }
         Ok(claims)

@@ -301,17 +301,28 @@ impl TokenKeys {
         let exp = iat
             .saturating_add(self.access_ttl_secs)
             .min(subject.session_expires_at.div_euclid(1000));
+        // A token issued to an OpenID Connect client tells it no more than
+        // its scopes do: the email only with `email`, never the roles.
+        let granted = |scope: &str| {
+            subject
+                .grant
+                .is_none_or(|g| g.scope.split(' ').any(|s| s == scope))
+        };
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: subject.user_id,
-            email: subject.email.to_owned(),
+            email: if granted("email") {
+                subject.email.to_owned()
+            } else {
+                String::new()
+            },
             sid: subject.session_id,
             jti: Uuid::new_v4(),
             iat,
             nbf: iat,
             exp,
-            roles: if subject.is_admin {
+            roles: if subject.is_admin && subject.grant.is_none() {
                 vec!["admin".to_owned()]
             } else {
                 Vec::new()
@@ -382,6 +393,22 @@ impl TokenKeys {
         let mut header = Header::new(self.algorithm);
         header.kid = Some(self.kid.clone());
         encode(&header, claims, &self.encoding).context("cannot sign a token")
+    }
+
+    /// The claims of a token [`TokenKeys::sign_jwt`] signed (any age: an
+    /// id_token as a logout hint), if the signature holds.
+    pub fn verify_jwt<T: serde::de::DeserializeOwned>(&self, token: &str) -> Option<T> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        // Not an access token (signed with the same key).
+        if header.alg != self.algorithm || header.typ.as_deref() == Some(TOKEN_TYPE) {
+            return None;
+        }
+        let key = self.decoding.get(header.kid.as_deref()?)?;
+        let mut validation = Validation::new(self.algorithm);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims::<&str>(&[]);
+        decode::<T>(token, key, &validation).ok().map(|d| d.claims)
     }
 
     /// How long an access token lives, in seconds.

@@ -24,7 +24,7 @@ use crate::pages::{query_value, render, see_other, Layout, MessagePage, Posted};
 use crate::store::{Amr, OidcCode};
 
 /// The parameters of an authorization request (and `login_after`, ours:
-/// the time a sign-in that `prompt=login` asked for must be newer than).
+/// see [`LoginAfter`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct AuthorizeQuery {
@@ -159,7 +159,10 @@ async fn check(state: &AppState, browser: &Browser, query_text: &str) -> Result<
             "request_uri is not supported",
         ));
     }
-    if query.response_type.as_deref() != Some("code") {
+    let Some(response_type) = query.response_type.as_deref() else {
+        return Err(fail("invalid_request", "missing parameter response_type"));
+    };
+    if response_type != "code" {
         return Err(fail(
             "unsupported_response_type",
             "only response_type=code is supported",
@@ -281,14 +284,18 @@ async fn check(state: &AppState, browser: &Browser, query_text: &str) -> Result<
     // The browser's session: present, and fresh enough for prompt=login
     // (the sign-in it asked for) and max_age.
     let now_ms = state.auth.now();
-    let login_after: Option<i64> = query.login_after.as_deref().and_then(|t| t.parse().ok());
+    let login = LoginAfter::new(&state.oidc.login_key, &query);
+    // A sign-in made after this request sent the browser to sign in.
+    let after = query
+        .login_after
+        .as_deref()
+        .and_then(|text| login.verify(text, now_ms));
     let signed_in = browser.signed_in.as_ref().filter(|(claims, _)| {
         let auth_ms = claims.auth_time.saturating_mul(1000);
-        let fresh_for_age = max_age.is_none_or(|age| now_ms - auth_ms <= age.saturating_mul(1000));
-        let fresh_for_login = match login_after {
-            Some(after) => auth_ms >= after.div_euclid(1000) * 1000,
-            None => !prompt.contains("login"),
-        };
+        let since = after.is_some_and(|after| auth_ms >= after);
+        let fresh_for_age = since
+            || max_age.is_none_or(|age| now_ms.saturating_sub(auth_ms) <= age.saturating_mul(1000));
+        let fresh_for_login = since || !prompt.contains("login");
         fresh_for_age && fresh_for_login
     });
     let Some((claims, profile)) = signed_in else {
@@ -301,7 +308,7 @@ async fn check(state: &AppState, browser: &Browser, query_text: &str) -> Result<
         back.retain(|(k, _)| k != "login_after" && !(k == "prompt" && prompt.contains("login")));
         let fresh = browser.signed_in.is_some() || prompt.contains("login");
         if fresh {
-            back.push(("login_after".into(), now_ms.to_string()));
+            back.push(("login_after".into(), login.sign(now_ms)));
         }
         let back = format!(
             "{}/oidc/authorize?{}",
@@ -402,6 +409,59 @@ pub async fn authorize(
     }
 }
 
+/// `login_after`: the moment an authorization request sent the browser to
+/// sign in again (for `prompt=login` or `max_age`), so that the request, back
+/// from the login page, takes a sign-in newer than that as the one it asked
+/// for. Signed over the request's client, redirect and nonce, and good for
+/// [`LoginAfter::FOR_MS`]: a link cannot skip the sign-in by carrying a
+/// made-up or an old one.
+struct LoginAfter {
+    key: [u8; 32],
+    bound: String,
+}
+
+impl LoginAfter {
+    const FOR_MS: i64 = 30 * 60 * 1000;
+
+    fn new(key: &[u8; 32], query: &AuthorizeQuery) -> Self {
+        let part = |v: &Option<String>| v.clone().unwrap_or_default();
+        Self {
+            key: *key,
+            bound: format!(
+                "{}\n{}\n{}",
+                part(&query.client_id),
+                part(&query.redirect_uri),
+                part(&query.nonce)
+            ),
+        }
+    }
+
+    fn mac(&self, at_ms: i64) -> String {
+        use base64::Engine;
+        let mac = crate::auth::crypto::hmac_sha256(
+            &self.key,
+            &[self.bound.as_bytes(), b"\n", at_ms.to_string().as_bytes()],
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&mac[..16])
+    }
+
+    fn sign(&self, now_ms: i64) -> String {
+        // Whole seconds: a sign-in's auth_time has no finer grain.
+        let at = now_ms.div_euclid(1000).saturating_mul(1000);
+        format!("{at}.{}", self.mac(at))
+    }
+
+    /// The moment `text` names, when this server signed it for this request
+    /// within the last [`LoginAfter::FOR_MS`].
+    fn verify(&self, text: &str, now_ms: i64) -> Option<i64> {
+        let (at, mac) = text.split_once('.')?;
+        let at: i64 = at.parse().ok().filter(|at| *at >= 0)?;
+        let fresh = now_ms.saturating_sub(at) <= Self::FOR_MS;
+        (fresh && crate::auth::crypto::constant_time_eq(self.mac(at).as_bytes(), mac.as_bytes()))
+            .then_some(at)
+    }
+}
+
 /// The consent page.
 #[derive(Template)]
 #[template(path = "consent.html")]
@@ -410,12 +470,15 @@ struct ConsentPage {
     client: String,
     email: String,
     scopes: Vec<&'static str>,
+    /// Where the answer goes (scheme, host and port of the redirect URI), so
+    /// that a person can tell the app from one that borrowed its name.
+    back_to: String,
     request: String,
 }
 
 /// What each scope lets the app read, in words.
 fn scope_words(scope: &str) -> Vec<&'static str> {
-    let mut words = vec!["Know who you are on this server"];
+    let mut words = vec!["Know that it is you (an identifier that stays the same)"];
     if has_scope(scope, "profile") {
         words.push("Read your name");
     }
@@ -426,7 +489,7 @@ fn scope_words(scope: &str) -> Vec<&'static str> {
         words.push("Read your groups");
     }
     if has_scope(scope, "offline_access") {
-        words.push("Stay signed in when you are away");
+        words.push("Keep access while you are away");
     }
     words
 }
@@ -446,6 +509,9 @@ pub async fn consent_page(
         client: checked.client.display_name().to_owned(),
         email: checked.profile.user.email.clone(),
         scopes: scope_words(&checked.scope),
+        back_to: url::Url::parse(&checked.redirect_uri)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default(),
         request: req.query_string().to_owned(),
     };
     render(StatusCode::OK, &browser, &page, Some(&checked.redirect_uri))

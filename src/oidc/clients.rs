@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use crate::auth::crypto::constant_time_eq;
+use crate::auth::crypto::{constant_time_eq, sha256};
 use crate::auth::service::{AuthResult, AuthService};
 use crate::config::{ClientAuthMethod, OidcClientConfig, OidcConfig};
 use crate::store::Store;
@@ -45,9 +45,11 @@ impl Client {
     /// against its argon2id hash on the hashing pool.
     pub async fn secret_matches(&self, auth: &AuthService, secret: &str) -> AuthResult<bool> {
         if !self.config.secret.is_empty() {
+            // Digests of equal length: the time taken tells nothing of the
+            // secret's length either.
             return Ok(constant_time_eq(
-                self.config.secret.as_bytes(),
-                secret.as_bytes(),
+                &sha256(self.config.secret.as_bytes()),
+                &sha256(secret.as_bytes()),
             ));
         }
         if self.config.secret_hash.is_empty() || secret.is_empty() || secret.len() > 512 {

@@ -22,12 +22,13 @@ use crate::auth::tokens::AccessClaims;
 use crate::config::{ClientAuthMethod, SCOPES};
 use crate::error::ApiError;
 use crate::http::context::Caller;
-use crate::http::guard::guarded;
+use crate::http::guard::{guarded, NotAFailure};
 use crate::http::oauth::{oauth_error, read_form, to_oauth};
 use crate::http::AppState;
 use crate::pages::browser::{removal, Browser, SESSION_COOKIE};
 use crate::pages::{render, see_other, Layout, MessagePage};
 use crate::ratelimit::Guarded;
+use crate::store::oidc::grants_refresh_token;
 use crate::store::{RotationAudit, Session};
 
 /// `GET /.well-known/openid-configuration`
@@ -218,17 +219,7 @@ pub async fn token(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let form: ClientForm = match read_form(&req, payload, state.config.server.max_body_bytes).await
-    {
-        Ok(form) => form,
-        Err(reject) => return reject.into_response(),
-    };
-    let caller = caller.via("oidc");
-    let result = guarded(&state, &caller, Guarded::ClientAuth, None, async {
-        let client = match authenticate(&state, &req, &form).await {
-            Ok(client) => client,
-            Err(res) => return Ok(res),
-        };
+    as_client(state, caller, req, payload, |state, caller, client, form| async move {
         Ok(match form.grant_type.as_deref() {
             Some("authorization_code") => code_grant(&state, &caller, &client, &form).await,
             Some("refresh_token") => refresh_grant(&state, &caller, &client, &form).await,
@@ -242,8 +233,59 @@ pub async fn token(
             None => bad("invalid_request", "missing parameter `grant_type`"),
         })
     })
+    .await
+}
+
+/// What the token, revocation and introspection endpoints share: the form
+/// read, the client authenticated under the `client_auth_ip` rule (a refused
+/// client counts as a failure there, nothing after it does), then `work` as
+/// that client.
+async fn as_client<F, Fut>(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+    work: F,
+) -> HttpResponse
+where
+    F: FnOnce(web::Data<AppState>, Caller, Arc<Client>, ClientForm) -> Fut,
+    Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
+{
+    let form: ClientForm = match read_form(&req, payload, state.config.server.max_body_bytes).await
+    {
+        Ok(form) => form,
+        Err(reject) => return reject.into_response(),
+    };
+    let caller = caller.via("oidc");
+    let result = guarded(&state, &caller, Guarded::ClientAuth, None, async {
+        match authenticate(&state, &req, &form).await {
+            // Only a refused client counts against the address: a client's
+            // own address must not be blocked for everyone by someone
+            // feeding it bad codes to exchange.
+            Ok(client) => {
+                work(state.clone(), caller.clone(), client, form)
+                    .await
+                    .map(|mut answer| {
+                        answer.extensions_mut().insert(NotAFailure);
+                        answer
+                    })
+            }
+            Err(refused) => Ok(refused),
+        }
+    })
     .await;
     result.unwrap_or_else(|e| to_oauth(&e))
+}
+
+/// The `token` parameter of revocation and introspection.
+fn token_param(form: &ClientForm) -> Option<&str> {
+    form.token
+        .as_deref()
+        .filter(|t| !t.is_empty() && t.len() <= 4096)
+}
+
+fn no_token() -> HttpResponse {
+    bad("invalid_request", "missing parameter `token`")
 }
 
 async fn code_grant(
@@ -269,6 +311,7 @@ async fn code_grant(
         client_id: &client.config.id,
         redirect_uri,
         code_verifier: form.code_verifier.as_deref(),
+        refresh_always: client.config.refresh_tokens,
     };
     let granted = match state
         .auth
@@ -285,7 +328,7 @@ async fn code_grant(
         Err(e) => return to_oauth(&ApiError::from(e)),
     };
     let scope = granted.code.scope.clone();
-    let refresh = (has_scope(&scope, "offline_access") || client.config.refresh_tokens)
+    let refresh = grants_refresh_token(&scope, client.config.refresh_tokens)
         .then(|| granted.tokens.refresh_token.clone());
     answer(
         state,
@@ -419,10 +462,40 @@ fn bearer_refused(error: &str, description: &str) -> HttpResponse {
         .json(json!({"error": error, "error_description": description}))
 }
 
-/// `GET, POST /oidc/userinfo`: the claims of the token's scopes.
-pub async fn userinfo(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let Some(token) = bearer(&req) else {
-        return bearer_refused("invalid_request", "send the access token as a Bearer token");
+/// The form of a `POST /oidc/userinfo` that carries its token in the body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UserinfoForm {
+    access_token: Option<String>,
+}
+
+/// `GET, POST /oidc/userinfo`: the claims of the token's scopes. The token
+/// comes as a Bearer header, or in a POST's form body (RFC 6750 section 2.2).
+pub async fn userinfo(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let from_body;
+    let token = match bearer(&req) {
+        Some(token) => token,
+        None if req.method() == actix_web::http::Method::POST => {
+            let form: UserinfoForm =
+                match read_form(&req, payload, state.config.server.max_body_bytes).await {
+                    Ok(form) => form,
+                    Err(reject) => return reject.into_response(),
+                };
+            match form.access_token {
+                Some(token) => {
+                    from_body = token;
+                    &from_body
+                }
+                None => return bearer_refused("invalid_request", "send the access token"),
+            }
+        }
+        None => {
+            return bearer_refused("invalid_request", "send the access token as a Bearer token")
+        }
     };
     let claims = match state.auth.authorize_grant(token) {
         Ok(claims) => claims,
@@ -494,42 +567,34 @@ pub async fn revoke(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let form: ClientForm = match read_form(&req, payload, state.config.server.max_body_bytes).await
-    {
-        Ok(form) => form,
-        Err(reject) => return reject.into_response(),
-    };
-    let caller = caller.via("oidc");
-    let result = guarded(&state, &caller, Guarded::ClientAuth, None, async {
-        let client = match authenticate(&state, &req, &form).await {
-            Ok(client) => client,
-            Err(res) => return Ok(res),
-        };
-        let Some(token) = form
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty() && t.len() <= 4096)
-        else {
-            return Ok(bad("invalid_request", "missing parameter `token`"));
-        };
-        let _ = &form.token_type_hint;
-        let session = match presented(&state, &client, token).await? {
-            Presented::Access(claims) => state.auth.live_session(claims.sid).await?,
-            Presented::Refresh(session) => Some(session),
-            Presented::Nothing => None,
-        };
-        if let Some(session) = session {
-            let audit = vec![caller
-                .event(Action::OidcTokenRevoked)
-                .extra("client_id", client.config.id.clone())];
-            state.auth.revoke_grant(&session, audit).await?;
-        }
-        Ok(HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish())
-    })
-    .await;
-    result.unwrap_or_else(|e| to_oauth(&e))
+    as_client(
+        state,
+        caller,
+        req,
+        payload,
+        |state, caller, client, form| async move {
+            let Some(token) = token_param(&form) else {
+                return Ok(no_token());
+            };
+            // token_type_hint is only a hint (RFC 7009 section 2.1): both kinds are looked for.
+            let _ = &form.token_type_hint;
+            let session = match presented(&state, &client, token).await? {
+                Presented::Access(claims) => state.auth.live_session(claims.sid).await?,
+                Presented::Refresh(session) => Some(session),
+                Presented::Nothing => None,
+            };
+            if let Some(session) = session {
+                let audit = vec![caller
+                    .event(Action::OidcTokenRevoked)
+                    .extra("client_id", client.config.id.clone())];
+                state.auth.revoke_grant(&session, audit).await?;
+            }
+            Ok(HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish())
+        },
+    )
+    .await
 }
 
 /// `POST /oidc/introspect` (RFC 7662): whether a token of this client is
@@ -540,60 +605,57 @@ pub async fn introspect(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let form: ClientForm = match read_form(&req, payload, state.config.server.max_body_bytes).await
-    {
-        Ok(form) => form,
-        Err(reject) => return reject.into_response(),
-    };
-    let caller = caller.via("oidc");
-    let result = guarded(&state, &caller, Guarded::ClientAuth, None, async {
-        let client = match authenticate(&state, &req, &form).await {
-            Ok(client) => client,
-            Err(res) => return Ok(res),
-        };
-        if client.is_public() {
-            return Ok(invalid_client(
-                false,
-                "introspection needs a confidential client",
-            ));
-        }
-        let Some(token) = form
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty() && t.len() <= 4096)
-        else {
-            return Ok(bad("invalid_request", "missing parameter `token`"));
-        };
-        let body = match presented(&state, &client, token).await? {
-            Presented::Access(c) => json!({
-                "active": true,
-                "token_type": "Bearer",
-                "client_id": c.client_id,
-                "scope": c.scope,
-                "sub": c.sub,
-                "username": c.email,
-                "iss": c.iss,
-                "aud": c.aud,
-                "exp": c.exp,
-                "iat": c.iat,
-                "nbf": c.nbf,
-                "sid": c.sid,
-            }),
-            Presented::Refresh(s) => json!({
-                "active": true,
-                "token_type": "refresh_token",
-                "client_id": client.config.id,
-                "scope": s.grant.as_ref().map(|g| g.scope.clone()),
-                "sub": s.user_id,
-                "exp": s.expires_at.div_euclid(1000),
-                "sid": s.id,
-            }),
-            Presented::Nothing => json!({"active": false}),
-        };
-        Ok(no_store(&body))
-    })
-    .await;
-    result.unwrap_or_else(|e| to_oauth(&e))
+    as_client(
+        state,
+        caller,
+        req,
+        payload,
+        |state, _caller, client, form| async move {
+            if client.is_public() {
+                return Ok(invalid_client(
+                    false,
+                    "introspection needs a confidential client",
+                ));
+            }
+            let Some(token) = token_param(&form) else {
+                return Ok(no_token());
+            };
+            let mut body = match presented(&state, &client, token).await? {
+                Presented::Access(c) => json!({
+                    "active": true,
+                    "token_type": "Bearer",
+                    "client_id": c.client_id,
+                    "scope": c.scope,
+                    "sub": c.sub,
+                    "username": c.email,
+                    "iss": c.iss,
+                    "aud": c.aud,
+                    "exp": c.exp,
+                    "iat": c.iat,
+                    "nbf": c.nbf,
+                    "sid": c.sid,
+                }),
+                Presented::Refresh(s) => json!({
+                    "active": true,
+                    "token_type": "refresh_token",
+                    "client_id": client.config.id,
+                    "scope": s.grant.as_ref().map(|g| g.scope.clone()),
+                    "sub": s.user_id,
+                    "exp": s.expires_at.div_euclid(1000),
+                    "sid": s.id,
+                }),
+                Presented::Nothing => json!({"active": false}),
+            };
+            // No email in the token (the grant has no `email` scope), no username.
+            if body["username"] == "" {
+                if let Some(fields) = body.as_object_mut() {
+                    fields.remove("username");
+                }
+            }
+            Ok(no_store(&body))
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -624,7 +686,11 @@ pub async fn logout(
 ) -> HttpResponse {
     let q: LogoutQuery = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let hint: Option<Hint> = match q.id_token_hint.as_deref() {
-        Some(t) if t.len() <= 8192 => state.oidc.rsa.verify(t).await,
+        Some(t) if t.len() <= 8192 => match state.oidc.rsa.verify(t).await {
+            Some(hint) => Some(hint),
+            // An EdDSA id_token, signed with the access-token key.
+            None => state.auth.tokens().verify_jwt(t),
+        },
         _ => None,
     };
     let client_id = hint

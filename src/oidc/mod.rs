@@ -25,6 +25,8 @@ pub struct Oidc {
     pub rsa: RsaKeys,
     /// `public_url`, without a trailing slash.
     pub issuer: String,
+    /// Signs the `login_after` of an authorization request sent to sign in.
+    pub(crate) login_key: [u8; 32],
 }
 
 impl Oidc {
@@ -37,6 +39,7 @@ impl Oidc {
                 config.tokens.access_ttl.as_millis_i64(),
             ),
             issuer: config.server.public_url.trim_end_matches('/').to_owned(),
+            login_key: auth.master().subkey("oidc login_after"),
         }
     }
 }

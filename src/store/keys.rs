@@ -1,5 +1,6 @@
 //! Token signing keys; the private halves are sealed (see `auth::crypto`).
 
+use super::db::Row;
 use super::{Store, StoreResult};
 use crate::clock::Millis;
 
@@ -13,6 +14,18 @@ pub struct SigningKeyRow {
     pub created_at: Millis,
 }
 
+const KEY_COLS: &str = "kid, algorithm, private_key, public_key, created_at";
+
+fn key_row(r: &Row<'_>) -> StoreResult<SigningKeyRow> {
+    Ok(SigningKeyRow {
+        kid: r.get(0)?,
+        algorithm: r.get(1)?,
+        private_key: r.get(2)?,
+        public_key: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
 impl Store {
     /// The newest unretired signing key for `algorithm`.
     pub async fn active_signing_key(&self, algorithm: &str) -> StoreResult<Option<SigningKeyRow>> {
@@ -21,18 +34,12 @@ impl Store {
             .run(move |c| {
                 Box::pin(async move {
                     c.query_opt(
-                        "SELECT kid, algorithm, private_key, public_key, created_at FROM signing_keys
-                         WHERE algorithm = $1 AND retired_at IS NULL ORDER BY created_at DESC, kid LIMIT 1",
+                        &format!(
+                            "SELECT {KEY_COLS} FROM signing_keys WHERE algorithm = $1 AND retired_at IS NULL
+                             ORDER BY created_at DESC, kid LIMIT 1"
+                        ),
                         &[&algorithm],
-                        |r| {
-                            Ok(SigningKeyRow {
-                                kid: r.get(0)?,
-                                algorithm: r.get(1)?,
-                                private_key: r.get(2)?,
-                                public_key: r.get(3)?,
-                                created_at: r.get(4)?,
-                            })
-                        },
+                        key_row,
                     )
                     .await
                 })
@@ -74,19 +81,13 @@ impl Store {
             .run(move |c| {
                 Box::pin(async move {
                     c.query(
-                        "SELECT kid, algorithm, private_key, public_key, created_at FROM signing_keys
-                         WHERE algorithm = $1 AND retired_at IS NOT NULL AND retired_at > $2
-                         ORDER BY created_at DESC, kid",
+                        &format!(
+                            "SELECT {KEY_COLS} FROM signing_keys
+                             WHERE algorithm = $1 AND retired_at IS NOT NULL AND retired_at > $2
+                             ORDER BY created_at DESC, kid"
+                        ),
                         &[&algorithm, &since],
-                        |r| {
-                            Ok(SigningKeyRow {
-                                kid: r.get(0)?,
-                                algorithm: r.get(1)?,
-                                private_key: r.get(2)?,
-                                public_key: r.get(3)?,
-                                created_at: r.get(4)?,
-                            })
-                        },
+                        key_row,
                     )
                     .await
                 })

@@ -41,7 +41,12 @@ pub struct Redemption {
     /// The grant's session, opened when the code is good.
     pub session_id: Uuid,
     pub refresh_hash: [u8; 32],
+    /// How long the session lives when the grant has a refresh token
+    /// ([`grants_refresh_token`]), and when it has only its access token.
     pub ttl_ms: Millis,
+    pub short_ttl_ms: Millis,
+    /// The client gets a refresh token with every code grant.
+    pub refresh_always: bool,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
     pub limit: SessionLimit,
@@ -49,6 +54,12 @@ pub struct Redemption {
     pub issued: NewEvent,
     /// Its row when the code was used before.
     pub reused: NewEvent,
+}
+
+/// Whether a grant of `scope` comes with a refresh token: with
+/// `offline_access`, or always for a client that asks for them.
+pub fn grants_refresh_token(scope: &str, always: bool) -> bool {
+    always || scope.split(' ').any(|s| s == "offline_access")
 }
 
 /// A code spent now: the session opened for it, and the sessions the bound evicted.
@@ -177,7 +188,11 @@ async fn redeem(
         // its auth_time.
         created_at: code.auth_time,
         last_used_at: now,
-        expires_at: now.saturating_add(r.ttl_ms),
+        expires_at: now.saturating_add(if grants_refresh_token(&code.scope, r.refresh_always) {
+            r.ttl_ms
+        } else {
+            r.short_ttl_ms
+        }),
         revoked_at: None,
         ip_address: r.ip_address,
         user_agent: r.user_agent,

@@ -290,7 +290,9 @@ pub(super) async fn insert_session(
 ) -> StoreResult<(Vec<Uuid>, Audit)> {
     let id = session.id.to_string();
     let user = session.user_id.to_string();
-    let now = session.created_at;
+    // Opened now: an OpenID Connect grant's `created_at` is the browser's
+    // sign-in, which may be days old.
+    let now = session.last_used_at;
     c.query_opt(
         "SELECT id FROM users WHERE id = $1 FOR UPDATE",
         &[&user],
