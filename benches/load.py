@@ -692,6 +692,174 @@ def live_sessions_figure(work: Path, rounds: int, d: float, sessions: int) -> Ro
         server.stop()
 
 
+OIDC_CLIENT = "bench"
+OIDC_PEOPLE = 1000
+OIDC_SECRET = "bench-secret-0123456789"
+OIDC_REDIRECT = "http://bench.example/cb"
+OIDC_CLIENTS_ENV = (f'[{{id = "{OIDC_CLIENT}", secret = "{OIDC_SECRET}", '
+                    f'redirect_uris = ["{OIDC_REDIRECT}"], consent = "implicit"}}]')
+
+
+def ci_ready_figures(work: Path, runs: int) -> tuple[list[float], list[float]]:
+    """12a. The CI recipe of the README: a user added with the CLI, one client
+    from the environment, no file. Seconds from spawn until discovery answers
+    (a relying party can start), and until the JWKS holds the RSA key that
+    signs id_tokens (made in the background on this first start; the first
+    token request waits for it)."""
+    import http.client
+
+    def get(port: int, path: str) -> bytes | None:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", path)
+            res = conn.getresponse()
+            body = res.read()
+            return body if res.status == 200 else None
+        except OSError:
+            return None
+
+    ready, keyed = [], []
+    for i in range(runs):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTCULLIS_")}
+        env.update(PORTCULLIS_STORAGE__DATA_DIR=str(work / f"ci{i}"),
+                   PORTCULLIS_OIDC__CLIENTS=OIDC_CLIENTS_ENV)
+        subprocess.run([str(PORTCULLIS), "user", "add", "--email", "ci@example.com", "--password-stdin"],
+                       input="a long test password\n", env=env, check=True, capture_output=True, text=True)
+        port = free_port()
+        began = time.perf_counter()
+        proc = subprocess.Popen([str(PORTCULLIS), "serve", "--bind", f"127.0.0.1:{port}"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for path, want, into in (("/.well-known/openid-configuration", b'"issuer"', ready),
+                                 ("/.well-known/jwks.json", b'"RS256"', keyed)):
+            while want not in (get(port, path) or b""):
+                if proc.poll() is not None or time.perf_counter() - began > 30:
+                    raise SystemExit(f"12a: no {path} from the CI identity provider")
+                time.sleep(0.0005)
+            into.append(time.perf_counter() - began)
+        stop(proc)
+    return ready, keyed
+
+
+def oidc_grant(server: "Portcullis", cookie: str, basic: str) -> dict:
+    """One authorization code grant as the signed-in browser and the client:
+    the token endpoint's answer."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("POST", "/oidc/token", headers={
+        "Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"},
+        body=urllib.parse.urlencode({"grant_type": "authorization_code", "code": oidc_code(server, cookie),
+                                     "redirect_uri": OIDC_REDIRECT}))
+    res = conn.getresponse()
+    grant = json.loads(res.read())
+    assert res.status == 200, grant
+    return grant
+
+
+def oidc_code(server: "Portcullis", cookie: str) -> str:
+    """One authorization as the signed-in browser: the code of the redirect."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    query = urllib.parse.urlencode({"response_type": "code", "client_id": OIDC_CLIENT, "state": "s",
+                                    "scope": "openid email groups", "redirect_uri": OIDC_REDIRECT})
+    conn.request("GET", f"/oidc/authorize?{query}", headers={"Cookie": f"portcullis_session={cookie}"})
+    res = conn.getresponse()
+    res.read()
+    assert res.status in (302, 303), (res.status, res.getheader("Location"))
+    return urllib.parse.parse_qs(urllib.parse.urlparse(res.getheader("Location")).query)["code"][0]
+
+
+def oidc_figures(work: Path, rounds: int, d: float) -> list[Row]:
+    """12b. Code exchanges (each after the authorize that makes its code)
+    against refresh-token rotations at the same token endpoint (each with its
+    new id_token, as a code exchange has); 12c. userinfo against the
+    ceiling's fixed 200."""
+    import base64
+    server = Portcullis.configure(
+        work / "oidc",
+        f'[[oidc.clients]]\nid = "{OIDC_CLIENT}"\nsecret = "{OIDC_SECRET}"\n'
+        f'redirect_uris = ["{OIDC_REDIRECT}"]\nconsent = "implicit"\nrefresh_tokens = true\n'
+        # Argon2 made cheap for the sign-ins of the set-up: neither side of
+        # 12b hashes a password.
+        "[passwords]\nargon2_memory_kib = 8\nargon2_iterations = 1\n"
+        "[rate_limit.rules.register_ip_hourly]\nenabled = false\n")
+    server.start()
+    conns, threads = 64, 2
+    port = free_port()
+    ceiling_proc, _ = start_until_healthy([str(CEILING), f"127.0.0.1:{port}"], port)
+    try:
+        # Many people, each signed in once in a browser: the grants spread over
+        # them as they would in life (one account with thousands of grants
+        # would measure the session bound instead).
+        cookies = []
+        for u in range(OIDC_PEOPLE):
+            email = f"person{u}@example.com"
+            status, _ = server.call("POST", "/auth/register", {"email": email, "password": PASSWORD},
+                                    headers={"X-Forwarded-For": f"198.18.{u // 250}.{u % 250}"})
+            assert status == 201, status
+            cookies.append(browser_cookie(server, email))
+        cookie_file = work / "oidc-cookies.txt"
+        cookie_file.write_text("\n".join(cookies) + "\n")
+        basic = "Basic " + base64.b64encode(f"{OIDC_CLIENT}:{OIDC_SECRET}".encode()).decode()
+
+        def refresh_tokens() -> Path:
+            """Fresh refresh tokens, eight a connection (the last round's chains
+            ended with tokens in flight; see oidc.lua for why eight)."""
+            tokens: list[list[str]] = [[] for _ in range(threads)]
+            for n in range(conns * 8):
+                grant = oidc_grant(server, cookies[n % len(cookies)], basic)
+                tokens[n % threads].append(grant["refresh_token"])
+            for t, mine in enumerate(tokens):
+                (work / f"refresh.{t}").write_text("\n".join(mine) + "\n")
+            return work / "refresh"
+
+        def run(step: str, **env: str) -> tuple[Load, float]:
+            def done_so_far() -> float:
+                return server.metric("portcullis_http_requests_total", route="/oidc/token", status="200")
+            before = done_so_far()
+            cpu = cpu_seconds(server.proc.pid)
+            out = subprocess.run(wrk_cmd(server.url, "oidc.lua", threads, conns, d),
+                                 env=wrk_env(WRK_STEP=step, **env),
+                                 check=True, capture_output=True, text=True).stdout
+            load = parse_wrk(out)
+            done = done_so_far() - before
+            share = 0.45 if step == "code" else 0.99
+            if done < load.requests * share:
+                raise SystemExit(f"12b {step}: only {done:.0f} of {load.requests} requests did it")
+            cpu_us = (cpu_seconds(server.proc.pid) - cpu) / max(done, 1) * 1e6
+            return Load(int(done), load.seconds, load.non_2xx, load.socket_errors,
+                        load.p50_ms, load.p99_ms), cpu_us
+
+        log("12b. code exchanges against refresh rotations")
+        p = Paired([], [], [], [])
+        for _ in range(rounds):
+            tokens = refresh_tokens()
+            load, cpu = run("refresh", WRK_TOKENS=str(tokens), WRK_BASIC=basic)
+            p.base.append(load)
+            p.base_cpu_us.append(cpu)
+            load, cpu = run("code", WRK_COOKIES=str(cookie_file), WRK_BASIC=basic)
+            p.ours.append(load)
+            p.ours_cpu_us.append(cpu)
+        rows = [ratio_row("12b. OIDC code exchanges, each with its authorize (baseline: "
+                          "refresh-token rotations at /oidc/token, same server)", p, 0.5)]
+
+        log("12c. userinfo")
+        grant = oidc_grant(server, cookies[0], basic)
+        access = grant["access_token"]
+        ours, ceiling = server.url + "/oidc/userinfo", f"http://127.0.0.1:{port}/oidc/userinfo"
+        before = server.metric("portcullis_http_requests_total", route="/oidc/userinfo", status="200")
+        p = paired(rounds, ceiling_proc.pid, lambda: wrk(ceiling, d, token=access),
+                   server.proc.pid, lambda: wrk(ours, d, token=access))
+        answered = server.metric("portcullis_http_requests_total", route="/oidc/userinfo",
+                                 status="200") - before
+        if answered < sum(l.requests for l in p.ours) * 0.99:
+            raise SystemExit("12c: userinfo did not answer 200")
+        rows.append(ratio_row("12c. GET /oidc/userinfo, valid OIDC access token", p, 0.4))
+        return rows
+    finally:
+        stop(ceiling_proc)
+        server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5, help="seconds per throughput run")
@@ -727,6 +895,17 @@ def main() -> None:
         rows.append(Row("5b. start to first 200 from /health, first start (median)",
                         f"{med(fresh):.0f} ms", f"{med(ceiling):.0f} ms (ceiling server)",
                         "", "< 300 ms", med(fresh) < 300))
+
+    if want(12):
+        log("12a. the CI identity provider, ready")
+        ready, keyed = ci_ready_figures(work, args.startups)
+        med = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+        rows.append(Row("12a. CI recipe (no file): start to the discovery document (median)",
+                        f"{med(ready):.0f} ms", "", "", "< 100 ms", med(ready) < 100))
+        rows.append(Row("12a′. the same, to a JWKS with the RSA key made on this start "
+                        "(median; made in the background)",
+                        f"{med(keyed):.0f} ms", "", "", "", True))
+        rows.extend(oidc_figures(work, args.rounds, d))
 
     if want(11):
         rows.extend(forward_auth_figures(work, args.rounds, d))

@@ -10,6 +10,7 @@ use actix_web::{http::header, web, App, HttpResponse, HttpServer};
 
 const BLOCKED: &str = r#"{"error":"too_many_requests","message":"Too many login attempts. Try again in 793 seconds.","retry_after":793}"#;
 const ME: &str = r#"{"id":"0195f3a2-6c1e-7d4b-9a8e-2f0c1d3b4a5e","email":"alice@example.com","name":"Alice","is_admin":false,"mfa_enabled":false,"created_at":"2026-11-28T02:16:40.000Z","last_login_at":"2026-11-28T02:16:40.000Z"}"#;
+const USERINFO: &str = r#"{"sub":"0195f3a2-6c1e-7d4b-9a8e-2f0c1d3b4a5e","email":"alice@example.com","email_verified":false,"groups":["ops","wiki"]}"#;
 
 /// Reads the body, as any real handler must before answering (an unread body
 /// costs actix the connection's keep-alive).
@@ -44,6 +45,15 @@ async fn forward_auth() -> HttpResponse {
         .finish()
 }
 
+/// What portcullis answers `GET /oidc/userinfo` for a grant of `openid email groups`.
+async fn userinfo() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Request-Id", "0195f3a2-6c1e-7d4b-9a8e-2f0c1d3b4a5e"))
+        .content_type("application/json")
+        .body(USERINFO)
+}
+
 async fn health() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -62,6 +72,7 @@ fn main() -> std::io::Result<()> {
                 .route("/auth/me", web::get().to(me))
                 .route("/health", web::get().to(health))
                 .route("/authz/forward-auth", web::get().to(forward_auth))
+                .route("/oidc/userinfo", web::get().to(userinfo))
         })
         .workers(workers)
         .bind(&bind)?;

@@ -19,26 +19,16 @@ import sys
 import urllib.parse
 
 import requests
-from axe_selenium_python import Axe
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
+from browser import Browser, log
+
 BASE, OUTBOX, SHOTS, SETUP_TOKEN, AXE_SCRIPT = sys.argv[1:6]
-SHOTS = pathlib.Path(SHOTS)
-SHOTS.mkdir(parents=True, exist_ok=True)
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a lantern of river stones at noon"
 ADMIN = "root@example.com"
 ADA = "ada@example.com"
-
-checked_pages = []
-
-
-def log(*args):
-    print(*args, file=sys.stderr, flush=True)
 
 
 def ask(line):
@@ -72,17 +62,11 @@ def next_code(secret):
     return totp(secret, server_now())
 
 
-options = webdriver.ChromeOptions()
-options.binary_location = "/usr/bin/chromium"
-for flag in [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-    "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-    "--window-size=1280,900", "--lang=en-US",
-]:
-    options.add_argument(flag)
-driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
-driver.set_page_load_timeout(30)
+browser = Browser(SHOTS, AXE_SCRIPT)
+driver = browser.driver
+field, click, fill, alert_text = browser.field, browser.click, browser.fill, browser.alert_text
+check_page = browser.check_page
+checked_pages = browser.checked
 
 
 def url(path):
@@ -97,51 +81,6 @@ def here():
     return urllib.parse.urlparse(driver.current_url).path
 
 
-def field(name):
-    return driver.find_element(By.NAME, name)
-
-
-def click(element):
-    """Clicks a link or button and waits for the next page."""
-    old = driver.find_element(By.TAG_NAME, "html")
-    before = driver.current_url
-    element.click()
-    def replaced(_):
-        # The old page's element is gone. While the new page comes in, Chrome
-        # may answer with a plain WebDriverException rather than a stale
-        # element one: either means it was replaced.
-        try:
-            old.is_enabled()
-            return False
-        except WebDriverException:
-            return True
-
-    try:
-        WebDriverWait(driver, 60).until(replaced)
-        WebDriverWait(driver, 60).until(
-            lambda d: d.execute_script("return document.readyState") == "complete")
-    except TimeoutException:
-        log(f"no new page after a click on {before}: now at {driver.current_url}, "
-            f"title {driver.title!r}, alert {alert_text()!r}")
-        raise
-
-
-def fill(values, button=None):
-    """Types into the named fields of one form and sends it."""
-    element = None
-    for name, value in values.items():
-        element = field(name)
-        element.clear()
-        element.send_keys(value)
-    form = element.find_element(By.XPATH, "./ancestor::form")
-    click(form.find_element(By.CSS_SELECTOR, button or "button[type=submit]"))
-
-
-def alert_text():
-    found = driver.find_elements(By.CSS_SELECTOR, "[role=alert]")
-    return found[0].text if found else ""
-
-
 def sign_out():
     click(driver.find_element(By.XPATH, "//button[normalize-space()='Sign out' and ancestor::header]"))
     assert here() == "/ui/login", here()
@@ -153,45 +92,6 @@ def browser_session():
     for c in driver.get_cookies():
         s.cookies.set(c["name"], c["value"])
     return s
-
-
-def emulate(width, dark):
-    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
-        "features": [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]})
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": width, "height": 800 if width < 600 else 900,
-        "deviceScaleFactor": 1, "mobile": width < 600})
-
-
-def check_page(name):
-    """Screenshots (light, dark; desktop, 320 px), axe-core with no serious or
-    critical violation, size under 30 KB, nothing wider than 320 px."""
-    html = driver.execute_script("return document.documentElement.outerHTML")
-    size = len(html.encode())
-    assert size < 30_000, f"{name}: {size} bytes"
-    log(f"{name}: {size} bytes")
-    for width in (1280, 320):
-        for dark in (False, True):
-            emulate(width, dark)
-            shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-                "format": "png", "captureBeyondViewport": True})
-            variant = f"{'desktop' if width > 600 else '320px'}-{'dark' if dark else 'light'}"
-            (SHOTS / f"{name}-{variant}.png").write_bytes(base64.b64decode(shot["data"]))
-            if width == 320:
-                overflow = driver.execute_script(
-                    "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
-                assert overflow <= 0, f"{name} at 320 px scrolls sideways by {overflow} px"
-            if width == 1280:
-                axe = Axe(driver, script_url=AXE_SCRIPT)
-                axe.inject()
-                results = axe.run()
-                bad = [v for v in results["violations"] if v["impact"] in ("serious", "critical")]
-                assert not bad, f"{name} ({variant}): " + "; ".join(
-                    f"{v['id']}: {v['help']} ({[n['target'] for n in v['nodes']][:3]})" for v in bad)
-    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    emulate(1280, False)
-    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    checked_pages.append(name)
 
 
 def newest_mail_link(before):

@@ -26,6 +26,7 @@ from authlib.integrations.requests_client import OAuth2Session
 BASE, EMAIL, PASSWORD = sys.argv[1:4]
 APP = dict(id="app", secret="app-secret-0123456789", redirect="http://app.example/cb")
 SPA = dict(id="spa", redirect="http://spa.example/cb")
+EDDY = dict(id="eddy", secret="eddy-secret-0123456789", redirect="http://eddy.example/cb")
 POSTY = dict(id="posty", secret="posty-secret-0123456789", redirect="http://posty.example/cb")
 SCOPE = "openid profile email groups offline_access"
 
@@ -241,7 +242,7 @@ assert basic.status_code == 401 and basic.json()["error"] == "invalid_client", b
 # Introspection and revocation (RFC 7662, RFC 7009).
 seen = requests.post(discovery["introspection_endpoint"], data={
     "token": posty_token["access_token"], "client_id": POSTY["id"], "client_secret": POSTY["secret"]}).json()
-assert seen["active"] is True and seen["client_id"] == "posty" and seen["username"] == EMAIL, seen
+assert seen["active"] is True and seen["client_id"] == "posty" and "username" not in seen, seen
 other = requests.post(discovery["introspection_endpoint"], auth=(APP["id"], APP["secret"]),
                       data={"token": posty_token["access_token"]}).json()
 assert other == {"active": False}, other
@@ -309,6 +310,131 @@ r = browser.get(discovery["end_session_endpoint"], params={
 assert r.status_code == 303 and r.headers["Location"] == "http://app.example/bye?state=later", r.headers
 assert browser.get(BASE + "/ui/account", allow_redirects=False).status_code == 303, "still signed in"
 log("logout")
+
+# 10. The checks of the OpenID Foundation's conformance suite (Basic OP and
+#     Config OP plans) that run without it, each named by its test module.
+# oidcc-discovery-endpoint-verification, oidcc-discovery-issuer-not-matching-config
+for field in ["issuer", "authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri",
+              "response_types_supported", "subject_types_supported", "id_token_signing_alg_values_supported",
+              "scopes_supported", "claims_supported", "grant_types_supported",
+              "token_endpoint_auth_methods_supported"]:
+    assert field in discovery, field
+assert discovery["issuer"] == BASE and "openid" in discovery["scopes_supported"], discovery
+assert "code" in discovery["response_types_supported"] and "RS256" in discovery["id_token_signing_alg_values_supported"]
+for url in [discovery[k] for k in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri")]:
+    assert url.startswith(BASE + "/"), url
+keys = requests.get(discovery["jwks_uri"]).json()["keys"]
+assert len({k["kid"] for k in keys}) == len(keys), keys
+assert all(k["use"] == "sig" and "d" not in k and "p" not in k for k in keys), keys
+rsa = [k for k in keys if k["kty"] == "RSA"]
+assert rsa and all(len(base64.urlsafe_b64decode(k["n"] + "==")) * 8 >= 2048 for k in rsa), rsa
+browser = requests.Session()
+
+
+def authorize(extra, client=APP, session=None):
+    """An authorization request of `client` with `extra` parameters; the answer
+    once it leaves the server, and the query it went back with."""
+    query = {"response_type": "code", "client_id": client["id"], "redirect_uri": client["redirect"],
+             "scope": "openid email", "state": "st", **extra}
+    query = {k: v for k, v in query.items() if v is not None}
+    answer = follow(session or browser, (session or browser).get(
+        discovery["authorization_endpoint"], params=query, allow_redirects=False))
+    return answer
+
+
+def exchange(location, client=APP):
+    r = requests.post(discovery["token_endpoint"], auth=(client["id"], client["secret"]), data={
+        "grant_type": "authorization_code", "code": params(location)["code"], "redirect_uri": client["redirect"]})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# oidcc-server, oidcc-ensure-request-without-nonce-succeeds-for-code-flow
+location = callback(sign_in(browser, authorize({})), APP["redirect"])
+plain = exchange(location)
+assert "nonce" not in verify_id_token(plain["id_token"], APP["id"]), "a nonce nobody sent"
+# oidcc-userinfo-get, oidcc-userinfo-post-header, oidcc-userinfo-post-body
+header = {"Authorization": f"Bearer {plain['access_token']}"}
+for r in [requests.get(discovery["userinfo_endpoint"], headers=header),
+          requests.post(discovery["userinfo_endpoint"], headers=header),
+          requests.post(discovery["userinfo_endpoint"], data={"access_token": plain["access_token"]})]:
+    assert r.status_code == 200 and r.json()["email"] == EMAIL, (r.status_code, r.text)
+# oidcc-scope-profile, oidcc-scope-email, oidcc-scope-all, oidcc-ensure-other-scope-order-succeeds
+for scope, want in [("openid profile", {"name"}), ("email openid", {"email", "email_verified"}),
+                    ("openid profile email groups", {"name", "email", "groups"})]:
+    got = exchange(callback(authorize({"scope": scope}), APP["redirect"]))
+    info = requests.get(discovery["userinfo_endpoint"],
+                        headers={"Authorization": f"Bearer {got['access_token']}"}).json()
+    assert want <= set(info), (scope, info)
+# oidcc-display-page, oidcc-display-popup, oidcc-ui-locales, oidcc-claims-locales,
+# oidcc-login-hint, oidcc-ensure-request-with-acr-values-succeeds,
+# oidcc-ensure-request-with-unknown-parameter-succeeds, oidcc-claims-essential,
+# oidcc-prompt-none-logged-in, oidcc-id-token-hint
+for extra in [{"display": "page"}, {"display": "popup"}, {"ui_locales": "se"}, {"claims_locales": "se"},
+              {"login_hint": EMAIL}, {"acr_values": "1 2"}, {"extra": "foobar"},
+              {"claims": '{"userinfo": {"name": {"essential": true}}}'},
+              {"prompt": "none"}, {"prompt": "none", "id_token_hint": plain["id_token"]}]:
+    got = params(callback(authorize(extra), APP["redirect"]))
+    assert "code" in got and got["state"] == "st", (extra, got)
+# oidcc-response-type-missing
+got = params(callback(authorize({"response_type": None}), APP["redirect"]))
+assert got["error"] == "invalid_request" and got["state"] == "st", got
+# oidcc-unsigned-request-object-supported-correctly-or-rejected-as-unsupported
+got = params(callback(authorize({"request": "eyJhbGciOiJub25lIn0.eyJzdGF0ZSI6Im8ifQ."}), APP["redirect"]))
+assert got["error"] == "request_not_supported", got
+# oidcc-max-age-10000: a recent sign-in stands; oidcc-max-age-1: an older one is asked again,
+# and the new id_token's auth_time is the new sign-in's.
+first_auth = verify_id_token(plain["id_token"], APP["id"])["auth_time"]
+assert "code" in params(callback(authorize({"max_age": "10000"}), APP["redirect"]))
+ask("advance 2")
+again = authorize({"max_age": "1"})
+assert again.status_code == 200 and "Sign in" in again.text, "max_age=1 did not ask again"
+fresh = exchange(callback(sign_in(browser, again), APP["redirect"]))
+assert verify_id_token(fresh["id_token"], APP["id"])["auth_time"] >= first_auth + 2, "auth_time not renewed"
+# oidcc-codereuse-30seconds: a code used, then again 30 s later, revokes its tokens.
+location = callback(authorize({}), APP["redirect"])
+used = exchange(location)
+ask("advance 30")
+r = requests.post(discovery["token_endpoint"], auth=(APP["id"], APP["secret"]), data={
+    "grant_type": "authorization_code", "code": params(location)["code"], "redirect_uri": APP["redirect"]})
+assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+assert requests.get(discovery["userinfo_endpoint"],
+                    headers={"Authorization": f"Bearer {used['access_token']}"}).status_code == 401
+log("conformance checks")
+
+# A client that asked for EdDSA id_tokens gets them, verifiable from the JWKS.
+eddy = exchange(callback(authorize({"nonce": "ed"}, client=EDDY), EDDY["redirect"]), client=EDDY)
+assert jwt.get_unverified_header(eddy["id_token"])["alg"] == "EdDSA", eddy["id_token"]
+key = jwks.get_signing_key_from_jwt(eddy["id_token"])
+skew = abs(int(ask("now")) / 1000 - time.time()) + 5
+claims = jwt.decode(eddy["id_token"], key.key, algorithms=["EdDSA"], audience=EDDY["id"],
+                    issuer=BASE, leeway=skew)
+assert claims["nonce"] == "ed" and claims["email"] == EMAIL, claims
+log("EdDSA id_tokens")
+
+# Bad codes from a client that authenticated do not count against its
+# address: nobody can lock a client out by feeding it codes to exchange.
+for _ in range(25):
+    r = requests.post(discovery["token_endpoint"], auth=(APP["id"], APP["secret"]), data={
+        "grant_type": "authorization_code", "code": "made-up", "redirect_uri": APP["redirect"]})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", (r.status_code, r.text)
+# A grant without the email scope: neither its access token nor
+# introspection tells the client the address.
+got = exchange(callback(authorize({"scope": "openid"}), APP["redirect"]))
+payload = jwt.decode(got["access_token"], options={"verify_signature": False})
+assert payload["email"] == "" and payload["roles"] == [], payload
+seen = requests.post(discovery["introspection_endpoint"], auth=(APP["id"], APP["secret"]),
+                     data={"token": got["access_token"]}).json()
+assert seen["active"] is True and "username" not in seen, seen
+log("authenticated clients are not limited by bad codes; scopes bound the access token")
+
+# RP-initiated logout with an EdDSA id_token as the hint.
+r = browser.get(discovery["end_session_endpoint"], params={
+    "id_token_hint": eddy["id_token"], "post_logout_redirect_uri": "http://eddy.example/bye", "state": "e"},
+    allow_redirects=False)
+assert r.status_code == 303 and r.headers["Location"] == "http://eddy.example/bye?state=e", (r.status_code, r.headers)
+assert browser.get(BASE + "/ui/account", allow_redirects=False).status_code == 303, "still signed in"
+log("logout with an EdDSA hint")
 
 # 9. A wrong client secret is refused, and rate limited under client_auth_ip.
 statuses = []

@@ -2,9 +2,6 @@
 //! (`browser_flows.py`: every page with axe-core, screenshots light and dark,
 //! desktop and 320 px), and their HTTP contract with a plain client.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
-
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -12,7 +9,7 @@ use serde_json::{json, Value};
 use crate::helpers::{token, TestApp, PASSWORD};
 
 /// Where the screenshots of the browser run are kept.
-fn screenshots() -> std::path::PathBuf {
+pub(crate) fn screenshots() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
 }
 
@@ -38,37 +35,8 @@ async fn pages_work_in_a_real_browser() {
     .arg(app.dir.path().join("outbox"))
     .arg(screenshots())
     .arg(&setup)
-    .arg(&axe)
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    let clock = app.clock.clone();
-    // The script asks for the server's time and moves its clock, one line a
-    // request; the server keeps answering on this runtime meanwhile.
-    let status = tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().expect("python runs");
-        let mut to_script = child.stdin.take().expect("stdin");
-        let from_script = BufReader::new(child.stdout.take().expect("stdout"));
-        for line in from_script.lines() {
-            let line = line.expect("a line from the script");
-            let answer = match line.split_once(' ') {
-                None if line == "now" => {
-                    use portcullis::clock::Clock;
-                    clock.now_ms().to_string()
-                }
-                Some(("advance", secs)) => {
-                    let secs: u64 = secs.parse().expect("seconds");
-                    clock.advance(std::time::Duration::from_secs(secs));
-                    "ok".to_owned()
-                }
-                _ => panic!("the script said {line:?}"),
-            };
-            writeln!(to_script, "{answer}").expect("answer the script");
-        }
-        child.wait().expect("the script ends")
-    })
-    .await
-    .expect("the script's thread");
+    .arg(&axe);
+    let status = crate::tools::run_with_clock(app.clock.clone(), cmd).await;
     assert!(
         status.success(),
         "the browser run failed (screenshots so far in {})",

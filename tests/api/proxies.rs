@@ -37,7 +37,7 @@ domain = "app.example.test"
 policy = "one_factor"
 "#;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -64,10 +64,10 @@ async fn echo_app() -> SocketAddr {
 }
 
 /// A proxy process, stopped with the test.
-struct Proxy {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+pub(crate) struct Proxy {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 impl Drop for Proxy {
@@ -89,7 +89,7 @@ fn configuration(file: &str, portcullis: &str, app: SocketAddr, port: u16) -> St
         .replace(":8080", &format!(":{port}"))
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+pub(crate) fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
@@ -425,11 +425,16 @@ async fn caddy_puts_an_app_behind_portcullis() {
 fn the_readme_shows_the_contrib_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    for file in ["nginx.conf", "Caddyfile", "traefik.yml"] {
-        let text = std::fs::read_to_string(root.join("contrib/forward-auth").join(file)).unwrap();
+    for file in [
+        "forward-auth/nginx.conf",
+        "forward-auth/Caddyfile",
+        "forward-auth/traefik.yml",
+        "oidc/mod_auth_openidc.conf",
+    ] {
+        let text = std::fs::read_to_string(root.join("contrib").join(file)).unwrap();
         assert!(
             readme.contains(&text),
-            "README does not show contrib/forward-auth/{file} as it is"
+            "README does not show contrib/{file} as it is"
         );
     }
 }

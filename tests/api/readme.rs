@@ -7,6 +7,10 @@
 //! binary on a free port, data in `./data` as the README says), and `cargo run
 //! --release -- ARGS` stands for the same binary with ARGS (a shell function).
 //! Every status the README promises (`# → 201`) must be the status printed.
+//!
+//! The CI recipe of "An identity provider for CI" runs as written too, with
+//! `portcullis` the binary, `python3` the tests' environment and its port a
+//! free one.
 
 use std::process::Command;
 
@@ -17,13 +21,18 @@ const SECTION: &str = "## The first ten minutes";
 /// The line of the walk-through that names the server.
 const URL_LINE: &str = "url=http://127.0.0.1:8080";
 
-/// The `sh` blocks of the section, in order.
-fn shell_blocks() -> Vec<String> {
+/// The `sh` blocks of the section under `heading`, in order.
+fn shell_blocks(heading: &str) -> Vec<String> {
     let start = README
-        .find(SECTION)
-        .unwrap_or_else(|| panic!("the README has a section {SECTION:?}"));
-    let rest = &README[start + SECTION.len()..];
-    let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
+        .find(heading)
+        .unwrap_or_else(|| panic!("the README has a section {heading:?}"));
+    let rest = &README[start + heading.len()..];
+    let end = ["\n## ", "\n### "]
+        .iter()
+        .filter_map(|h| rest.find(h))
+        .min()
+        .unwrap_or(rest.len());
+    let section = &rest[..end];
     let mut blocks = Vec::new();
     let mut lines = section.lines();
     while let Some(line) = lines.next() {
@@ -64,7 +73,7 @@ fn printed(output: &str) -> Vec<String> {
 
 #[test]
 fn the_first_ten_minutes_run_as_written() {
-    let blocks = shell_blocks();
+    let blocks = shell_blocks(SECTION);
     assert!(blocks.len() >= 5, "{} blocks", blocks.len());
     let script = blocks.join("\n\n");
     assert!(
@@ -118,4 +127,54 @@ cargo() {
     assert!(server.signal("-TERM").success());
     // Shown with --nocapture, to read what a newcomer sees.
     println!("{stdout}");
+}
+
+#[test]
+fn the_ci_recipe_runs_as_written() {
+    let blocks = shell_blocks("### An identity provider for CI");
+    assert_eq!(blocks.len(), 1, "one block: {blocks:?}");
+    crate::tools::program("curl", "curl");
+    let python = crate::tools::python();
+    let venv_bin = python.parent().expect("the environment's bin").to_owned();
+    let port = crate::proxies::free_port().to_string();
+    let script = blocks[0].replace("9000", &port);
+    // `portcullis` on PATH is the binary itself (a shell function would
+    // put a shell between `$!` and the server).
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(portcullis().get_program(), bin.path().join("portcullis")).unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!(
+            "set -eu\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{script}"
+        ))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // mktemp's directory goes with the test.
+        .env("TMPDIR", bin.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}:{}",
+                bin.path().display(),
+                venv_bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PORTCULLIS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the CI recipe failed ({:?})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("signed in as ci@example.com"),
+        "--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
 }

@@ -164,6 +164,20 @@ fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `path`, installing Debian's `package` when it is missing.
+pub fn debian_file(path: &str, package: &str) -> PathBuf {
+    let path = PathBuf::from(path);
+    if !path.exists() {
+        install_debian(package);
+        assert!(
+            path.exists(),
+            "{package} is installed but {} is not",
+            path.display()
+        );
+    }
+    path
+}
+
 /// Installs a Debian package with `apt-get` (as root), or stops the test
 /// with the command that would.
 pub fn install_debian(package: &str) {
@@ -194,6 +208,43 @@ pub fn install_debian(package: &str) {
         "apt-get update",
     );
     assert!(install(), "apt-get install {package} failed");
+}
+
+/// Runs a script that may ask for the server's time and move its clock: one
+/// line on its stdout ("now", "advance SECONDS"), answered on its stdin.
+/// Everything else it says goes to stderr. The server keeps answering on the
+/// test's runtime meanwhile.
+pub async fn run_with_clock(
+    clock: portcullis::clock::ManualClock,
+    mut cmd: Command,
+) -> std::process::ExitStatus {
+    use portcullis::clock::Clock;
+    use std::io::{BufRead, BufReader, Write};
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().expect("the script runs");
+        let mut to_script = child.stdin.take().expect("stdin");
+        let from_script = BufReader::new(child.stdout.take().expect("stdout"));
+        for line in from_script.lines() {
+            let line = line.expect("a line from the script");
+            let answer = match line.split_once(' ') {
+                None if line == "now" => clock.now_ms().to_string(),
+                None if line == "done" => continue,
+                Some(("advance", secs)) => {
+                    let secs: u64 = secs.parse().expect("seconds");
+                    clock.advance(std::time::Duration::from_secs(secs));
+                    "ok".to_owned()
+                }
+                _ => panic!("the script said {line:?}"),
+            };
+            writeln!(to_script, "{answer}").expect("answer the script");
+        }
+        child.wait().expect("the script ends")
+    })
+    .await
+    .expect("the script's thread")
 }
 
 /// Runs `cmd` to its end off the test's runtime, so that a server in this
