@@ -1,8 +1,5 @@
 //! The binary itself: configuration checks, user commands, signals.
 
-use std::io::Write;
-use std::process::Stdio;
-
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -88,19 +85,7 @@ fn user_add(
     if admin {
         cmd.arg("--admin");
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    crate::helpers::output_with_stdin(&mut cmd, &format!("{password}\n"))
 }
 
 #[tokio::test]

@@ -411,6 +411,25 @@ pub fn portcullis() -> std::process::Command {
     cmd
 }
 
+/// Runs `cmd` to its end with `input` on its standard input.
+pub fn output_with_stdin(cmd: &mut std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("the command ends")
+}
+
 /// The binary serving on port 0 with cheap argon2; later log lines arrive on `log`.
 pub struct ServerProcess {
     pub child: std::process::Child,

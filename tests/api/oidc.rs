@@ -317,24 +317,14 @@ fn a_bad_client_entry_stops_start_up_and_no_secret_is_printed() {
 /// `portcullis --data-dir DIR ARGS`, with `stdin` as its input; its output
 /// when it succeeds.
 fn cli(dir: &Path, args: &[&str], stdin: &str) -> String {
-    use std::io::Write;
-    let mut child = portcullis()
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("PORTCULLIS_OIDC__CLIENTS", CONFIG_CLIENT)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::helpers::output_with_stdin(
+        portcullis()
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("PORTCULLIS_OIDC__CLIENTS", CONFIG_CLIENT),
+        stdin,
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -63,6 +63,10 @@ try:
     driver.get(f"{APACHE}/protected/")
     assert claims()["email"] == EMAIL
 
+    # The account page lists the grants as sessions of their own.
+    driver.get(f"{PORTCULLIS}/ui/account")
+    assert "apache (signed in with portcullis)" in browser.text(), browser.text()
+
     # Signing out at Apache signs out at portcullis (RP-initiated logout with
     # the id_token as hint) and comes back to Apache's page.
     logout = urllib.parse.quote(f"{APACHE}/", safe="")

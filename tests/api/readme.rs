@@ -71,6 +71,26 @@ fn printed(output: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs a README script (`cmd`, a bash) without the caller's `PORTCULLIS_*`,
+/// as a reader's shell would have none; its stdout and stderr once it has
+/// succeeded.
+fn run_script(mut cmd: Command, what: &str) -> (String, String) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PORTCULLIS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
 #[test]
 fn the_first_ten_minutes_run_as_written() {
     let blocks = shell_blocks(SECTION);
@@ -106,19 +126,7 @@ cargo() {
         .arg(format!("{prelude}\n{script}"))
         .current_dir(root.path())
         .env("THE_BINARY", &binary);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PORTCULLIS_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd.output().expect("bash");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the walk-through failed ({:?})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
+    let (stdout, stderr) = run_script(cmd, "the walk-through");
     assert_eq!(
         printed(&stdout),
         expected,
@@ -160,19 +168,7 @@ fn the_ci_recipe_runs_as_written() {
             ),
         )
         .env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PORTCULLIS_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd.output().expect("bash");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the CI recipe failed ({:?})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
+    let (stdout, stderr) = run_script(cmd, "the CI recipe");
     assert!(
         stdout.contains("signed in as ci@example.com"),
         "--- stdout\n{stdout}\n--- stderr\n{stderr}"
