@@ -360,6 +360,7 @@ impl Application {
                     if pages_on {
                         crate::pages::routes(cfg);
                     }
+                    crate::oidc::routes::routes(cfg, pages_on);
                 })
                 .default_service(web::to(http::not_found))
         })

@@ -15,50 +15,14 @@ pub mod openapi;
 pub mod ops;
 pub mod request_id;
 pub mod reset;
+pub mod routing;
 pub mod sessions;
-
-use std::sync::Arc;
+pub mod state;
 
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{HttpResponse, Resource};
 
-use crate::audit::NewEvent;
-use crate::audit_log::AuditLog;
-use crate::auth::service::AuthService;
-use crate::config::Config;
-use crate::error::ApiError;
-use crate::mail::{MailQueue, Mailer};
-use crate::metrics::Metrics;
-use crate::ratelimit::Limiter;
-use crate::telemetry::fold::LineFolder;
-use client_ip::TrustedProxies;
-
-/// Everything a handler can reach.
-pub struct AppState {
-    pub auth: AuthService,
-    pub limiter: Arc<Limiter>,
-    pub audit: AuditLog,
-    pub mailer: Mailer,
-    pub metrics: Arc<Metrics>,
-    pub config: Arc<Config>,
-    pub trusted_proxies: TrustedProxies,
-    /// Folds repeated request lines of the process log.
-    pub request_lines: LineFolder,
-    /// Mail that goes out after the answer.
-    pub mail_queue: MailQueue,
-    /// The forward-auth rules, compiled.
-    pub forward_auth: crate::authz::Rules,
-    /// The OpenID Connect provider's clients and keys.
-    pub oidc: crate::oidc::Oidc,
-}
-
-impl AppState {
-    /// Records an audit event; the request fails closed (503) when it cannot.
-    pub async fn audit(&self, event: NewEvent) -> Result<(), ApiError> {
-        self.audit.record(event).await?;
-        Ok(())
-    }
-}
+pub use routing::{not_found, resource};
+pub use state::AppState;
 
 /// Registers every route. The router tries them in order, and each pattern
 /// with a `{segment}` costs a regular-expression match: the routes every
@@ -120,45 +84,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
                 .route(web::delete().to(admin::clear_rate_limits)),
         )
         .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(ops::jwks)))
-        .service(
-            resource("/.well-known/openid-configuration", "GET")
-                .route(web::get().to(crate::oidc::endpoints::discovery)),
-        )
-        .service(
-            resource("/oidc/authorize", "GET")
-                .route(web::get().to(crate::oidc::authorize::authorize)),
-        )
-        .service(
-            resource("/oidc/token", "POST").route(web::post().to(crate::oidc::endpoints::token)),
-        )
-        .service(
-            resource("/oidc/userinfo", "GET, POST")
-                .route(web::get().to(crate::oidc::endpoints::userinfo))
-                .route(web::post().to(crate::oidc::endpoints::userinfo)),
-        )
-        .service(
-            resource("/oidc/revoke", "POST").route(web::post().to(crate::oidc::endpoints::revoke)),
-        )
-        .service(
-            resource("/oidc/introspect", "POST")
-                .route(web::post().to(crate::oidc::endpoints::introspect)),
-        )
-        .service(
-            resource("/oidc/logout", "GET").route(web::get().to(crate::oidc::endpoints::logout)),
-        )
         .service(resource("/health", "GET").route(web::get().to(ops::health)))
         .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
         .service(resource("/openapi.json", "GET").route(web::get().to(openapi::serve)));
-}
-
-/// A resource that answers other methods with a JSON 405 and `Allow: allow`.
-pub fn resource(path: &str, allow: &'static str) -> Resource {
-    web::resource(path).default_service(web::to(move || async move {
-        Err::<HttpResponse, ApiError>(ApiError::MethodNotAllowed(allow))
-    }))
-}
-
-/// The answer for paths that match no route.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("no such route"))
 }

@@ -18,7 +18,7 @@ use crate::auth::service::Profile;
 use crate::auth::tokens::AccessClaims;
 use crate::config::{Consent, SCOPES};
 use crate::http::context::Caller;
-use crate::http::AppState;
+use crate::http::state::AppState;
 use crate::pages::browser::Browser;
 use crate::pages::{query_value, render, see_other, Layout, MessagePage, Posted};
 use crate::store::{Amr, OidcCode};

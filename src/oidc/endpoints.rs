@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::http::context::Caller;
 use crate::http::guard::{guarded, NotAFailure};
 use crate::http::oauth::{oauth_error, read_form, to_oauth};
-use crate::http::AppState;
+use crate::http::state::AppState;
 use crate::pages::browser::{removal, Browser, SESSION_COOKIE};
 use crate::pages::{render, see_other, Layout, MessagePage};
 use crate::ratelimit::Guarded;
@@ -672,6 +672,7 @@ pub struct LogoutQuery {
 struct Hint {
     aud: String,
     sub: String,
+    iat: i64,
 }
 
 /// `GET /oidc/logout`: RP-initiated logout. With an id_token we signed for
@@ -693,6 +694,14 @@ pub async fn logout(
         },
         _ => None,
     };
+    // An expired id_token serves (OIDC RP-Initiated Logout 1.0, section 2),
+    // but not one older than any grant lives: a hint that leaked long ago
+    // from some log signs nobody out.
+    let oldest = state
+        .auth
+        .now()
+        .saturating_sub(state.config.tokens.refresh_ttl.as_millis_i64());
+    let hint = hint.filter(|h| h.iat.saturating_mul(1000) >= oldest);
     let client_id = hint
         .as_ref()
         .map(|h| h.aud.clone())

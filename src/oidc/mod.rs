@@ -8,6 +8,7 @@ pub mod authorize;
 pub mod clients;
 pub mod endpoints;
 pub mod keys;
+pub mod routes;
 
 use std::sync::Arc;
 

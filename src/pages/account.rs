@@ -18,7 +18,7 @@ use crate::email::normalize;
 use crate::error::ApiError;
 use crate::http::context::Caller;
 use crate::http::guard::guarded_as;
-use crate::http::AppState;
+use crate::http::state::AppState;
 use crate::ratelimit::Guarded;
 use crate::store::SessionKind;
 use crate::time_fmt::rfc3339_ms;

@@ -17,7 +17,7 @@ use crate::audit::{Action, EventRow};
 use crate::control::{self, ClearError};
 use crate::error::ApiError;
 use crate::http::admin::{disable_user_as, reset_mfa_as, set_groups_as};
-use crate::http::AppState;
+use crate::http::state::AppState;
 use crate::time_fmt::rfc3339_ms;
 
 /// Audit rows on one page (each page stays well under 30 KB).

@@ -14,7 +14,7 @@ use crate::auth::service::Profile;
 use crate::auth::tokens::AccessClaims;
 use crate::authz::host_matches;
 use crate::config::{Config, Policy};
-use crate::http::AppState;
+use crate::http::state::AppState;
 
 /// The browser session (SPEC section 11).
 pub use crate::auth::sessions::BROWSER_COOKIE as SESSION_COOKIE;

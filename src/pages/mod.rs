@@ -23,7 +23,8 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 use crate::http::context::Caller;
 use crate::http::extract::{has_media_type, read_body, MediaType};
-use crate::http::{resource, AppState};
+use crate::http::routing::resource;
+use crate::http::state::AppState;
 use browser::Browser;
 
 /// The one stylesheet.
@@ -114,11 +115,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
             resource("/ui/admin/users", "GET, POST")
                 .route(web::get().to(admin::users_page))
                 .route(web::post().to(admin::users_act)),
-        )
-        .service(
-            resource("/ui/consent", "GET, POST")
-                .route(web::get().to(crate::oidc::authorize::consent_page))
-                .route(web::post().to(crate::oidc::authorize::consent)),
         )
         .service(resource("/ui/admin/audit", "GET").route(web::get().to(admin::audit_page)))
         .service(

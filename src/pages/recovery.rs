@@ -14,7 +14,7 @@ use crate::email::normalize;
 use crate::error::ApiError;
 use crate::http::guard::guarded_as;
 use crate::http::reset::{confirm_reset, request_reset};
-use crate::http::AppState;
+use crate::http::state::AppState;
 use crate::ratelimit::Guarded;
 
 #[derive(Template)]

@@ -22,7 +22,7 @@ use crate::http::accounts::{password_login, register_account, LoginOutcome};
 use crate::http::context::Caller;
 use crate::http::guard::guarded_as;
 use crate::http::mfa::second_step;
-use crate::http::AppState;
+use crate::http::state::AppState;
 use crate::ratelimit::Guarded;
 use crate::store::{Amr, Session, SessionKind, User};
 

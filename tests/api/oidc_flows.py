@@ -448,4 +448,16 @@ for _ in range(25):
 assert statuses[0] == 401 and statuses[-1] == 429, statuses
 assert set(statuses[:-1]) == {401}, statuses
 log("wrong client secret:", len(statuses) - 1, "refusals, then 429")
+
+# 11. An id_token older than any grant lives (refresh_ttl, 30 days) is no
+#     longer a logout hint: it signs nobody out and sends nobody anywhere.
+ask(f"advance {31 * 86400}")
+browser = requests.Session()
+callback(sign_in(browser, authorize({})), APP["redirect"])
+r = browser.get(discovery["end_session_endpoint"], params={
+    "id_token_hint": hint, "post_logout_redirect_uri": "http://app.example/bye", "state": "old"},
+    allow_redirects=False)
+assert "Location" not in r.headers or "app.example" not in r.headers["Location"], r.headers
+assert browser.get(BASE + "/ui/account", allow_redirects=False).status_code == 200, "signed out by an old hint"
+log("an old hint signs nobody out")
 print("done", flush=True)
