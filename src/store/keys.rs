@@ -1,6 +1,6 @@
 //! Token signing keys; the private halves are sealed (see `auth::crypto`).
 
-use super::db::Row;
+use super::db::{Conn, Row};
 use super::{Store, StoreResult};
 use crate::clock::Millis;
 
@@ -26,6 +26,21 @@ fn key_row(r: &Row<'_>) -> StoreResult<SigningKeyRow> {
     })
 }
 
+async fn insert_key(c: &mut Conn<'_>, key: &SigningKeyRow) -> StoreResult<()> {
+    c.execute(
+        &format!("INSERT INTO signing_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5)"),
+        &[
+            &key.kid,
+            &key.algorithm,
+            &key.private_key,
+            &key.public_key,
+            &key.created_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// The newest unretired signing key for `algorithm`.
     pub async fn active_signing_key(&self, algorithm: &str) -> StoreResult<Option<SigningKeyRow>> {
@@ -49,23 +64,7 @@ impl Store {
 
     pub async fn insert_signing_key(&self, key: SigningKeyRow) -> StoreResult<()> {
         self.db
-            .run(move |c| {
-                Box::pin(async move {
-                    c.execute(
-                        "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at)
-                         VALUES ($1, $2, $3, $4, $5)",
-                        &[
-                            &key.kid,
-                            &key.algorithm,
-                            &key.private_key,
-                            &key.public_key,
-                            &key.created_at,
-                        ],
-                    )
-                    .await?;
-                    Ok(())
-                })
-            })
+            .run(move |c| Box::pin(async move { insert_key(c, &key).await }))
             .await
     }
 
@@ -114,18 +113,7 @@ impl Store {
                                 &[&now, &key.algorithm],
                             )
                             .await?;
-                        c.execute(
-                            "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at)
-                             VALUES ($1, $2, $3, $4, $5)",
-                            &[
-                                &key.kid,
-                                &key.algorithm,
-                                &key.private_key,
-                                &key.public_key,
-                                &key.created_at,
-                            ],
-                        )
-                        .await?;
+                        insert_key(c, key).await?;
                     }
                     Ok(retired)
                 })
