@@ -285,6 +285,12 @@ uri, _ = app.create_authorization_url(discovery["authorization_endpoint"], promp
 r = follow(browser, browser.get(uri, allow_redirects=False))
 assert r.status_code == 200 and "Sign in" in r.text, "prompt=login did not ask again"
 callback(sign_in(browser, r), APP["redirect"])
+# A link cannot skip it with a login_after of its own (ours are signed).
+for forged in ["0", "0.AAAAAAAAAAAAAAAAAAAAAA", str(10 ** 15)]:
+    uri, _ = app.create_authorization_url(discovery["authorization_endpoint"], prompt="login",
+                                          login_after=forged)
+    r = follow(browser, browser.get(uri, allow_redirects=False))
+    assert r.status_code == 200 and "Sign in" in r.text, f"login_after={forged} skipped prompt=login"
 log("prompt=login")
 
 # 7. Logout-all ends every grant.
