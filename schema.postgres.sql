@@ -142,6 +142,34 @@ CREATE TABLE IF NOT EXISTS oidc_consents (
     PRIMARY KEY (user_id, client_id)
 );
 
+-- Passkeys (WebAuthn credentials, SPEC section 14). credential is the JSON of
+-- webauthn-rs's Passkey (public key, counter, id); credential_id its raw id,
+-- unique so that one authenticator's key names one account.
+CREATE TABLE IF NOT EXISTS passkeys (
+    id             TEXT PRIMARY KEY,
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    credential_id  BYTEA NOT NULL UNIQUE,
+    name           TEXT NOT NULL,
+    credential     TEXT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    last_used_at   BIGINT
+);
+CREATE INDEX IF NOT EXISTS passkeys_user_id ON passkeys(user_id);
+
+-- WebAuthn ceremonies under way: single use, five minutes, kept here so that
+-- one begun on an instance finishes on another. state is webauthn-rs's JSON;
+-- user_id is who registers, or who the second step is for (mfa_token_hash).
+CREATE TABLE IF NOT EXISTS webauthn_challenges (
+    id_hash        BYTEA PRIMARY KEY,
+    purpose        TEXT NOT NULL,
+    user_id        TEXT REFERENCES users(id) ON DELETE CASCADE,
+    mfa_token_hash BYTEA,
+    state          TEXT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    expires_at     BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webauthn_challenges_expires_at ON webauthn_challenges(expires_at);
+
 -- JWT signing keys. private_key is sealed with the storage encryption key.
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid            TEXT PRIMARY KEY,
@@ -198,5 +226,5 @@ CREATE INDEX IF NOT EXISTS audit_log_created_at ON audit_log(created_at);
 CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log(resource_type, resource_id) WHERE resource_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_log_ip_address ON audit_log(ip_address);
 
-INSERT INTO schema_version (version) VALUES (3)
-    ON CONFLICT (only_row) DO UPDATE SET version = GREATEST(schema_version.version, 3);
+INSERT INTO schema_version (version) VALUES (4)
+    ON CONFLICT (only_row) DO UPDATE SET version = GREATEST(schema_version.version, 4);

@@ -135,6 +135,34 @@ CREATE TABLE IF NOT EXISTS oidc_consents (
     PRIMARY KEY (user_id, client_id)
 ) WITHOUT ROWID;
 
+-- Passkeys (WebAuthn credentials, SPEC section 14). credential is the JSON of
+-- webauthn-rs's Passkey (public key, counter, id); credential_id its raw id,
+-- unique so that one authenticator's key names one account.
+CREATE TABLE IF NOT EXISTS passkeys (
+    id             TEXT PRIMARY KEY,
+    user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    credential_id  BLOB NOT NULL UNIQUE,
+    name           TEXT NOT NULL,
+    credential     TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    last_used_at   INTEGER
+);
+CREATE INDEX IF NOT EXISTS passkeys_user_id ON passkeys(user_id);
+
+-- WebAuthn ceremonies under way: single use, five minutes, kept here so that
+-- one begun on an instance finishes on another. state is webauthn-rs's JSON;
+-- user_id is who registers, or who the second step is for (mfa_token_hash).
+CREATE TABLE IF NOT EXISTS webauthn_challenges (
+    id_hash        BLOB PRIMARY KEY,
+    purpose        TEXT NOT NULL,
+    user_id        TEXT REFERENCES users(id) ON DELETE CASCADE,
+    mfa_token_hash BLOB,
+    state          TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS webauthn_challenges_expires_at ON webauthn_challenges(expires_at);
+
 -- JWT signing keys. private_key is sealed with the storage encryption key
 -- (XChaCha20-Poly1305: 24-byte nonce || ciphertext).
 CREATE TABLE IF NOT EXISTS signing_keys (
@@ -194,4 +222,4 @@ CREATE INDEX IF NOT EXISTS audit_log_created_at ON audit_log(created_at);
 CREATE INDEX IF NOT EXISTS audit_log_resource ON audit_log(resource_type, resource_id) WHERE resource_type IS NOT NULL;
 CREATE INDEX IF NOT EXISTS audit_log_ip_address ON audit_log(ip_address);
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;

@@ -20,6 +20,7 @@ mod server;
 mod storage;
 mod tokens;
 mod web;
+mod webauthn;
 
 pub use accounts::AccountsConfig;
 pub use audit::AuditConfig;
@@ -36,6 +37,7 @@ pub use server::{LogFormat, ServerConfig};
 pub use storage::{StorageBackend, StorageConfig};
 pub use tokens::{Algorithm, TokensConfig};
 pub use web::WebConfig;
+pub use webauthn::WebauthnConfig;
 
 use env::{apply_env, default_tree, known_keys, one_line, overlay, path_text};
 
@@ -60,6 +62,7 @@ pub struct Config {
     pub web: WebConfig,
     pub forward_auth: ForwardAuthConfig,
     pub oidc: OidcConfig,
+    pub webauthn: WebauthnConfig,
     /// The file this was read from, if any.
     #[serde(skip)]
     pub file: Option<PathBuf>,
@@ -202,6 +205,7 @@ impl Config {
         self.web.validate()?;
         self.forward_auth.validate()?;
         self.oidc.validate()?;
+        self.webauthn.validate()?;
         if self.tokens.algorithm == Algorithm::HS256 {
             if let Some((i, c)) = self
                 .oidc

@@ -251,6 +251,16 @@ fn bad_values_name_key_and_reason() {
             "server.max_header_bytes",
         ),
         ("[server]\nmax_headers = 200\n", "server.max_headers"),
+        ("[webauthn]\nrp_id = \"10.0.0.1\"\n", "webauthn.rp_id"),
+        ("[webauthn]\nrp_id = \"Auth Example\"\n", "webauthn.rp_id"),
+        (
+            "[webauthn]\norigins = [\"https://a.example.com/path\"]\n",
+            "webauthn.origins[0]",
+        ),
+        (
+            "[webauthn]\norigins = [\"https://ok.example.com\", \"ftp://x\"]\n",
+            "webauthn.origins[1]",
+        ),
     ];
     for (file, key) in cases {
         let err = load(Some(file), &[]).unwrap_err().to_string();

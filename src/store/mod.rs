@@ -3,7 +3,8 @@
 //! The domain sees one type, [`Store`], whose methods are grouped by
 //! aggregate, one file each: [`accounts`] (users, admins, passwords, reset
 //! tokens), [`sessions`] (sessions, refresh tokens, revocations),
-//! [`second_factor`] (TOTP, backup codes, challenges), [`keys`] (signing
+//! [`second_factor`] (TOTP, backup codes, challenges), [`passkeys`]
+//! (WebAuthn credentials and ceremonies), [`keys`] (signing
 //! keys), [`rate_limits`] (saved windows) and [`audit`] (the chain's rows).
 //! Each statement is written once and runs on either database through the
 //! seam in `db/`; each decision (rotation, reuse, revoke-all, the session
@@ -18,6 +19,7 @@ mod db;
 pub mod groups;
 pub mod keys;
 pub mod oidc;
+pub mod passkeys;
 pub mod rate_limits;
 pub mod second_factor;
 pub mod sessions;
@@ -36,6 +38,7 @@ pub use audit::{AccountChange, Recovery, RECOVERY_ACTIONS};
 pub use groups::GroupChange;
 pub use keys::SigningKeyRow;
 pub use oidc::{Exchange, OidcCode, Redemption};
+pub use passkeys::{Ceremony, PasskeyRow, Purpose};
 pub use rate_limits::RateLimitRow;
 pub use second_factor::{MfaChallenge, TotpRow};
 pub use sessions::{

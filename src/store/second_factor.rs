@@ -145,7 +145,7 @@ impl Store {
     }
 
     /// An administrator's reset of a lost second factor: removes TOTP (set up
-    /// or pending), backup codes and pending challenges, and revokes every
+    /// or pending), backup codes, passkeys and pending challenges, and revokes every
     /// session, with `audit`. `None` when there is no such user; else the
     /// sessions revoked.
     pub async fn reset_second_factor(
@@ -172,6 +172,10 @@ impl Store {
                         .await?;
                     delete_codes(c, &id).await?;
                     c.execute("DELETE FROM mfa_challenges WHERE user_id = $1", &[&id])
+                        .await?;
+                    c.execute("DELETE FROM passkeys WHERE user_id = $1", &[&id])
+                        .await?;
+                    c.execute("DELETE FROM webauthn_challenges WHERE user_id = $1", &[&id])
                         .await?;
                     let revoked = revoke_all(c, user_id, None, "mfa_reset", now).await?;
                     let audit = with_revoked(audit, revoked.len());

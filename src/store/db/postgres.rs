@@ -23,7 +23,7 @@ use crate::store::{stamped, Audit, StoreError, StoreResult};
 /// The whole schema, applied at every start-up.
 pub const SCHEMA: &str = include_str!("../../../schema.postgres.sql");
 /// The schema version `schema.postgres.sql` sets.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 /// What brings a database of an older version up to the next before the
 /// schema runs: only then, since an `ALTER TABLE` locks the table even when
 /// it changes nothing.

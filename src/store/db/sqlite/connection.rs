@@ -12,7 +12,7 @@ use crate::store::{StoreError, StoreResult};
 /// The whole schema, applied at every start-up.
 pub const SCHEMA: &str = include_str!("../../../../schema.sql");
 /// The schema version `schema.sql` sets.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// What brings a database of an older version up to the next, before
 /// `schema.sql` runs (its `CREATE … IF NOT EXISTS` cannot add columns).
 const MIGRATIONS: &[(i64, &str)] = &[
