@@ -67,6 +67,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(&'static str),
+    /// Passkeys are off on this server, and why.
+    #[error("{0}")]
+    PasskeysOff(String),
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
     #[error("{}", .0.message())]
@@ -101,6 +104,7 @@ impl ApiError {
             Self::Forbidden => "forbidden",
             Self::Refused { code, .. } => code,
             Self::NotFound(_) => "not_found",
+            Self::PasskeysOff(_) => "passkeys_unavailable",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::TooManyRequests(_) => "too_many_requests",
             Self::Overloaded => "overloaded",
@@ -156,7 +160,7 @@ impl ResponseError for ApiError {
             | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::EmailTaken => StatusCode::CONFLICT,
             Self::Forbidden | Self::Refused { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::PasskeysOff(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded | Self::Unavailable(_) | Self::LimiterUnavailable(_) => {
@@ -263,6 +267,11 @@ impl From<crate::auth::service::AuthError> for ApiError {
             E::NotFound => Self::NotFound("no such resource"),
             E::InvalidGrant(why) => Self::BadRequest {
                 code: "invalid_grant",
+                message: why.into(),
+            },
+            E::PasskeysOff(why) => Self::PasskeysOff(why),
+            E::PasskeyRejected(why) => Self::BadRequest {
+                code: "invalid_passkey",
                 message: why.into(),
             },
             E::Overloaded => Self::Overloaded,

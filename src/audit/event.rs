@@ -42,10 +42,12 @@ pub enum Action {
     OidcCodeReused,
     OidcTokenRevoked,
     OidcLogout,
+    PasskeyAdded,
+    PasskeyRemoved,
 }
 
 impl Action {
-    pub const ALL: [Action; 33] = [
+    pub const ALL: [Action; 35] = [
         Self::RegistrationSuccess,
         Self::RegistrationFailed,
         Self::LoginSuccess,
@@ -79,6 +81,8 @@ impl Action {
         Self::OidcCodeReused,
         Self::OidcTokenRevoked,
         Self::OidcLogout,
+        Self::PasskeyAdded,
+        Self::PasskeyRemoved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -116,6 +120,8 @@ impl Action {
             Self::OidcCodeReused => "oidc_code_reused",
             Self::OidcTokenRevoked => "oidc_token_revoked",
             Self::OidcLogout => "oidc_logout",
+            Self::PasskeyAdded => "passkey_added",
+            Self::PasskeyRemoved => "passkey_removed",
         }
     }
 

@@ -1,8 +1,10 @@
 //! Two-factor login (SPEC section 5, "Two-factor"): TOTP setup, enable,
-//! disable, backup codes, and the second step of a login.
+//! disable, backup codes, and the second step of a login (a code, or a
+//! passkey: `passkeys.rs`).
 
 use secrecy::SecretString;
 use uuid::Uuid;
+use webauthn_rs::prelude::PublicKeyCredential;
 
 use super::crypto::{decode_opaque_token, new_opaque_token, sha256};
 use super::service::{about_session, AuthError, AuthResult, AuthService, ClientInfo};
@@ -10,7 +12,7 @@ use super::sessions::{Opened, SignIn};
 use super::tokens::AccessClaims;
 use super::totp;
 use crate::clock::Millis;
-use crate::store::{Amr, Audit, MfaChallenge, SessionKind, User};
+use crate::store::{Amr, Audit, MfaChallenge, Purpose, SessionKind, User};
 
 /// How long an `mfa_token` lives.
 pub const MFA_TOKEN_TTL_MS: Millis = 300_000;
@@ -24,7 +26,7 @@ fn secret_context(user_id: Uuid) -> String {
 /// A second-factor challenge, found by its token.
 #[derive(Debug, Clone)]
 pub struct PendingLogin {
-    token_hash: [u8; 32],
+    pub(super) token_hash: [u8; 32],
     pub challenge: MfaChallenge,
     pub user: User,
 }
@@ -255,23 +257,67 @@ impl AuthService {
         })
     }
 
-    /// The second step: a right code spends the challenge and opens the session
-    /// (with `success`); a wrong one counts towards the challenge's five (with
-    /// `failed`), as does a right one for a challenge spent meanwhile.
+    /// The second factors the user can give after a password: `"totp"`
+    /// (which takes backup codes too) and `"passkey"`. Empty: none.
+    pub async fn second_factors(&self, user_id: Uuid) -> AuthResult<Vec<&'static str>> {
+        let mut methods = Vec::new();
+        if self.mfa_enabled(user_id).await? {
+            methods.push("totp");
+        }
+        if self.has_passkey(user_id).await? {
+            methods.push("passkey");
+        }
+        Ok(methods)
+    }
+
+    /// The second step: a right factor spends the challenge and opens the
+    /// session (with `success`); a wrong one counts towards the challenge's
+    /// five (with `failed`), as does a right one for a challenge spent
+    /// meanwhile.
     pub async fn finish_mfa(
         &self,
         pending: &PendingLogin,
-        code: &str,
+        factor: Factor<'_>,
         kind: SessionKind,
         client: &ClientInfo,
         success: Audit,
         failed: Audit,
     ) -> AuthResult<Opened> {
-        let failed: Audit = failed
-            .into_iter()
-            .map(|e| e.user(pending.user.id))
-            .collect();
-        if !self.check_second_factor(pending.user.id, code).await? {
+        let user = &pending.user;
+        let mut failed: Audit = failed.into_iter().map(|e| e.user(user.id)).collect();
+        let amr = match factor {
+            Factor::Code(code) => self
+                .check_second_factor(user.id, code)
+                .await?
+                .then_some(Amr::PWD.and(Amr::OTP)),
+            Factor::Passkey {
+                challenge_id,
+                credential,
+            } => match self
+                .assert_passkey(
+                    challenge_id,
+                    credential,
+                    Purpose::SecondFactor,
+                    Some(&pending.token_hash),
+                )
+                .await
+            {
+                Ok(asserted) if asserted.user.id == user.id => Some(Amr::PWD.and(Amr::HWK)),
+                Ok(_) => None,
+                Err(Ok((failure, _))) => {
+                    failed = failed
+                        .into_iter()
+                        .map(|e| {
+                            e.extra("method", "passkey")
+                                .extra("reason", failure.as_str())
+                        })
+                        .collect();
+                    None
+                }
+                Err(Err(e)) => return Err(e),
+            },
+        };
+        let Some(amr) = amr else {
             let now = self.now();
             self.store
                 .fail_mfa_challenge(
@@ -282,12 +328,11 @@ impl AuthService {
                 )
                 .await?;
             return Err(AuthError::InvalidMfaCode);
-        }
-        let user = &pending.user;
+        };
         let sign_in = SignIn {
             kind,
             remember_me: pending.challenge.remember_me,
-            amr: Amr::PWD.and(Amr::OTP),
+            amr,
         };
         let (session, secret, hash) = self.new_session(user, sign_in, client)?;
         let limit = self.session_limit(&success);
@@ -309,6 +354,18 @@ impl AuthService {
         self.revoked_now(&evicted, session.created_at).await;
         self.opened(user, session, secret)
     }
+}
+
+/// What the second step of a login brings.
+#[derive(Debug, Clone, Copy)]
+pub enum Factor<'a> {
+    /// A TOTP code or a backup code.
+    Code(&'a str),
+    /// A passkey's answer to the challenge `challenge_id`.
+    Passkey {
+        challenge_id: &'a str,
+        credential: &'a PublicKeyCredential,
+    },
 }
 
 /// Gives every row without a time the time `now`.

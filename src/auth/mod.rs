@@ -6,6 +6,7 @@ pub mod first_run;
 pub mod grants;
 pub mod groups;
 pub mod mfa;
+pub mod passkeys;
 pub mod password;
 #[cfg(feature = "postgres")]
 pub mod pg_bus;

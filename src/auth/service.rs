@@ -83,6 +83,12 @@ pub enum AuthError {
     /// `invalid_grant`), and why.
     #[error("{0}")]
     InvalidGrant(&'static str),
+    /// Passkeys cannot be used here, and why (see `passkeys::relying_party`).
+    #[error("passkeys are off: {0}")]
+    PasskeysOff(String),
+    /// A passkey that cannot be added, and why.
+    #[error("{0}")]
+    PasskeyRejected(&'static str),
     #[error("hashing overloaded")]
     Overloaded,
     #[error(transparent)]
@@ -197,6 +203,8 @@ pub struct AuthService {
     pub(super) form_key: [u8; 32],
     /// The setup link of a first run, as its hash and expiry (see `first_run.rs`).
     pub(super) first_run: std::sync::Mutex<Option<([u8; 32], Millis)>>,
+    /// The relying party of passkeys, or why they are off.
+    pub(super) webauthn: super::passkeys::RelyingParty,
 }
 
 /// An account as `GET /auth/me` shows it: the row without its password hash,
@@ -243,6 +251,7 @@ impl AuthService {
             form_key: master.subkey("form tokens"),
             cookie_ids: SecretIds::random(),
             first_run: std::sync::Mutex::new(None),
+            webauthn: super::passkeys::relying_party(config),
             master,
             issuer: config.tokens.issuer.clone(),
             hasher,

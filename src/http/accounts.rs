@@ -94,6 +94,10 @@ pub struct MfaRequired {
     pub mfa_token: String,
     /// Seconds.
     pub expires_in: i64,
+    /// The second factors the account has: `"totp"` (a code, or a backup
+    /// code), `"passkey"`.
+    #[schema(value_type = Vec<String>)]
+    pub methods: Vec<&'static str>,
 }
 
 /// What `/auth/login` answers with 200.
@@ -185,7 +189,12 @@ pub enum LoginOutcome {
     /// Signed in: a session of the kind asked for.
     Opened(Opened),
     /// Password right, second factor pending: not yet a successful login.
-    MfaRequired { mfa_token: String, expires_in: i64 },
+    MfaRequired {
+        mfa_token: String,
+        expires_in: i64,
+        /// What the second step may be: `"totp"`, `"passkey"`.
+        methods: Vec<&'static str>,
+    },
 }
 
 /// Checks the password, audits the outcome, and opens a session of `kind`
@@ -216,12 +225,14 @@ pub async fn password_login(
         }
         Err(e) => return Err(e.into()),
     };
-    if state.auth.mfa_enabled(user.id).await? {
+    let methods = state.auth.second_factors(user.id).await?;
+    if !methods.is_empty() {
         let (mfa_token, expires_in) = state.auth.start_mfa(&user, remember_me).await?;
         state.metrics.login("mfa_required");
         return Ok(LoginOutcome::MfaRequired {
             mfa_token,
             expires_in,
+            methods,
         });
     }
     let event = caller
@@ -290,12 +301,14 @@ pub async fn login(
             LoginOutcome::MfaRequired {
                 mfa_token,
                 expires_in,
+                methods,
             } => Ok(HttpResponse::Ok()
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .json(LoginResponse::SecondFactor(MfaRequired {
                     mfa_required: true,
                     mfa_token,
                     expires_in,
+                    methods,
                 }))),
         }
     })

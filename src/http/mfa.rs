@@ -12,13 +12,14 @@ use super::extract::{Authenticated, JsonBody};
 use super::guard::guarded;
 use super::AppState;
 use crate::audit::Action;
-use crate::auth::mfa::PendingLogin;
+use crate::auth::mfa::{Factor, PendingLogin};
 use crate::auth::service::{AuthError, TokenPair};
 use crate::auth::sessions::Opened;
 use crate::email::normalize;
 use crate::error::{ApiError, ErrorBody};
 use crate::ratelimit::Guarded;
 use crate::store::SessionKind;
+use webauthn_rs::prelude::PublicKeyCredential;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CodeBody {
@@ -36,13 +37,35 @@ pub struct PasswordAndCode {
     pub code: SecretString,
 }
 
+/// The second step: a code, or a passkey's answer to the challenge of
+/// `POST /auth/passkeys/login/start` `{mfa_token}`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct MfaLoginBody {
     #[schema(value_type = String)]
     pub mfa_token: SecretString,
     /// A TOTP code or a backup code.
-    #[schema(value_type = String)]
-    pub code: SecretString,
+    #[schema(value_type = Option<String>)]
+    pub code: Option<SecretString>,
+    pub passkey_challenge_id: Option<String>,
+    /// The `PublicKeyCredential` of `navigator.credentials.get()`.
+    #[schema(value_type = Option<Object>)]
+    pub credential: Option<Box<PublicKeyCredential>>,
+}
+
+impl MfaLoginBody {
+    /// The factor brought: a code or a passkey, not both.
+    fn factor(&self) -> Result<Factor<'_>, ApiError> {
+        match (&self.code, &self.passkey_challenge_id, &self.credential) {
+            (Some(code), None, None) => Ok(Factor::Code(code.expose_secret())),
+            (None, Some(challenge_id), Some(credential)) => Ok(Factor::Passkey {
+                challenge_id,
+                credential,
+            }),
+            _ => Err(ApiError::bad_request(
+                "send either `code`, or `passkey_challenge_id` and `credential`",
+            )),
+        }
+    }
 }
 
 /// A new TOTP secret awaiting confirmation.
@@ -207,42 +230,40 @@ pub async fn login(
     body: JsonBody<MfaLoginBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let factor = body.factor()?;
     let pending = state
         .auth
         .pending_login(body.mfa_token.expose_secret())
         .await?;
     let account = pending.user.email.clone();
     guarded(&state, &caller, Guarded::Mfa, Some(&account), async {
-        let opened = second_step(
-            &state,
-            &caller,
-            &pending,
-            body.code.expose_secret(),
-            SessionKind::Api,
-        )
-        .await?;
+        let opened = second_step(&state, &caller, &pending, factor, SessionKind::Api).await?;
         Ok(token_response(&opened.into_tokens()?))
     })
     .await
 }
 
 /// The second step of a sign-in, shared by `/auth/login/mfa` and the page:
-/// a right code opens a session of `kind`, clears earlier failures, marks the
+/// a right code or passkey opens a session of `kind`, clears earlier failures, marks the
 /// device known and is audited as `mfa_success` and `login_success`; a wrong
 /// one is `mfa_failed`. Call inside `guarded` for the `mfa` rule.
 pub async fn second_step(
     state: &AppState,
     caller: &Caller,
     pending: &PendingLogin,
-    code: &str,
+    factor: Factor<'_>,
     kind: SessionKind,
 ) -> Result<Opened, ApiError> {
     let opened_at = state.auth.now();
+    let method = match factor {
+        Factor::Code(_) => "totp",
+        Factor::Passkey { .. } => "passkey",
+    };
     match state
         .auth
         .finish_mfa(
             pending,
-            code,
+            factor,
             kind,
             &caller.client_info(),
             vec![
@@ -250,6 +271,7 @@ pub async fn second_step(
                 caller
                     .event(Action::LoginSuccess)
                     .extra("mfa", true)
+                    .extra("second_factor", method)
                     .extra("remember_me", pending.challenge.remember_me),
             ],
             vec![caller.event(Action::MfaFailed)],

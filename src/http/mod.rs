@@ -13,6 +13,8 @@ pub mod mfa;
 pub mod oauth;
 pub mod openapi;
 pub mod ops;
+pub mod origin;
+pub mod passkeys;
 pub mod request_id;
 pub mod reset;
 pub mod routing;
@@ -40,6 +42,26 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(resource("/auth/mfa/totp/disable", "POST").route(web::post().to(mfa::disable)))
         .service(
             resource("/auth/mfa/backup-codes", "POST").route(web::post().to(mfa::backup_codes)),
+        )
+        .service(
+            resource("/auth/passkeys/login/start", "POST")
+                .route(web::post().to(passkeys::login_start)),
+        )
+        .service(
+            resource("/auth/passkeys/login/finish", "POST")
+                .route(web::post().to(passkeys::login_finish)),
+        )
+        .service(
+            resource("/auth/passkeys/register/start", "POST")
+                .route(web::post().to(passkeys::register_start)),
+        )
+        .service(
+            resource("/auth/passkeys/register/finish", "POST")
+                .route(web::post().to(passkeys::register_finish)),
+        )
+        .service(resource("/auth/passkeys", "GET").route(web::get().to(passkeys::list)))
+        .service(
+            resource("/auth/passkeys/{id}", "DELETE").route(web::delete().to(passkeys::remove)),
         )
         .service(resource("/auth/refresh", "POST").route(web::post().to(accounts::refresh)))
         .service(resource("/auth/logout", "POST").route(web::post().to(sessions::logout)))

@@ -11,7 +11,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin, authz, mfa, oauth, ops, reset, sessions};
+use super::{accounts, admin, authz, mfa, oauth, ops, passkeys, reset, sessions};
 
 struct BearerAuth;
 
@@ -36,7 +36,8 @@ impl Modify for BearerAuth {
     paths(accounts::register, accounts::login, mfa::login, oauth::token, accounts::refresh,
         sessions::logout, sessions::logout_all, accounts::me, sessions::list, sessions::revoke,
         accounts::change_password, reset::request, reset::confirm, mfa::setup, mfa::enable,
-        mfa::disable, mfa::backup_codes, admin::users, admin::create_user, admin::disable_user,
+        mfa::disable, mfa::backup_codes, passkeys::register_start, passkeys::register_finish,
+        passkeys::list, passkeys::remove, passkeys::login_start, passkeys::login_finish, admin::users, admin::create_user, admin::disable_user,
         admin::enable_user, admin::set_groups, admin::reset_mfa, authz::auth_request, authz::forward_auth,
         admin::audit, admin::audit_verify, admin::rate_limits, admin::clear_rate_limits,
         ops::jwks, ops::health, ops::metrics, serve),

@@ -70,6 +70,9 @@ pub enum Guarded {
     Login,
     /// `/auth/login/mfa` and every TOTP / backup code check.
     Mfa,
+    /// `/auth/passkeys/login/finish` and the login page's passkey: the
+    /// account is known only from the answer, so only the address counts.
+    PasskeyLogin,
     /// Turning TOTP on or off: the current password under the login rules,
     /// the code under `mfa`.
     SecondFactorChange,
@@ -88,6 +91,7 @@ impl Guarded {
         match self {
             Self::Login => &[LoginIp, LoginAccount],
             Self::Mfa => &[Mfa],
+            Self::PasskeyLogin => &[LoginIp],
             Self::SecondFactorChange => &[LoginIp, LoginAccount, Mfa],
             Self::Register => &[RegisterIp, RegisterIpHourly],
             Self::Refresh => &[RefreshIp],
@@ -100,7 +104,9 @@ impl Guarded {
     /// The human text of a 429 on these routes.
     pub fn blocked_message(self, retry_after: u64) -> String {
         match self {
-            Self::Login => format!("Too many login attempts. Try again in {retry_after} seconds."),
+            Self::Login | Self::PasskeyLogin => {
+                format!("Too many login attempts. Try again in {retry_after} seconds.")
+            }
             _ => format!("Too many requests. Try again in {retry_after} seconds."),
         }
     }
