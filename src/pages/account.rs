@@ -1,5 +1,5 @@
 //! The account page (`/ui/account`: profile, groups, password, two-step
-//! verification, sessions) and TOTP setup (`/ui/account/totp`). Each action
+//! verification, passkeys, sessions) and TOTP setup (`/ui/account/totp`). Each action
 //! is the JSON route's: same domain call, same rule and key, same audit.
 
 use actix_web::http::StatusCode;
@@ -44,6 +44,7 @@ struct AccountPage {
     groups: Vec<String>,
     created_at: String,
     mfa_enabled: bool,
+    passkeys: usize,
     sessions: Vec<SessionRow>,
     min_length: usize,
 }
@@ -106,6 +107,7 @@ async fn account_page(
         groups: profile.groups.clone(),
         created_at: rfc3339_ms(profile.user.created_at)[..10].to_owned(),
         mfa_enabled: profile.mfa_enabled,
+        passkeys: state.auth.passkeys(claims.sub).await?.len(),
         sessions,
         min_length: state.config.passwords.min_length,
     })

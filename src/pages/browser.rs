@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use actix_web::cookie::{time, Cookie, SameSite};
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponseBuilder};
 use url::Url;
 
@@ -18,6 +17,7 @@ use crate::http::state::AppState;
 
 /// The browser session (SPEC section 11).
 pub use crate::auth::sessions::BROWSER_COOKIE as SESSION_COOKIE;
+pub use crate::http::origin::same_origin;
 /// What a signed-out browser's form tokens are bound to.
 const FORM_COOKIE: &str = "portcullis_form";
 /// The `mfa_token` of a sign-in waiting for its second step.
@@ -171,49 +171,6 @@ pub fn mfa_cookie(config: &Config, mfa_token: String, seconds: i64) -> Cookie<'s
         .same_site(SameSite::Strict)
         .max_age(time::Duration::seconds(seconds))
         .finish()
-}
-
-/// Whether a POST came from our own pages: no `Sec-Fetch-Site` of another
-/// site, and an `Origin`, when sent (and not `null`), of `public_url` or of
-/// the host asked.
-pub fn same_origin(req: &HttpRequest, config: &Config) -> bool {
-    let headers = req.headers();
-    let site = headers.get("sec-fetch-site").map(|s| s.as_bytes());
-    if site.is_some_and(|s| !matches!(s, b"same-origin" | b"none")) {
-        return false;
-    }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    // Under `Referrer-Policy: no-referrer` browsers send `Origin: null` with
-    // their own pages' forms too: then only a `Sec-Fetch-Site` that says
-    // same-origin vouches for it.
-    if origin == "null" {
-        return site == Some(b"same-origin");
-    }
-    let public = Url::parse(&config.server.public_url).ok();
-    if public
-        .as_ref()
-        .is_some_and(|p| p.origin().ascii_serialization() == origin)
-    {
-        return true;
-    }
-    // The host the browser asked for (behind a proxy that keeps `Host`).
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let Ok(origin) = Url::parse(origin) else {
-        return false;
-    };
-    let asked = match origin.port() {
-        Some(port) => format!("{}:{port}", origin.host_str().unwrap_or_default()),
-        None => origin.host_str().unwrap_or_default().to_owned(),
-    };
-    let scheme = public.as_ref().map_or("http", |p| p.scheme());
-    origin.scheme() == scheme && asked.eq_ignore_ascii_case(host)
 }
 
 /// `rd` when it may be followed: an absolute http(s) URL on `public_url`'s

@@ -8,6 +8,7 @@
 mod account;
 mod admin;
 pub mod browser;
+mod passkeys;
 mod recovery;
 mod sign_in;
 
@@ -70,6 +71,7 @@ impl Layout {
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(resource("/", "GET").route(web::get().to(sign_in::root)))
         .service(resource("/ui/style.css", "GET").route(web::get().to(style)))
+        .service(resource("/ui/passkeys.js", "GET").route(web::get().to(passkeys::script)))
         .service(
             resource("/ui/login", "GET, POST")
                 .route(web::get().to(sign_in::login_page))
@@ -110,6 +112,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
             resource("/ui/account/totp", "GET, POST")
                 .route(web::get().to(account::totp_page))
                 .route(web::post().to(account::totp_enable)),
+        )
+        .service(
+            resource("/ui/account/passkeys", "GET, POST")
+                .route(web::get().to(passkeys::page))
+                .route(web::post().to(passkeys::act)),
         )
         .service(
             resource("/ui/admin/users", "GET, POST")
@@ -159,7 +166,8 @@ fn secure(res: &mut HttpResponseBuilder, form_target: Option<&str>) {
     res.insert_header((
         header::CONTENT_SECURITY_POLICY,
         format!(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+             img-src 'self' data:; \
              form-action 'self'{extra}; frame-ancestors 'none'; base-uri 'none'"
         ),
     ))

@@ -6,12 +6,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use secrecy::SecretString;
 use serde::Deserialize;
+use webauthn_rs::prelude::PublicKeyCredential;
 
 use super::browser::{
     mfa_cookie, mfa_cookie_name, removal, safe_redirect, session_cookie, Browser, SESSION_COOKIE,
 };
 use super::{render, see_other, Failure, Layout, MessagePage, Posted};
 use crate::audit::Action;
+use crate::auth::mfa::Factor;
 use crate::auth::service::ClientInfo;
 use crate::auth::sessions::{Opened, SignIn};
 use crate::authz::Forwarded;
@@ -22,6 +24,7 @@ use crate::http::accounts::{password_login, register_account, LoginOutcome};
 use crate::http::context::Caller;
 use crate::http::guard::guarded_as;
 use crate::http::mfa::second_step;
+use crate::http::passkeys::passkey_login;
 use crate::http::state::AppState;
 use crate::ratelimit::Guarded;
 use crate::store::{Amr, Session, SessionKind, User};
@@ -68,6 +71,8 @@ struct LoginPage {
     rd: String,
     remember_me: bool,
     open_registration: bool,
+    /// "Sign in with a passkey" is offered.
+    passkeys: bool,
 }
 
 impl LoginPage {
@@ -80,6 +85,7 @@ impl LoginPage {
             rd: rd.unwrap_or_default().to_owned(),
             remember_me: false,
             open_registration: state.config.accounts.open_registration,
+            passkeys: state.auth.passkeys_on(),
         }
     }
 }
@@ -120,7 +126,11 @@ async fn step_up(
     profile: &crate::auth::service::Profile,
     rd: &str,
 ) -> HttpResponse {
-    if !profile.mfa_enabled {
+    let second_factors = match state.auth.second_factors(profile.user.id).await {
+        Ok(methods) => methods,
+        Err(e) => return super::error_page(state, browser, e.into()),
+    };
+    if second_factors.is_empty() {
         let page = MessagePage {
             layout: Layout::new(state, browser, "Two-step verification needed"),
             message: "This app asks for two-step verification. Set it up on your account, then open the app again.".into(),
@@ -147,6 +157,9 @@ pub(super) struct LoginForm {
     password: String,
     remember_me: String,
     rd: String,
+    /// A passkey's answer (the script fills these two).
+    challenge_id: String,
+    credential: String,
 }
 
 /// `POST /ui/login`: the login of `POST /auth/login`, with a cookie.
@@ -169,6 +182,41 @@ pub(super) async fn login(
         remember_me,
         ..LoginPage::new(&state, &browser, rd.as_deref())
     };
+    if !f.credential.is_empty() {
+        let show = |e: ApiError| {
+            let mut failure = Failure::of(e);
+            if failure.status == StatusCode::UNAUTHORIZED {
+                failure.message =
+                    "That passkey did not work here. Try again, or use your password.".into();
+            }
+            failure.render(&browser, &page(&failure), rd.as_deref())
+        };
+        let Ok(credential) = serde_json::from_str::<PublicKeyCredential>(&f.credential) else {
+            return show(ApiError::bad_request(
+                "the passkey's answer is not readable",
+            ));
+        };
+        return guarded_as(
+            &state,
+            &caller,
+            Guarded::PasskeyLogin,
+            None,
+            async {
+                let opened = passkey_login(
+                    &state,
+                    &caller,
+                    &f.challenge_id,
+                    &credential,
+                    remember_me,
+                    SessionKind::Browser,
+                )
+                .await?;
+                signed_in(&state, opened, rd.as_deref(), pending_mfa)
+            },
+            &show,
+        )
+        .await;
+    }
     if f.email.trim().is_empty() || f.password.is_empty() {
         let failure = Failure::bad("Enter your email and your password.");
         return failure.render(&browser, &page(&failure), rd.as_deref());
@@ -201,6 +249,7 @@ pub(super) async fn login(
                 LoginOutcome::MfaRequired {
                     mfa_token,
                     expires_in,
+                    ..
                 } => {
                     let next = match &rd {
                         Some(rd) => format!("/ui/login/mfa?rd={}", super::query_value(rd)),
@@ -264,6 +313,50 @@ struct MfaPage {
     error: Option<String>,
     email: String,
     rd: String,
+    /// The account has TOTP: the code form is shown.
+    totp: bool,
+    /// The account has a passkey: its ceremony, begun for this page.
+    passkey: Option<PasskeyChallenge>,
+}
+
+/// A second-step ceremony as the page carries it to the script.
+struct PasskeyChallenge {
+    challenge_id: String,
+    /// webauthn-rs's request options, as JSON.
+    options: String,
+}
+
+impl MfaPage {
+    /// The page of `pending`: the code form when the account has TOTP, the
+    /// passkey button (and a new ceremony) when it has a passkey.
+    async fn of(
+        state: &AppState,
+        browser: &Browser,
+        pending: &crate::auth::mfa::PendingLogin,
+        rd: Option<&str>,
+        error: Option<String>,
+    ) -> Result<Self, ApiError> {
+        let methods = state.auth.second_factors(pending.user.id).await?;
+        let passkey = if methods.contains(&"passkey") && state.auth.passkeys_on() {
+            let started = state.auth.start_passkey_second_factor(pending).await?;
+            Some(PasskeyChallenge {
+                challenge_id: started.challenge_id,
+                options: serde_json::to_string(&started.options.public_key)
+                    .map_err(|e| ApiError::Internal(e.into()))?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            layout: Layout::new(state, browser, "Two-step verification"),
+            error,
+            email: pending.user.email.clone(),
+            rd: rd.unwrap_or_default().to_owned(),
+            // An account whose second factor went meanwhile still gets a form.
+            totp: methods.contains(&"totp") || passkey.is_none(),
+            passkey,
+        })
+    }
 }
 
 /// `GET /ui/login/mfa`: the second step of a sign-in whose password was right.
@@ -277,13 +370,10 @@ pub(super) async fn mfa_page(
     let Some(pending) = pending(&req, &state).await else {
         return see_other("/ui/login").finish();
     };
-    let page = MfaPage {
-        layout: Layout::new(&state, &browser, "Two-step verification"),
-        error: None,
-        email: pending.user.email,
-        rd: rd.clone().unwrap_or_default(),
-    };
-    render(StatusCode::OK, &browser, &page, rd.as_deref())
+    match MfaPage::of(&state, &browser, &pending, rd.as_deref(), None).await {
+        Ok(page) => render(StatusCode::OK, &browser, &page, rd.as_deref()),
+        Err(e) => super::error_page(&state, &browser, e),
+    }
 }
 
 async fn pending(req: &HttpRequest, state: &AppState) -> Option<crate::auth::mfa::PendingLogin> {
@@ -296,6 +386,9 @@ async fn pending(req: &HttpRequest, state: &AppState) -> Option<crate::auth::mfa
 pub(super) struct CodeForm {
     code: String,
     rd: String,
+    /// A passkey's answer (the script fills these two).
+    challenge_id: String,
+    credential: String,
 }
 
 /// `POST /ui/login/mfa`: the second step of `POST /auth/login/mfa`.
@@ -316,40 +409,80 @@ pub(super) async fn mfa(
         page.error = Some("Your sign-in expired. Enter your password again.".into());
         return render(StatusCode::UNAUTHORIZED, &browser, &page, rd.as_deref());
     };
-    let page = |failure: &Failure| MfaPage {
-        layout: Layout::new(&state, &browser, "Two-step verification"),
-        error: Some(failure.message.clone()),
-        email: pending.user.email.clone(),
-        rd: rd.clone().unwrap_or_default(),
+    // The page again with a failure: a new ceremony, when the account has
+    // a passkey (the one tried is spent).
+    let again = |failure: Failure| {
+        let (state, browser, pending, rd) = (&state, &browser, &pending, rd.clone());
+        async move {
+            match MfaPage::of(
+                state,
+                browser,
+                pending,
+                rd.as_deref(),
+                Some(failure.message.clone()),
+            )
+            .await
+            {
+                Ok(page) => failure.render(browser, &page, rd.as_deref()),
+                Err(e) => super::error_page(state, browser, e),
+            }
+        }
     };
-    if f.code.trim().is_empty() {
-        let failure = Failure::bad("Enter the code from your authenticator app.");
-        return failure.render(&browser, &page(&failure), rd.as_deref());
-    }
-    let show = |e: ApiError| {
-        let failure = Failure::of(e);
-        failure.render(&browser, &page(&failure), rd.as_deref())
+    let credential = if f.credential.is_empty() {
+        None
+    } else {
+        match serde_json::from_str::<PublicKeyCredential>(&f.credential) {
+            Ok(credential) => Some(credential),
+            Err(_) => {
+                return again(Failure::bad(
+                    "The passkey's answer is not readable. Try again.",
+                ))
+                .await
+            }
+        }
+    };
+    let factor = match &credential {
+        Some(credential) => Factor::Passkey {
+            challenge_id: &f.challenge_id,
+            credential,
+        },
+        None if f.code.trim().is_empty() => {
+            return again(Failure::bad("Enter the code from your authenticator app.")).await
+        }
+        None => Factor::Code(f.code.trim()),
     };
     let account = pending.user.email.clone();
-    guarded_as(
+    let refused = std::cell::RefCell::new(None);
+    let show = |e: ApiError| {
+        let mut failure = Failure::of(e);
+        if credential.is_some() && failure.status == StatusCode::UNAUTHORIZED {
+            failure.message = "That passkey did not work. Try again.".into();
+        }
+        let mut res = HttpResponse::build(failure.status);
+        let response = res.finish();
+        refused.replace(Some(failure));
+        response
+    };
+    let res = guarded_as(
         &state,
         &caller,
         Guarded::Mfa,
         Some(&account),
         async {
-            let opened = second_step(
-                &state,
-                &caller,
-                &pending,
-                f.code.trim(),
-                SessionKind::Browser,
-            )
-            .await?;
+            let opened =
+                second_step(&state, &caller, &pending, factor, SessionKind::Browser).await?;
             signed_in(&state, opened, rd.as_deref(), true)
         },
         &show,
     )
-    .await
+    .await;
+    match refused.into_inner() {
+        Some(mut failure) => {
+            failure.take_headers(&res);
+            again(failure).await
+        }
+        None => res,
+    }
 }
 
 /// `POST /ui/logout`: ends this browser's session (as `POST /auth/logout`).

@@ -127,6 +127,7 @@ async fn every_page_has_its_security_headers() {
         for part in [
             "default-src 'none'",
             "script-src 'self'",
+            "connect-src 'self'",
             "style-src 'self'",
             "img-src 'self' data:",
             "form-action 'self'",
