@@ -20,6 +20,8 @@ mod oauth;
 mod oidc;
 mod openapi;
 mod pages;
+mod passkey_pages;
+mod passkeys;
 mod proxies;
 mod ratelimit;
 mod readme;
