@@ -3,7 +3,8 @@
 of one database (their addresses, `http://127.0.0.1:PORT`). Adds a passkey
 (start on A, finish on B), signs in with it (start on B, finish on A), and
 checks that the challenge is spent for both: finishing it again on either
-is refused."""
+is refused. Prints the access token of that sign-in and one of the password
+alone, for the caller's forward-auth checks."""
 
 import sys
 
@@ -31,7 +32,7 @@ def main():
     assert added.status_code == 201, f"registration finished on B: {added.status_code} {added.text}"
     again = requests.post(f"{a}/auth/passkeys/register/finish", headers=bearer, json=body)
     assert again.status_code == 400, f"a spent registration on A: {again.status_code} {again.text}"
-    print("- registration: begun on A, finished on B, spent for A")
+    print("- registration: begun on A, finished on B, spent for A", file=sys.stderr)
 
     begun = requests.post(f"{b}/auth/passkeys/login/start", json={})
     assert begun.status_code == 200, begun.text
@@ -45,7 +46,9 @@ def main():
     for base in (a, b):
         replay = requests.post(f"{base}/auth/passkeys/login/finish", json=body)
         assert replay.status_code == 401, f"a spent sign-in on {base}: {replay.status_code} {replay.text}"
-    print("- sign-in: begun on B, finished on A, spent for both")
+    print("- sign-in: begun on B, finished on A, spent for both", file=sys.stderr)
+    print(f"passkey {signed_in.json()['access_token']}")
+    print(f"password {login.json()['access_token']}")
 
 
 if __name__ == "__main__":

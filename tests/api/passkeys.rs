@@ -89,13 +89,20 @@ async fn a_software_authenticator_signs_in_and_is_refused_where_it_should_be() {
 }
 
 /// A passkey ceremony begun on one instance finishes on another (its
-/// challenge is stored, not held in memory), once (SPEC section 14).
+/// challenge is stored, not held in memory), once; and a passkey alone is
+/// two factors to forward authentication, a password alone one (SPEC
+/// sections 12 and 14).
 #[tokio::test]
 async fn a_passkey_ceremony_begun_on_one_instance_finishes_on_another() {
     let dir = tempfile::tempdir().unwrap();
     let envs = [
         ("PORTCULLIS_WEBAUTHN__RP_ID", "localhost"),
         ("PORTCULLIS_WEBAUTHN__ORIGINS", r#"["http://localhost"]"#),
+        ("PORTCULLIS_SERVER__TRUSTED_PROXIES", r#"["127.0.0.1/32"]"#),
+        (
+            "PORTCULLIS_FORWARD_AUTH__RULES",
+            r#"[{domain = "admin.example.com", policy = "two_factor"}]"#,
+        ),
     ];
     let a = ServerProcess::start(dir.path(), &[], &envs);
     let b = ServerProcess::start(dir.path(), &[], &envs);
@@ -119,10 +126,40 @@ async fn a_passkey_ceremony_begun_on_one_instance_finishes_on_another() {
     ))
     .args([&a_url, &b_url, email, PASSWORD]);
     let out = crate::tools::output(cmd).await;
+    let printed = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "the passkey ceremonies across instances failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
+        "the passkey ceremonies across instances failed:\n{printed}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let token = |kind: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{kind} ")))
+            .unwrap_or_else(|| panic!("no {kind} token in {printed}"))
+            .to_owned()
+    };
+    for (kind, expected) in [
+        ("passkey", StatusCode::OK),
+        ("password", StatusCode::UNAUTHORIZED),
+    ] {
+        let res = client
+            .get(format!("{b_url}/authz/forward-auth"))
+            .bearer_auth(token(kind))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "admin.example.com")
+            .header("x-forwarded-uri", "/")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            expected,
+            "a {kind} session at a two_factor rule"
+        );
+        if expected == StatusCode::OK {
+            assert_eq!(res.headers()["remote-user"], email);
+        }
+    }
 }
