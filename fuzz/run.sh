@@ -12,7 +12,7 @@ seconds=${1:-10}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(json_bodies oauth_form access_token client_ip durations config_toml)
+  targets=(json_bodies oauth_form access_token client_ip durations config_toml passkey_credential)
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
