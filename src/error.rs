@@ -270,6 +270,10 @@ impl From<crate::auth::service::AuthError> for ApiError {
                 message: why.into(),
             },
             E::PasskeysOff(why) => Self::PasskeysOff(why),
+            E::ReauthenticationRequired => Self::Refused {
+                code: "reauthentication_required",
+                message: "this change needs a sign-in within the last ten minutes, or the current password",
+            },
             E::PasskeyRejected(why) => Self::BadRequest {
                 code: "invalid_passkey",
                 message: why.into(),

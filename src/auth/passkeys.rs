@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use secrecy::SecretString;
 use url::Url;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
@@ -15,15 +16,22 @@ use webauthn_rs::prelude::{
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 use webauthn_rs_proto::{AllowCredentials, ResidentKeyRequirement};
 
-use super::crypto::{decode_opaque_token, new_opaque_token, sha256};
+use super::crypto::{decode_opaque_token, hmac_sha256, new_opaque_token, sha256};
 use super::mfa::PendingLogin;
 use super::service::{AuthError, AuthResult, AuthService};
+use super::tokens::AccessClaims;
+use crate::audit::{Action, NewEvent, Origin};
 use crate::clock::Millis;
 use crate::config::Config;
 use crate::store::{Amr, Audit, Ceremony, PasskeyRow, Purpose, StoreError, User};
 
 /// How long a ceremony may take (as long as its options tell the browser).
 pub const CEREMONY_TTL_MS: Millis = 300_000;
+/// How recent a sign-in must be to add or remove a passkey without the
+/// password.
+pub const RECENT_SIGN_IN_MS: Millis = 600_000;
+/// Passkeys one account may hold.
+pub const MAX_PASSKEYS: usize = 20;
 /// Longest passkey name, in characters.
 pub const MAX_PASSKEY_NAME_CHARS: usize = 64;
 /// The name of a passkey added without one.
@@ -144,6 +152,25 @@ pub fn parse_passkey_name(name: Option<&str>) -> Result<String, &'static str> {
 }
 
 impl AuthService {
+    /// Whether `claims`' session was signed into within [`RECENT_SIGN_IN_MS`];
+    /// else `password` must be `user`'s ([`AuthError::InvalidCurrentPassword`]),
+    /// and without one [`AuthError::ReauthenticationRequired`].
+    pub async fn confirm_recent_sign_in(
+        &self,
+        claims: &AccessClaims,
+        user: &User,
+        password: Option<SecretString>,
+    ) -> AuthResult<()> {
+        let signed_in = claims.auth_time.saturating_mul(1000);
+        if self.now().saturating_sub(signed_in) <= RECENT_SIGN_IN_MS {
+            return Ok(());
+        }
+        match password {
+            Some(password) => self.check_current_password(user, password).await,
+            None => Err(AuthError::ReauthenticationRequired),
+        }
+    }
+
     /// The relying party, or [`AuthError::PasskeysOff`].
     fn webauthn(&self) -> AuthResult<&Webauthn> {
         self.webauthn
@@ -212,10 +239,16 @@ impl AuthService {
         user: &User,
     ) -> AuthResult<Started<CreationChallengeResponse>> {
         let webauthn = self.webauthn()?;
-        let mut exclude = Vec::new();
-        for row in self.store.passkeys(user.id).await? {
-            exclude.push(CredentialID::from(row.credential_id));
+        let held = self.store.passkeys(user.id).await?;
+        if held.len() >= MAX_PASSKEYS {
+            return Err(AuthError::PasskeyRejected(
+                "an account holds at most 20 passkeys: remove one first",
+            ));
         }
+        let exclude = held
+            .into_iter()
+            .map(|row| CredentialID::from(row.credential_id))
+            .collect();
         let display = user.name.as_deref().unwrap_or(&user.email);
         let (mut options, state) = webauthn
             .start_passkey_registration(user.id, &user.email, display, Some(exclude))
@@ -277,8 +310,15 @@ impl AuthService {
                     .extra("name", row.name.clone())
             })
             .collect();
-        match self.store.add_passkey(row.clone(), audit).await {
-            Ok(()) => Ok(row),
+        match self
+            .store
+            .add_passkey(row.clone(), MAX_PASSKEYS, audit)
+            .await
+        {
+            Ok(true) => Ok(row),
+            Ok(false) => Err(AuthError::PasskeyRejected(
+                "an account holds at most 20 passkeys: remove one first",
+            )),
             Err(StoreError::Duplicate(_)) => Err(AuthError::PasskeyRejected(
                 "this passkey is registered already",
             )),
@@ -312,13 +352,27 @@ impl AuthService {
         &self,
         email: Option<&str>,
     ) -> AuthResult<Started<RequestChallengeResponse>> {
-        let allowed = match email {
-            Some(email) => match self.store.user_by_email(email).await? {
-                Some(user) if !user.is_disabled() => self.store.passkeys(user.id).await?,
-                _ => Vec::new(),
-            },
-            None => Vec::new(),
+        let Some(email) = email else {
+            return self.start_sign_in(Purpose::Login, None, &[]).await;
         };
+        let mut allowed = match self.store.user_by_email(email).await? {
+            Some(user) if !user.is_disabled() => self.store.passkeys(user.id).await?,
+            _ => Vec::new(),
+        };
+        if allowed.is_empty() {
+            // An account without passkeys, or none at all, is told apart from
+            // one with a passkey by nothing: it is named one that stays the same.
+            let decoy = hmac_sha256(&self.passkey_decoys, &[email.as_bytes()]);
+            allowed.push(PasskeyRow {
+                id: Uuid::nil(),
+                user_id: Uuid::nil(),
+                credential_id: decoy.to_vec(),
+                name: String::new(),
+                credential: String::new(),
+                created_at: 0,
+                last_used_at: None,
+            });
+        }
         self.start_sign_in(Purpose::Login, None, &allowed).await
     }
 
@@ -420,7 +474,13 @@ impl AuthService {
             Ok(result) if result.user_verified() => result,
             Ok(_) => return refused(Some(row.user_id)),
             Err(WebauthnError::CredentialPossibleCompromise) => {
-                return Err(Ok((PasskeyFailure::CounterWentBack, Some(row.user_id))))
+                // A clone signs too: the credential is refused from now on.
+                let removed = vec![NewEvent::new(Action::PasskeyRemoved, &Origin::default())
+                    .extra("reason", "counter_went_back")];
+                self.remove_passkey(row.user_id, row.id, removed)
+                    .await
+                    .map_err(Err)?;
+                return Err(Ok((PasskeyFailure::CounterWentBack, Some(row.user_id))));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "passkey assertion refused");
@@ -429,15 +489,16 @@ impl AuthService {
         };
         passkey.update_credential(&result);
         let updated = to_json(&passkey).map_err(Err)?;
-        // Two sign-ins with one counter value: the second finds the row
-        // changed under it, as a clone would.
+        // Two sign-ins at once with one passkey: the second finds the row
+        // changed under it and is refused (its counter was checked against
+        // an older one).
         if !self
             .store
             .passkey_used(row.id, row.credential.clone(), updated, self.now())
             .await
             .map_err(|e| Err(e.into()))?
         {
-            return Err(Ok((PasskeyFailure::CounterWentBack, Some(row.user_id))));
+            return refused(Some(row.user_id));
         }
         let user = match self.store.user_by_id(row.user_id).await {
             Ok(Some(user)) if !user.is_disabled() => user,

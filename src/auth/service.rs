@@ -86,6 +86,9 @@ pub enum AuthError {
     /// Passkeys cannot be used here, and why (see `passkeys::relying_party`).
     #[error("passkeys are off: {0}")]
     PasskeysOff(String),
+    /// A change that needs a recent sign-in or the current password.
+    #[error("sign in again")]
+    ReauthenticationRequired,
     /// A passkey that cannot be added, and why.
     #[error("{0}")]
     PasskeyRejected(&'static str),
@@ -205,6 +208,8 @@ pub struct AuthService {
     pub(super) first_run: std::sync::Mutex<Option<([u8; 32], Millis)>>,
     /// The relying party of passkeys, or why they are off.
     pub(super) webauthn: super::passkeys::RelyingParty,
+    /// The key of the credential ids named for accounts without a passkey.
+    pub(super) passkey_decoys: [u8; 32],
 }
 
 /// An account as `GET /auth/me` shows it: the row without its password hash,
@@ -252,6 +257,7 @@ impl AuthService {
             cookie_ids: SecretIds::random(),
             first_run: std::sync::Mutex::new(None),
             webauthn: super::passkeys::relying_party(config),
+            passkey_decoys: master.subkey("passkey decoys"),
             master,
             issuer: config.tokens.issuer.clone(),
             hasher,

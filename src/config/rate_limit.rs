@@ -43,10 +43,11 @@ pub enum RuleName {
     ResetRequestAccount,
     ResetConfirmIp,
     ClientAuthIp,
+    PasskeyStartIp,
 }
 
 impl RuleName {
-    pub const ALL: [RuleName; 10] = [
+    pub const ALL: [RuleName; 11] = [
         Self::LoginIp,
         Self::LoginAccount,
         Self::Mfa,
@@ -57,6 +58,7 @@ impl RuleName {
         Self::ResetRequestAccount,
         Self::ResetConfirmIp,
         Self::ClientAuthIp,
+        Self::PasskeyStartIp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +73,7 @@ impl RuleName {
             Self::ResetRequestAccount => "reset_request_account",
             Self::ResetConfirmIp => "reset_confirm_ip",
             Self::ClientAuthIp => "client_auth_ip",
+            Self::PasskeyStartIp => "passkey_start_ip",
         }
     }
 
@@ -115,7 +118,7 @@ fn yes() -> bool {
 }
 
 /// The rules of SPEC section 6 with their default limits and windows.
-pub const DEFAULT_RULES: [(RuleName, u32, u64); 10] = [
+pub const DEFAULT_RULES: [(RuleName, u32, u64); 11] = [
     (RuleName::LoginIp, 5, 900),
     (RuleName::LoginAccount, 20, 900),
     (RuleName::Mfa, 5, 900),
@@ -126,6 +129,7 @@ pub const DEFAULT_RULES: [(RuleName, u32, u64); 10] = [
     (RuleName::ResetRequestAccount, 3, 3600),
     (RuleName::ResetConfirmIp, 5, 900),
     (RuleName::ClientAuthIp, 20, 900),
+    (RuleName::PasskeyStartIp, 30, 60),
 ];
 
 impl Default for RateLimitConfig {

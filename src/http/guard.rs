@@ -77,7 +77,7 @@ where
                 .rate_limit_rejections
                 .with_label_values(&[blocked.rule.name.as_str()])
                 .inc();
-            if group == Guarded::Login {
+            if matches!(group, Guarded::Login | Guarded::PasskeyLogin) {
                 state.metrics.login("rate_limited");
             }
             let event = caller.event(Action::LoginRateLimited);

@@ -255,10 +255,7 @@ pub async fn second_step(
     kind: SessionKind,
 ) -> Result<Opened, ApiError> {
     let opened_at = state.auth.now();
-    let method = match factor {
-        Factor::Code(_) => "totp",
-        Factor::Passkey { .. } => "passkey",
-    };
+    let passkey = matches!(factor, Factor::Passkey { .. });
     match state
         .auth
         .finish_mfa(
@@ -268,10 +265,8 @@ pub async fn second_step(
             &caller.client_info(),
             vec![
                 caller.event(Action::MfaSuccess),
-                caller
-                    .event(Action::LoginSuccess)
+                with_method(caller.event(Action::LoginSuccess), passkey)
                     .extra("mfa", true)
-                    .extra("second_factor", method)
                     .extra("remember_me", pending.challenge.remember_me),
             ],
             vec![caller.event(Action::MfaFailed)],
@@ -293,5 +288,14 @@ pub async fn second_step(
             Err(ApiError::InvalidMfaCode)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A sign-in row of a passkey names it (`method: "passkey"`, SPEC section 14).
+fn with_method(event: crate::audit::NewEvent, passkey: bool) -> crate::audit::NewEvent {
+    if passkey {
+        event.extra("method", "passkey")
+    } else {
+        event
     }
 }

@@ -3,8 +3,10 @@
 //! token, or the session cookie from our own pages (the passkey script),
 //! whose `Origin` must then be ours.
 
+use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -44,6 +46,10 @@ pub struct RegisterFinishBody {
     pub credential: Box<RegisterPublicKeyCredential>,
     /// Up to 64 characters; default "Passkey".
     pub name: Option<String>,
+    /// The current password: needed when the session was signed into more
+    /// than ten minutes ago, so that a stolen token alone cannot add a way in.
+    #[schema(value_type = Option<String>)]
+    pub password: Option<secrecy::SecretString>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -124,22 +130,45 @@ async fn owner(
     Ok((claims, caller.via_web()))
 }
 
+/// The account whose passkeys a request manages (see [`owner`]), and its
+/// caller: an extractor, so that it is asked before the body is read.
+pub struct Owner {
+    claims: AccessClaims,
+    caller: Caller,
+}
+
+impl FromRequest for Owner {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let caller = Caller::from_request(&req, payload).into_inner();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+            let (claims, caller) = owner(&req, state, caller?).await?;
+            Ok(Self { claims, caller })
+        })
+    }
+}
+
 fn no_store(mut res: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
     res.insert_header((header::CACHE_CONTROL, "no-store"));
     res
 }
 
 /// `POST /auth/passkeys/register/start`
-#[utoipa::path(post, path = "/auth/passkeys/register/start", tag = "passkeys", security(("bearer" = [])),
+#[utoipa::path(post, path = "/auth/passkeys/register/start", operation_id = "passkey_register_start", tag = "passkeys", security(("bearer" = [])),
     responses((status = 200, body = Object, description = "`{challenge_id, publicKey}`: creation options"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn register_start(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
+    owner: Owner,
 ) -> Result<HttpResponse, ApiError> {
-    let (claims, _) = owner(&req, &state, caller).await?;
+    let claims = owner.claims;
     let user = state.auth.current_user(&claims).await?;
     let started = state.auth.start_passkey_registration(&user).await?;
     Ok(no_store(HttpResponse::Ok()).json(Begun {
@@ -148,63 +177,73 @@ pub async fn register_start(
     }))
 }
 
-/// `POST /auth/passkeys/register/finish`
-#[utoipa::path(post, path = "/auth/passkeys/register/finish", tag = "passkeys", security(("bearer" = [])),
+/// `POST /auth/passkeys/register/finish`: needs a session signed into within
+/// the last ten minutes, or the current `password` (under the login rules).
+#[utoipa::path(post, path = "/auth/passkeys/register/finish", operation_id = "passkey_register_finish", tag = "passkeys", security(("bearer" = [])),
     request_body = RegisterFinishBody,
     responses((status = 201, body = PasskeyView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn register_finish(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
+    owner: Owner,
     body: JsonBody<RegisterFinishBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let (claims, caller) = owner(&req, &state, caller).await?;
+    let Owner { claims, caller } = owner;
     let body = body.into_inner();
     let name = parse_passkey_name(body.name.as_deref()).map_err(|e| ApiError::field("name", e))?;
-    let user = state.auth.current_user(&claims).await?;
-    let row = state
-        .auth
-        .finish_passkey_registration(
-            &user,
-            &body.challenge_id,
-            &body.credential,
-            name,
-            vec![caller.event(Action::PasskeyAdded)],
-        )
-        .await?;
-    Ok(no_store(HttpResponse::Created()).json(PasskeyView::from(&row)))
+    let account = crate::email::normalize(&claims.email);
+    guarded(&state, &caller, Guarded::Login, Some(&account), async {
+        let user = state.auth.current_user(&claims).await?;
+        state
+            .auth
+            .confirm_recent_sign_in(&claims, &user, body.password.clone())
+            .await?;
+        let row = state
+            .auth
+            .finish_passkey_registration(
+                &user,
+                &body.challenge_id,
+                &body.credential,
+                name,
+                vec![caller.event(Action::PasskeyAdded)],
+            )
+            .await?;
+        Ok(no_store(HttpResponse::Created()).json(PasskeyView::from(&row)))
+    })
+    .await
 }
 
 /// `GET /auth/passkeys`
-#[utoipa::path(get, path = "/auth/passkeys", tag = "passkeys", security(("bearer" = [])),
+#[utoipa::path(get, path = "/auth/passkeys", operation_id = "list_passkeys", tag = "passkeys", security(("bearer" = [])),
     responses((status = 200, body = PasskeyList), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn list(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-) -> Result<HttpResponse, ApiError> {
-    let (claims, _) = owner(&req, &state, caller).await?;
+pub async fn list(state: web::Data<AppState>, owner: Owner) -> Result<HttpResponse, ApiError> {
+    let claims = owner.claims;
     let rows = state.auth.passkeys(claims.sub).await?;
     Ok(no_store(HttpResponse::Ok()).json(PasskeyList {
         passkeys: rows.iter().map(PasskeyView::from).collect(),
     }))
 }
 
-/// `DELETE /auth/passkeys/{id}`
-#[utoipa::path(delete, path = "/auth/passkeys/{id}", tag = "passkeys", security(("bearer" = [])),
+/// `DELETE /auth/passkeys/{id}`: needs a session signed into within the
+/// last ten minutes (403 `reauthentication_required`), so that a stolen
+/// token cannot quietly take a passkey-only account's second factor away.
+#[utoipa::path(delete, path = "/auth/passkeys/{id}", operation_id = "remove_passkey", tag = "passkeys", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "The passkey")),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn remove(
-    req: HttpRequest,
     state: web::Data<AppState>,
-    caller: Caller,
+    owner: Owner,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (claims, caller) = owner(&req, &state, caller).await?;
+    let Owner { claims, caller } = owner;
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::NotFound("no such passkey"))?;
+    let user = state.auth.current_user(&claims).await?;
+    state
+        .auth
+        .confirm_recent_sign_in(&claims, &user, None)
+        .await?;
     state
         .auth
         .remove_passkey(claims.sub, id, vec![caller.event(Action::PasskeyRemoved)])
@@ -214,36 +253,40 @@ pub async fn remove(
 
 /// `POST /auth/passkeys/login/start`: a sign-in with a passkey alone, or
 /// (with `mfa_token`) the second step after a password.
-#[utoipa::path(post, path = "/auth/passkeys/login/start", tag = "passkeys", request_body = LoginStartBody,
+#[utoipa::path(post, path = "/auth/passkeys/login/start", operation_id = "passkey_login_start", tag = "passkeys", request_body = LoginStartBody,
     responses((status = 200, body = Object, description = "`{challenge_id, publicKey}`: request options"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn login_start(
     state: web::Data<AppState>,
+    caller: Caller,
     body: JsonBody<LoginStartBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let started = match &body.mfa_token {
-        Some(token) => {
-            let pending = state
-                .auth
-                .pending_login(secrecy::ExposeSecret::expose_secret(token))
-                .await?;
-            state.auth.start_passkey_second_factor(&pending).await?
-        }
-        None => {
-            let email = body.email.as_deref().map(crate::email::normalize);
-            state.auth.start_passkey_login(email.as_deref()).await?
-        }
-    };
-    Ok(no_store(HttpResponse::Ok()).json(Begun {
-        challenge_id: started.challenge_id,
-        public_key: started.options.public_key,
-    }))
+    guarded(&state, &caller, Guarded::PasskeyStart, None, async {
+        let started = match &body.mfa_token {
+            Some(token) => {
+                let pending = state
+                    .auth
+                    .pending_login(secrecy::ExposeSecret::expose_secret(token))
+                    .await?;
+                state.auth.start_passkey_second_factor(&pending).await?
+            }
+            None => {
+                let email = body.email.as_deref().map(crate::email::normalize);
+                state.auth.start_passkey_login(email.as_deref()).await?
+            }
+        };
+        Ok(no_store(HttpResponse::Ok()).json(Begun {
+            challenge_id: started.challenge_id,
+            public_key: started.options.public_key,
+        }))
+    })
+    .await
 }
 
 /// `POST /auth/passkeys/login/finish`
-#[utoipa::path(post, path = "/auth/passkeys/login/finish", tag = "passkeys", request_body = LoginFinishBody,
+#[utoipa::path(post, path = "/auth/passkeys/login/finish", operation_id = "passkey_login_finish", tag = "passkeys", request_body = LoginFinishBody,
     responses((status = 200, body = crate::auth::service::TokenPair), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]

@@ -13,6 +13,7 @@ use super::browser::Browser;
 use super::sign_in::query;
 use super::{render, see_other, sign_in_first, Failure, Layout, Posted};
 use crate::audit::Action;
+use crate::auth::passkeys::RECENT_SIGN_IN_MS;
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
 use crate::http::state::AppState;
@@ -47,6 +48,8 @@ struct PasskeysPage {
     /// Why passkeys are off here, if they are.
     off: Option<String>,
     passkeys: Vec<PasskeyItem>,
+    /// The sign-in is older than ten minutes: changes need a new one, here.
+    sign_in_again: Option<String>,
 }
 
 fn minutes(ms: i64) -> String {
@@ -80,7 +83,20 @@ async fn passkeys_page(
             "They need the server's address to be a domain name (such as localhost), not an IP address.".to_owned()
         }),
         passkeys,
+        sign_in_again: (!recent(state, claims)).then(|| {
+            let back = format!(
+                "{}/ui/account/passkeys",
+                state.config.server.public_url.trim_end_matches('/')
+            );
+            format!("/ui/login?fresh=1&rd={}", super::query_value(&back))
+        }),
     })
+}
+
+/// Whether the browser's sign-in is recent enough to change passkeys
+/// without signing in again (as `confirm_recent_sign_in` decides).
+fn recent(state: &AppState, claims: &AccessClaims) -> bool {
+    state.auth.now() - claims.auth_time.saturating_mul(1000) <= RECENT_SIGN_IN_MS
 }
 
 #[derive(Deserialize, Default)]
@@ -128,16 +144,24 @@ pub(super) async fn act(state: web::Data<AppState>, post: Posted<RemoveForm>) ->
         return sign_in_first(&state, "/ui/account/passkeys");
     };
     let outcome = match Uuid::parse_str(f.remove.trim()) {
-        Ok(id) => state
+        Ok(id) if recent(&state, &claims) => state
             .auth
             .remove_passkey(claims.sub, id, vec![caller.event(Action::PasskeyRemoved)])
             .await
             .map_err(ApiError::from),
+        Ok(_) => Err(crate::auth::service::AuthError::ReauthenticationRequired.into()),
         Err(_) => Err(ApiError::NotFound("no such passkey")),
     };
     let failure = match outcome {
         Ok(()) => return see_other("/ui/account/passkeys?done=removed").finish(),
         Err(ApiError::NotFound(_)) => Failure::bad("That passkey does not exist."),
+        Err(e) if e.code() == "reauthentication_required" => {
+            let mut failure = Failure::of(e);
+            failure.message =
+                "You signed in more than ten minutes ago: sign in again to remove a passkey."
+                    .into();
+            failure
+        }
         Err(e) => Failure::of(e),
     };
     match passkeys_page(

@@ -32,9 +32,10 @@ impl RuleName {
 
     pub fn counts(self) -> Counts {
         match self {
-            Self::RegisterIpHourly | Self::ResetRequestIp | Self::ResetRequestAccount => {
-                Counts::All
-            }
+            Self::RegisterIpHourly
+            | Self::ResetRequestIp
+            | Self::ResetRequestAccount
+            | Self::PasskeyStartIp => Counts::All,
             _ => Counts::Failures,
         }
     }
@@ -73,6 +74,8 @@ pub enum Guarded {
     /// `/auth/passkeys/login/finish` and the login page's passkey: the
     /// account is known only from the answer, so only the address counts.
     PasskeyLogin,
+    /// `/auth/passkeys/login/start`: each stores a ceremony, so each counts.
+    PasskeyStart,
     /// Turning TOTP on or off: the current password under the login rules,
     /// the code under `mfa`.
     SecondFactorChange,
@@ -92,6 +95,7 @@ impl Guarded {
             Self::Login => &[LoginIp, LoginAccount],
             Self::Mfa => &[Mfa],
             Self::PasskeyLogin => &[LoginIp],
+            Self::PasskeyStart => &[PasskeyStartIp],
             Self::SecondFactorChange => &[LoginIp, LoginAccount, Mfa],
             Self::Register => &[RegisterIp, RegisterIpHourly],
             Self::Refresh => &[RefreshIp],

@@ -135,13 +135,34 @@ impl Store {
             .await
     }
 
-    /// Stores a new passkey with `audit`. [`StoreError::Duplicate`] when its
+    /// Stores a new passkey with `audit`, unless its user holds `max`
+    /// already (false, recording nothing). [`StoreError::Duplicate`] when its
     /// credential id is stored already (on any account).
-    pub async fn add_passkey(&self, row: PasskeyRow, audit: Audit) -> StoreResult<()> {
+    pub async fn add_passkey(
+        &self,
+        row: PasskeyRow,
+        max: usize,
+        audit: Audit,
+    ) -> StoreResult<bool> {
         let now = row.created_at;
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.db
             .unit(Chain::After, now, move |c| {
                 Box::pin(async move {
+                    let user_id = row.user_id.to_string();
+                    // The user's row held, so that two at once count each other.
+                    c.query_opt("SELECT id FROM users WHERE id = $1 FOR UPDATE", &[&user_id], |_| Ok(()))
+                        .await?;
+                    let held = c
+                        .query_one(
+                            "SELECT count(*) FROM passkeys WHERE user_id = $1",
+                            &[&user_id],
+                            |r| r.get::<i64>(0),
+                        )
+                        .await?;
+                    if held >= max {
+                        return Ok((false, Vec::new()));
+                    }
                     c.execute(
                         "INSERT INTO passkeys (id, user_id, credential_id, name, credential, created_at, last_used_at)
                          VALUES ($1, $2, $3, $4, $5, $6, NULL)",
@@ -155,7 +176,7 @@ impl Store {
                         ],
                     )
                     .await?;
-                    Ok(((), audit))
+                    Ok((true, audit))
                 })
             })
             .await

@@ -52,8 +52,14 @@ async fn a_software_authenticator_signs_in_and_is_refused_where_it_should_be() {
     };
 
     // Alice's laptop and spare key, and Bob's; both of Alice's removed.
-    assert_eq!(count("passkey_added", None), 3, "passkey_added rows");
+    // Three in the first checks, twenty for the bound, two after a stale sign-in.
+    assert_eq!(count("passkey_added", None), 25, "passkey_added rows");
     assert_eq!(count("passkey_removed", None), 2, "passkey_removed rows");
+    assert_eq!(
+        count("passkey_removed", Some(("reason", "counter_went_back"))),
+        1,
+        "the cloned passkey is removed"
+    );
     assert!(
         count("login_success", Some(("method", "passkey"))) > 0,
         "no login_success with method passkey"
@@ -162,4 +168,29 @@ async fn a_passkey_ceremony_begun_on_one_instance_finishes_on_another() {
             assert_eq!(res.headers()["remote-user"], email);
         }
     }
+}
+
+/// Each `login/start` stores a challenge: `passkey_start_ip` bounds them
+/// per address (30 a minute by default), and a 429 stores nothing.
+#[tokio::test]
+async fn starting_sign_ins_is_rate_limited_per_address() {
+    let app = TestApp::spawn_with(|c| {
+        c.webauthn.rp_id = "localhost".into();
+        c.webauthn.origins = vec!["http://localhost".into()];
+    })
+    .await;
+    let limit = app.config.rate_limit.rules[&portcullis::config::RuleName::PasskeyStartIp].limit;
+    for i in 0..limit {
+        let res = app.post("/auth/passkeys/login/start", &json!({})).await;
+        assert_eq!(res.status(), StatusCode::OK, "start {i}");
+    }
+    let stored = app.count("SELECT count(*) FROM webauthn_challenges");
+    let res = app.post("/auth/passkeys/login/start", &json!({})).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(
+        app.count("SELECT count(*) FROM webauthn_challenges"),
+        stored
+    );
+    assert_eq!(stored, i64::from(limit));
 }
