@@ -12,6 +12,7 @@ pub mod password;
 pub mod pg_bus;
 #[cfg(feature = "redis")]
 pub mod redis_bus;
+mod relying_party;
 pub mod revocation;
 pub mod service;
 pub mod sessions;

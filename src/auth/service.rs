@@ -207,7 +207,7 @@ pub struct AuthService {
     /// The setup link of a first run, as its hash and expiry (see `first_run.rs`).
     pub(super) first_run: std::sync::Mutex<Option<([u8; 32], Millis)>>,
     /// The relying party of passkeys, or why they are off.
-    pub(super) webauthn: super::passkeys::RelyingParty,
+    pub(super) webauthn: super::relying_party::RelyingParty,
     /// The key of the credential ids named for accounts without a passkey.
     pub(super) passkey_decoys: [u8; 32],
 }
@@ -256,7 +256,7 @@ impl AuthService {
             form_key: master.subkey("form tokens"),
             cookie_ids: SecretIds::random(),
             first_run: std::sync::Mutex::new(None),
-            webauthn: super::passkeys::relying_party(config),
+            webauthn: super::relying_party::relying_party(config),
             passkey_decoys: master.subkey("passkey decoys"),
             master,
             issuer: config.tokens.issuer.clone(),
