@@ -190,6 +190,8 @@ mod tests {
                 ("reset_request_account", 3, 3600),
                 ("reset_confirm_ip", 5, 900),
                 ("client_auth_ip", 20, 900),
+                // Beyond the table: each passkey sign-in start stores a challenge.
+                ("passkey_start_ip", 30, 60),
             ]
         );
         for name in RuleName::ALL {
