@@ -3,6 +3,11 @@
 //! argon2id hash and verification at the default parameters (19 MiB, t=2, p=1).
 //! The argon2 figure is the ceiling for logins per second per core.
 //!
+//! Beside it, a passkey sign-in's own cryptography (SPEC section 14): one
+//! assertion checked by the relying party (ES256 signature, client data,
+//! flags, counter), the ceremony and the stored passkey those of the fuzz
+//! target's seeds (a real ceremony of the tests' software authenticator).
+//!
 //! Verification is measured twice: a token seen for the first time (signature
 //! checked) and a token seen before (its claims are remembered by digest, and
 //! only time is checked again).
@@ -85,5 +90,60 @@ fn argon2id(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tokens, argon2id);
+/// A relying party on localhost, a passkey registered with it, and a
+/// sign-in ceremony with the assertion that answers it.
+struct PasskeyFixture {
+    webauthn: std::sync::Arc<webauthn_rs::Webauthn>,
+    sign_in: webauthn_rs::prelude::DiscoverableAuthentication,
+    passkey: webauthn_rs::prelude::Passkey,
+    assertion: webauthn_rs::prelude::PublicKeyCredential,
+}
+
+fn passkey_fixture() -> PasskeyFixture {
+    use portcullis::http::extract::parse_json;
+    use portcullis::http::passkeys::{LoginFinishBody, RegisterFinishBody};
+    let fixture = |name: &str| {
+        let path = format!("{}/fuzz/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let mut config = Config::default();
+    config.server.public_url = "http://localhost:18080".into();
+    let webauthn = portcullis::auth::passkeys::relying_party(&config).expect("relying party");
+    let registration: webauthn_rs::prelude::PasskeyRegistration =
+        serde_json::from_slice(&fixture("fixtures/passkey/registration.json")).expect("state");
+    let register: RegisterFinishBody =
+        parse_json(&fixture("seeds/passkey_credential/register")[1..]).expect("seed");
+    let passkey = webauthn
+        .finish_passkey_registration(&register.credential, &registration)
+        .expect("the registration seed verifies");
+    let login: LoginFinishBody =
+        parse_json(&fixture("seeds/passkey_credential/login")[1..]).expect("seed");
+    PasskeyFixture {
+        webauthn,
+        sign_in: serde_json::from_slice(&fixture("fixtures/passkey/sign_in.json")).expect("state"),
+        passkey,
+        assertion: *login.credential,
+    }
+}
+
+fn passkey(c: &mut Criterion) {
+    let f = passkey_fixture();
+    let verify = |f: &PasskeyFixture| {
+        f.webauthn.finish_discoverable_authentication_v2(
+            &f.assertion,
+            f.sign_in.clone(),
+            &f.passkey,
+        )
+    };
+    assert!(verify(&f)
+        .expect("the sign-in seed verifies")
+        .user_verified());
+    let mut group = c.benchmark_group("passkey");
+    group.bench_function("verify an assertion (ES256)", |b| {
+        b.iter(|| black_box(verify(black_box(&f))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, tokens, argon2id, passkey);
 criterion_main!(benches);

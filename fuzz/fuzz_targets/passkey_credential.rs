@@ -21,8 +21,8 @@ use webauthn_rs::prelude::{DiscoverableAuthentication, Passkey, PasskeyRegistrat
 use webauthn_rs::Webauthn;
 
 /// The ceremonies the seeds answer, as the server stored them.
-const REGISTRATION: &str = r#"{"rs":{"policy":"required","exclude_credentials":[],"challenge":"6apUu2JRxibgQzmyH03jcsoBFg-7leewP1bwBhlxLd4","credential_algorithms":["ES256","ES384","RS256"],"require_resident_key":false,"authenticator_attachment":null,"extensions":{"credentialProtectionPolicy":"userVerificationRequired","enforceCredentialProtectionPolicy":false,"uvm":true,"credProps":true},"allow_synchronised_authenticators":true}}"#;
-const SIGN_IN: &str = r#"{"ast":{"credentials":[],"policy":"required","challenge":"SwAeTkAYA9-SK9keY7UUfFOYzPp20IWm7wTxV1l1Ms0","appid":null,"allow_backup_eligible_upgrade":false}}"#;
+const REGISTRATION: &str = include_str!("../fixtures/passkey/registration.json");
+const SIGN_IN: &str = include_str!("../fixtures/passkey/sign_in.json");
 /// The registration seed, whose credential the sign-in seed uses.
 const REGISTER_SEED: &[u8] = include_bytes!("../seeds/passkey_credential/register");
 
