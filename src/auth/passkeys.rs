@@ -33,6 +33,8 @@ pub const MAX_PASSKEYS: usize = 20;
 pub const MAX_PASSKEY_NAME_CHARS: usize = 64;
 /// The name of a passkey added without one.
 const DEFAULT_NAME: &str = "Passkey";
+/// Why a passkey past [`MAX_PASSKEYS`] is refused.
+const TOO_MANY: &str = "an account holds at most 20 passkeys: remove one first";
 
 /// A ceremony begun: its id (opaque, 128-bit) and the options for the browser.
 #[derive(Debug)]
@@ -45,7 +47,6 @@ pub struct Started<T> {
 #[derive(Debug)]
 pub struct Asserted {
     pub user: User,
-    pub passkey: PasskeyRow,
     pub amr: Amr,
 }
 
@@ -65,6 +66,10 @@ impl PasskeyFailure {
             Self::CounterWentBack => "passkey_counter",
         }
     }
+}
+
+fn credential_ids(rows: Vec<PasskeyRow>) -> Vec<Vec<u8>> {
+    rows.into_iter().map(|row| row.credential_id).collect()
 }
 
 fn ceremony_hash(challenge_id: &str) -> Option<[u8; 32]> {
@@ -92,17 +97,22 @@ pub fn parse_passkey_name(name: Option<&str>) -> Result<String, &'static str> {
 }
 
 impl AuthService {
-    /// Whether `claims`' session was signed into within [`RECENT_SIGN_IN_MS`];
-    /// else `password` must be `user`'s ([`AuthError::InvalidCurrentPassword`]),
-    /// and without one [`AuthError::ReauthenticationRequired`].
+    /// Whether `claims`' session was signed into within [`RECENT_SIGN_IN_MS`].
+    pub fn signed_in_recently(&self, claims: &AccessClaims) -> bool {
+        let signed_in = claims.auth_time.saturating_mul(1000);
+        self.now().saturating_sub(signed_in) <= RECENT_SIGN_IN_MS
+    }
+
+    /// [`AuthService::signed_in_recently`], else `password` must be `user`'s
+    /// ([`AuthError::InvalidCurrentPassword`]), and without one
+    /// [`AuthError::ReauthenticationRequired`].
     pub async fn confirm_recent_sign_in(
         &self,
         claims: &AccessClaims,
         user: &User,
         password: Option<SecretString>,
     ) -> AuthResult<()> {
-        let signed_in = claims.auth_time.saturating_mul(1000);
-        if self.now().saturating_sub(signed_in) <= RECENT_SIGN_IN_MS {
+        if self.signed_in_recently(claims) {
             return Ok(());
         }
         match password {
@@ -181,9 +191,7 @@ impl AuthService {
         let webauthn = self.webauthn()?;
         let held = self.store.passkeys(user.id).await?;
         if held.len() >= MAX_PASSKEYS {
-            return Err(AuthError::PasskeyRejected(
-                "an account holds at most 20 passkeys: remove one first",
-            ));
+            return Err(AuthError::PasskeyRejected(TOO_MANY));
         }
         let exclude = held
             .into_iter()
@@ -256,9 +264,7 @@ impl AuthService {
             .await
         {
             Ok(true) => Ok(row),
-            Ok(false) => Err(AuthError::PasskeyRejected(
-                "an account holds at most 20 passkeys: remove one first",
-            )),
+            Ok(false) => Err(AuthError::PasskeyRejected(TOO_MANY)),
             Err(StoreError::Duplicate(_)) => Err(AuthError::PasskeyRejected(
                 "this passkey is registered already",
             )),
@@ -285,35 +291,27 @@ impl AuthService {
     }
 
     /// Begins a sign-in with a passkey alone: any discoverable credential of
-    /// this relying party, or, given the account's email, its passkeys
-    /// (an unknown account gets the discoverable form, so the answer does
-    /// not tell whether it exists).
+    /// this relying party, or, given the account's email, its passkeys. An
+    /// unknown or disabled account, or one without passkeys, is named one
+    /// credential id that stays the same (a keyed hash of the email), so the
+    /// answer does not tell who has a passkey.
     pub async fn start_passkey_login(
         &self,
         email: Option<&str>,
     ) -> AuthResult<Started<RequestChallengeResponse>> {
         let Some(email) = email else {
-            return self.start_sign_in(Purpose::Login, None, &[]).await;
+            return self.start_sign_in(Purpose::Login, None, Vec::new()).await;
         };
         let mut allowed = match self.store.user_by_email(email).await? {
-            Some(user) if !user.is_disabled() => self.store.passkeys(user.id).await?,
+            Some(user) if !user.is_disabled() => {
+                credential_ids(self.store.passkeys(user.id).await?)
+            }
             _ => Vec::new(),
         };
         if allowed.is_empty() {
-            // An account without passkeys, or none at all, is told apart from
-            // one with a passkey by nothing: it is named one that stays the same.
-            let decoy = hmac_sha256(&self.passkey_decoys, &[email.as_bytes()]);
-            allowed.push(PasskeyRow {
-                id: Uuid::nil(),
-                user_id: Uuid::nil(),
-                credential_id: decoy.to_vec(),
-                name: String::new(),
-                credential: String::new(),
-                created_at: 0,
-                last_used_at: None,
-            });
+            allowed.push(hmac_sha256(&self.passkey_decoys, &[email.as_bytes()]).to_vec());
         }
-        self.start_sign_in(Purpose::Login, None, &allowed).await
+        self.start_sign_in(Purpose::Login, None, allowed).await
     }
 
     /// Begins the second step of `pending` with one of its user's passkeys;
@@ -322,15 +320,15 @@ impl AuthService {
         &self,
         pending: &PendingLogin,
     ) -> AuthResult<Started<RequestChallengeResponse>> {
-        let allowed = self.store.passkeys(pending.user.id).await?;
+        let allowed = credential_ids(self.store.passkeys(pending.user.id).await?);
         if allowed.is_empty() {
             return Err(AuthError::PasskeyRejected("this account has no passkey"));
         }
-        self.start_sign_in(Purpose::SecondFactor, Some(pending), &allowed)
+        self.start_sign_in(Purpose::SecondFactor, Some(pending), allowed)
             .await
     }
 
-    /// A sign-in ceremony: user verification required, the credentials of
+    /// A sign-in ceremony: user verification required, the credential ids
     /// `allowed` named (none: any discoverable one). The credential is
     /// checked at the end against its stored row, whatever was named here,
     /// so its counter is the newest.
@@ -338,7 +336,7 @@ impl AuthService {
         &self,
         purpose: Purpose,
         pending: Option<&PendingLogin>,
-        allowed: &[PasskeyRow],
+        allowed: Vec<Vec<u8>>,
     ) -> AuthResult<Started<RequestChallengeResponse>> {
         let (mut options, state) = self
             .webauthn()?
@@ -347,10 +345,10 @@ impl AuthService {
         // A button, not the autofill of conditional mediation.
         options.mediation = None;
         options.public_key.allow_credentials = allowed
-            .iter()
-            .map(|row| AllowCredentials {
+            .into_iter()
+            .map(|id| AllowCredentials {
                 type_: "public-key".into(),
-                id: row.credential_id.clone(),
+                id,
                 transports: None,
             })
             .collect();
@@ -447,7 +445,6 @@ impl AuthService {
         };
         Ok(Asserted {
             user,
-            passkey: row,
             amr: Amr::HWK.and(Amr::USER),
         })
     }

@@ -13,7 +13,6 @@ use super::browser::Browser;
 use super::sign_in::query;
 use super::{render, see_other, sign_in_first, Failure, Layout, Posted};
 use crate::audit::Action;
-use crate::auth::passkeys::RECENT_SIGN_IN_MS;
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
 use crate::http::state::AppState;
@@ -83,7 +82,7 @@ async fn passkeys_page(
             "They need the server's address to be a domain name (such as localhost), not an IP address.".to_owned()
         }),
         passkeys,
-        sign_in_again: (!recent(state, claims)).then(|| {
+        sign_in_again: (!state.auth.signed_in_recently(claims)).then(|| {
             let back = format!(
                 "{}/ui/account/passkeys",
                 state.config.server.public_url.trim_end_matches('/')
@@ -91,12 +90,6 @@ async fn passkeys_page(
             format!("/ui/login?fresh=1&rd={}", super::query_value(&back))
         }),
     })
-}
-
-/// Whether the browser's sign-in is recent enough to change passkeys
-/// without signing in again (as `confirm_recent_sign_in` decides).
-fn recent(state: &AppState, claims: &AccessClaims) -> bool {
-    state.auth.now() - claims.auth_time.saturating_mul(1000) <= RECENT_SIGN_IN_MS
 }
 
 #[derive(Deserialize, Default)]
@@ -144,7 +137,7 @@ pub(super) async fn act(state: web::Data<AppState>, post: Posted<RemoveForm>) ->
         return sign_in_first(&state, "/ui/account/passkeys");
     };
     let outcome = match Uuid::parse_str(f.remove.trim()) {
-        Ok(id) if recent(&state, &claims) => state
+        Ok(id) if state.auth.signed_in_recently(&claims) => state
             .auth
             .remove_passkey(claims.sub, id, vec![caller.event(Action::PasskeyRemoved)])
             .await
